@@ -1,0 +1,114 @@
+"""Use-cases shared by the sidebar and the automation: request an action, record its outcome.
+
+Database and policy only: the Stripe call itself happens in a job, which then records here.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core import audit
+from core.db.models import Action, utcnow
+from core.domain import ActionKind, ActionStatus, Charge, Money, RefundReason, Refund
+
+
+def action_by_key(session: Session, idempotency_key: str) -> Action | None:
+    """The action with this idempotency key, if one was ever requested."""
+    return session.scalar(select(Action).where(Action.idempotency_key == idempotency_key))
+
+
+def request_refund(
+    session: Session,
+    *,
+    idempotency_key: str,
+    ticket_id: int | None,
+    charge: Charge,
+    amount: Money,
+    reason: RefundReason,
+    requested_by: str,
+    policy_reason: str,
+) -> tuple[Action, bool]:
+    """Record a refund to be issued, once per key; returns the action and whether it is new."""
+    existing = action_by_key(session, idempotency_key)
+    if existing is not None:
+        return existing, False
+    action = Action(
+        kind=ActionKind.REFUND,
+        status=ActionStatus.QUEUED,
+        idempotency_key=idempotency_key,
+        ticket_id=ticket_id,
+        requested_by=requested_by,
+        stripe_customer_id=charge.customer_id,
+        stripe_charge_id=charge.id,
+        amount=amount.amount,
+        currency=amount.currency,
+        reason=reason,
+        policy_reason=policy_reason,
+    )
+    try:
+        with session.begin_nested():
+            session.add(action)
+    except IntegrityError:
+        # Another process requested the same action between our read and our insert.
+        winner = action_by_key(session, idempotency_key)
+        assert winner is not None
+        return winner, False
+    audit.record(
+        session,
+        actor=requested_by,
+        event="refund.requested",
+        ticket_id=ticket_id,
+        action_id=action.id,
+        stripe_customer_id=charge.customer_id,
+        charge=charge.id,
+        amount=amount.amount,
+        currency=amount.currency,
+        reason=str(reason),
+        policy=policy_reason,
+    )
+    return action, True
+
+
+def record_refund_succeeded(session: Session, action: Action, refund: Refund) -> None:
+    """Mark a refund action done, keeping Stripe's refund ID, and audit it."""
+    action.status = ActionStatus.SUCCEEDED
+    action.stripe_object_id = refund.id
+    action.error = None
+    action.completed_at = utcnow()
+    audit.record(
+        session,
+        actor=action.requested_by,
+        event="refund.succeeded",
+        ticket_id=action.ticket_id,
+        action_id=action.id,
+        stripe_customer_id=action.stripe_customer_id,
+        refund=refund.id,
+        charge=refund.charge_id,
+        amount=refund.amount.amount,
+        currency=refund.amount.currency,
+    )
+
+
+def record_action_failed(session: Session, action: Action, error: str) -> None:
+    """Mark an action failed with a reason an agent can act on, and audit it."""
+    action.status = ActionStatus.FAILED
+    action.error = error
+    action.completed_at = utcnow()
+    audit.record(
+        session,
+        actor=action.requested_by,
+        event=f"{action.kind}.failed",
+        ticket_id=action.ticket_id,
+        action_id=action.id,
+        stripe_customer_id=action.stripe_customer_id,
+        error=error,
+    )
+
+
+def action_amount(action: Action) -> Money:
+    """The money an action moves."""
+    if action.amount is None or action.currency is None:
+        raise ValueError(f"action {action.id} has no amount")
+    return Money(action.amount, action.currency)

@@ -1,0 +1,180 @@
+"""Value types and vocabularies shared by every part of Billing Desk.
+
+Enum values are contracts: they are stored in the database, shown to agents and, where Stripe
+has a word for the same thing, they reuse Stripe's word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+# ISO 4217 currencies Stripe treats as having no minor unit.
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+)
+_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "cad": "CA$", "aud": "A$"}
+
+
+@dataclass(frozen=True, order=True)
+class Money:
+    """An amount in integer minor units (cents) of one currency; never a float."""
+
+    amount: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.amount, int) or isinstance(self.amount, bool):
+            raise TypeError("Money.amount must be an int of minor units")
+        object.__setattr__(self, "currency", self.currency.lower())
+
+    def __add__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount + other.amount, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount - other.amount, self.currency)
+
+    def _same_currency(self, other: Money) -> None:
+        if other.currency != self.currency:
+            raise ValueError(f"cannot combine {self.currency} and {other.currency}")
+
+    def format(self) -> str:
+        """Render for people, e.g. ``$1,234.50`` or ``¥500``."""
+        symbol = _SYMBOLS.get(self.currency)
+        if self.currency in ZERO_DECIMAL_CURRENCIES:
+            number = f"{self.amount:,}"
+        else:
+            sign = "-" if self.amount < 0 else ""
+            whole, cents = divmod(abs(self.amount), 100)
+            number = f"{sign}{whole:,}.{cents:02d}"
+        return f"{symbol}{number}" if symbol else f"{number} {self.currency.upper()}"
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class Category(StrEnum):
+    """What a billing ticket is about (DESIGN.md §3)."""
+
+    DUPLICATE_CHARGE = "duplicate_charge"
+    CHARGE_AFTER_CANCELLATION = "charge_after_cancellation"
+    UNUSED_MODULE = "unused_module"
+    CARD_NOT_RECOGNIZED = "card_not_recognized"
+    GENERAL_DISSATISFACTION = "general_dissatisfaction"
+    CHARGEBACK = "chargeback"
+    PAYMENT_FAILED = "payment_failed"
+    CANCELLATION_REQUEST = "cancellation_request"
+    REFUND_REQUEST = "refund_request"
+    AUTHORIZATION_HOLD = "authorization_hold"
+    OTHER = "other"
+
+
+class Role(StrEnum):
+    """What a person may do; always read from our own records, never from a helpdesk."""
+
+    AGENT = "agent"
+    SUPPORT_LEAD = "support_lead"
+    FINANCE = "finance"
+    ADMIN = "admin"
+    ACCOUNT_MANAGER = "account_manager"
+    SECURITY = "security"
+
+
+class RefundReason(StrEnum):
+    """Stripe's own refund reasons."""
+
+    DUPLICATE = "duplicate"
+    FRAUDULENT = "fraudulent"
+    REQUESTED_BY_CUSTOMER = "requested_by_customer"
+
+
+class ActionKind(StrEnum):
+    """Things Billing Desk does to Stripe or a ticket on someone's behalf."""
+
+    REFUND = "refund"
+
+
+class ActionStatus(StrEnum):
+    """Where an action is in its life."""
+
+    QUEUED = "queued"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class TicketStatus(StrEnum):
+    """A ticket is open until someone (or a playbook) closes it."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class MessageKind(StrEnum):
+    """The kinds of entry in a ticket's thread."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    NOTE = "note"
+
+
+RESOLUTION_REFUND_ISSUED = "Resolved — Refund issued"
+
+
+@dataclass(frozen=True)
+class Customer:
+    """The parts of a Stripe customer an agent or a playbook needs."""
+
+    id: str
+    email: str | None
+    name: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tenant_id(self) -> str | None:
+        """Our tenant ID for the customer, kept in Stripe metadata."""
+        return self.metadata.get("tenant_id")
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A Stripe charge, reduced to what support work looks at. No card number, only last 4."""
+
+    id: str
+    customer_id: str | None
+    amount: Money
+    amount_refunded: int
+    created: datetime
+    status: str
+    captured: bool
+    disputed: bool
+    description: str | None = None
+    card_brand: str | None = None
+    card_last4: str | None = None
+    card_fingerprint: str | None = None
+    failure_code: str | None = None
+    decline_code: str | None = None
+
+    @property
+    def refundable(self) -> Money:
+        """What is left to refund on this charge."""
+        return Money(self.amount.amount - self.amount_refunded, self.amount.currency)
+
+    @property
+    def is_hold(self) -> bool:
+        """An uncaptured authorisation: money held, not taken."""
+        return self.status == "succeeded" and not self.captured
+
+
+@dataclass(frozen=True)
+class Refund:
+    """A Stripe refund."""
+
+    id: str
+    charge_id: str
+    amount: Money
+    reason: str | None
+    status: str
+    metadata: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,81 @@
+"""One exception tree for Billing Desk.
+
+Foreign errors (Stripe, SMTP, IMAP, SQL) are wrapped at the boundary that meets them, with
+``raise ... from exc``, so callers only ever catch these. ``http_status`` tells the web layer
+how to answer; ``retryable`` tells a job whether trying again can help.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BillingDeskError(Exception):
+    """Root of every error Billing Desk raises on purpose."""
+
+    http_status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+    public_message: ClassVar[str] = "Something went wrong. The team has been notified."
+
+
+class ConfigError(BillingDeskError):
+    """A setting is missing or invalid; raised at start-up, naming the setting."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+class InvalidInput(BillingDeskError):
+    """A request or message could not be understood."""
+
+    http_status = 400
+    public_message = "The request could not be understood."
+
+
+class NotFound(BillingDeskError):
+    """The thing asked for does not exist."""
+
+    http_status = 404
+    public_message = "Not found."
+
+
+class PolicyDenied(BillingDeskError):
+    """Policy forbids the action; the message is the human-readable reason."""
+
+    http_status = 403
+    public_message = "Policy does not allow this action."
+
+
+class GatewayError(BillingDeskError):
+    """Stripe refused a request; trying again with the same input will not help."""
+
+    http_status = 502
+    public_message = "Stripe refused the request."
+
+
+class GatewayUnavailable(GatewayError):
+    """Stripe could not be reached or asked us to slow down; try again later."""
+
+    http_status = 503
+    retryable = True
+    public_message = "Stripe is unavailable right now. Please try again shortly."
+
+
+class HelpdeskError(BillingDeskError):
+    """The helpdesk refused or failed a request."""
+
+    http_status = 502
+
+
+class MailDeliveryError(BillingDeskError):
+    """An outgoing email could not be handed to the SMTP server."""
+
+    retryable = True
+
+
+class MailboxError(BillingDeskError):
+    """The IMAP server could not be reached or refused a command."""
+
+    retryable = True

@@ -1,0 +1,121 @@
+"""PolicyConfig: every number in the playbooks, with the playbooks' value as default.
+
+A team may override any of them in a ``policy.toml``; unknown keys and bad values are refused at
+start-up with the key named, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from core.domain import Category, Money
+from core.errors import ConfigError
+
+
+class Mode(StrEnum):
+    """How much a category's playbook may do without a person."""
+
+    AUTO = "auto"  # act (within limits), confirm and close
+    SUGGEST = "suggest"  # prepare the action; an agent clicks it
+    OFF = "off"  # leave the ticket to people
+
+
+def _default_modes() -> dict[Category, Mode]:
+    modes = dict.fromkeys(Category, Mode.SUGGEST)
+    modes[Category.DUPLICATE_CHARGE] = Mode.AUTO
+    modes[Category.OTHER] = Mode.OFF
+    return modes
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The rules Billing Desk applies to money; pure data."""
+
+    # Servinix playbook: "Only Support Leads and above can issue refunds over $500."
+    refund_approval_threshold: dict[str, int] = field(default_factory=lambda: {"usd": 50_000})
+    # PenguinMails guide: refunds "within 7 days of accidental renewal".
+    refund_window_days: int = 7
+    # PenguinMails guide: accept a dispute "if amount is small (<$20)".
+    dispute_accept_below: dict[str, int] = field(default_factory=lambda: {"usd": 2_000})
+    # Charges this close together, same amount, count as a possible duplicate.
+    duplicate_window_hours: int = 24
+    category_modes: dict[Category, Mode] = field(default_factory=_default_modes)
+
+    def approval_threshold(self, currency: str) -> Money | None:
+        """The largest refund an agent or automation may issue alone; None if unconfigured."""
+        limit = self.refund_approval_threshold.get(currency.lower())
+        return None if limit is None else Money(limit, currency)
+
+    def mode_for(self, category: Category) -> Mode:
+        """How far the playbook for ``category`` may go on its own."""
+        return self.category_modes.get(category, Mode.OFF)
+
+
+def _money_table(key: str, value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a table of currency = amount in minor units")
+    table: dict[str, int] = {}
+    for currency, amount in value.items():
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+            raise ConfigError(f"{key}.{currency}", "must be a non-negative whole number of cents")
+        table[currency.lower()] = amount
+    return table
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(key, "must be a positive whole number")
+    return value
+
+
+def _modes(key: str, value: Any) -> dict[Category, Mode]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a table of category = mode")
+    modes = _default_modes()
+    for name, mode in value.items():
+        try:
+            category = Category(name)
+        except ValueError:
+            raise ConfigError(f"{key}.{name}", "is not a known category") from None
+        try:
+            modes[category] = Mode(mode)
+        except ValueError:
+            raise ConfigError(f"{key}.{name}", "must be auto, suggest or off") from None
+    return modes
+
+
+_PARSERS = {
+    "refund_approval_threshold": _money_table,
+    "refund_window_days": _positive_int,
+    "dispute_accept_below": _money_table,
+    "duplicate_window_hours": _positive_int,
+    "category_modes": _modes,
+}
+
+
+def policy_from_mapping(data: dict[str, Any], source: str = "policy") -> PolicyConfig:
+    """Build a PolicyConfig from parsed TOML, refusing unknown keys and bad values."""
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        parser = _PARSERS.get(key)
+        if parser is None:
+            raise ConfigError(f"{source}: {key}", "is not a policy setting")
+        values[key] = parser(f"{source}: {key}", value)
+    return PolicyConfig(**values)
+
+
+def load_policy(path: str | None) -> PolicyConfig:
+    """Read ``policy.toml`` (POLICY_FILE); with no file, the playbooks' defaults."""
+    if path is None:
+        return PolicyConfig()
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("POLICY_FILE", f"cannot read {path} ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("POLICY_FILE", f"{path} is not valid TOML ({exc})") from None
+    return policy_from_mapping(data, source=Path(path).name)
