@@ -1,0 +1,169 @@
+"""process_inbound_email: a stored email becomes a triaged ticket, and its playbook starts.
+
+Each step can run again after a crash: the ticket message is keyed by the email, the refund
+action by the charge, and the email is marked processed last.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import actions, audit
+from core.db import session_scope
+from core.db.models import InboundEmail, TicketMessage, utcnow
+from core.domain import Category, MessageKind
+from core.errors import BillingDeskError
+from core.helpdesks import make_helpdesk
+from core.playbooks import Plan, Step, plan_ticket
+from jobs import queues, runtime
+from jobs.refunds import issue_refund
+from mail.classifier import Classification, classify
+from mail.conversations import find_ticket_for
+from mail.loop_guard import automated_reason
+from mail.parsing import ParsedEmail, parse_email
+
+log = logging.getLogger(__name__)
+ACTOR = "mail-agent"
+
+
+def process_inbound_email(email_id: int) -> str:
+    """Thread, classify and triage one stored email; start the playbook for new tickets."""
+    rt = runtime.current()
+    with session_scope(rt.session_factory) as session:
+        stored = session.get(InboundEmail, email_id)
+        if stored is None:
+            log.error("inbound email %s does not exist", email_id)
+            return "missing"
+        if stored.status == "processed":
+            return "already processed"
+        parsed = parse_email(stored.raw)
+        ticket_id, is_new = _thread(session, rt.settings.helpdesk, stored, parsed)
+        automated = automated_reason(parsed, email.utils.parseaddr(rt.settings.mail_from)[1])
+
+    if automated or not is_new:
+        why = f"automated mail ({automated})" if automated else "a reply on an existing ticket"
+        _finish(rt.session_factory, email_id, ticket_id, note=f"No automation: {why}.")
+        return "threaded"
+
+    classification = classify(parsed.subject, parsed.text)
+    plan = _plan(rt, parsed, classification)
+    with session_scope(rt.session_factory) as session:
+        helpdesk = make_helpdesk(rt.settings.helpdesk, session)
+        helpdesk.set_triage(
+            ticket_id,
+            category=classification.category,
+            confidence=classification.confidence,
+            stripe_customer_id=plan.customer.id if plan.customer else None,
+        )
+        action_id = _start_plan(session, ticket_id, plan)
+        helpdesk.add_internal_note(ticket_id, _triage_note(classification, plan), author=ACTOR)
+        _mark_processed(session, email_id, ticket_id)
+    if action_id is not None:
+        queues.enqueue_once(
+            rt.queue(queues.ACTIONS), issue_refund, action_id, job_id=f"refund-{action_id}"
+        )
+    return str(plan.step)
+
+
+def _thread(
+    session: Session, helpdesk_name: str, stored: InboundEmail, parsed: ParsedEmail
+) -> tuple[int, bool]:
+    """The email's ticket (found or opened) with the email added once; and whether it is new."""
+    existing = session.scalar(
+        select(TicketMessage.ticket_id).where(TicketMessage.inbound_email_id == stored.id)
+    )
+    if existing is not None:
+        return existing, _opened_by(session, existing, stored.id)
+    helpdesk = make_helpdesk(helpdesk_name, session)
+    ticket_id = find_ticket_for(session, parsed)
+    is_new = ticket_id is None
+    if ticket_id is None:
+        ticket_id = helpdesk.open_ticket(
+            subject=parsed.subject or "(no subject)",
+            requester_email=parsed.from_address or "unknown",
+            requester_name=parsed.from_name,
+        )
+    helpdesk.add_message(
+        ticket_id,
+        kind=MessageKind.INBOUND,
+        author=parsed.from_address or "unknown",
+        body=parsed.text or "(empty message)",
+        message_id=parsed.message_id,
+        inbound_email_id=stored.id,
+    )
+    stored.ticket_id = ticket_id
+    return ticket_id, is_new
+
+
+def _opened_by(session: Session, ticket_id: int, email_id: int) -> bool:
+    """Whether this email is the ticket's first message, i.e. it opened the ticket."""
+    first = session.scalar(
+        select(TicketMessage.inbound_email_id)
+        .where(TicketMessage.ticket_id == ticket_id)
+        .order_by(TicketMessage.id)
+        .limit(1)
+    )
+    return first == email_id
+
+
+def _plan(rt: runtime.Runtime, parsed: ParsedEmail, classification: Classification) -> Plan:
+    """Look up the sender in Stripe (only when the category needs it) and ask the playbook."""
+    category = classification.category
+    if not classification.is_confident() or category is Category.OTHER:
+        return plan_ticket(Category.OTHER, [], [], rt.policy)
+    try:
+        customers = rt.gateway.find_customers_by_email(parsed.from_address)
+        charges = rt.gateway.list_charges(customers[0].id) if len(customers) == 1 else []
+    except BillingDeskError as exc:
+        if exc.retryable:
+            raise
+        log.warning("Stripe lookup for %s failed: %s", parsed.from_address, exc)
+        customers, charges = [], []
+    return plan_ticket(category, customers, charges, rt.policy)
+
+
+def _start_plan(session: Session, ticket_id: int, plan: Plan) -> int | None:
+    """Record the refund the plan calls for; its key makes one refund per duplicate charge."""
+    if plan.step is not Step.AUTO_REFUND:
+        return None
+    assert plan.charge is not None and plan.amount is not None and plan.refund_reason
+    action, _ = actions.request_refund(
+        session,
+        idempotency_key=f"duplicate-refund:{plan.charge.id}",
+        ticket_id=ticket_id,
+        charge=plan.charge,
+        amount=plan.amount,
+        reason=plan.refund_reason,
+        requested_by=ACTOR,
+        policy_reason=plan.reason,
+    )
+    return action.id if action.ticket_id == ticket_id else None
+
+
+def _triage_note(classification: Classification, plan: Plan) -> str:
+    signals = "; ".join(classification.reasons)
+    customer = plan.customer.id if plan.customer else "no Stripe customer matched"
+    return (
+        f"Triage: {classification.category} (confidence {classification.confidence:.2f}; "
+        f"{signals}). Customer: {customer}. Next: {plan.step} — {plan.reason}"
+    )
+
+
+def _finish(
+    factory: sessionmaker[Session], email_id: int, ticket_id: int, note: str
+) -> None:
+    with session_scope(factory) as session:
+        _mark_processed(session, email_id, ticket_id)
+        audit.record(session, actor=ACTOR, event="email.threaded", ticket_id=ticket_id, note=note)
+
+
+def _mark_processed(session: Session, email_id: int, ticket_id: int) -> None:
+    stored = session.get(InboundEmail, email_id)
+    assert stored is not None
+    stored.status = "processed"
+    stored.ticket_id = ticket_id
+    stored.processed_at = utcnow()

@@ -1,0 +1,36 @@
+"""Queue names, retry policy and the one way jobs are enqueued (once per job ID)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+
+log = logging.getLogger(__name__)
+
+ACTIONS = "actions"  # money and customer-facing steps first
+MAIL = "mail"  # inbound email processing
+ALL_QUEUES = (ACTIONS, MAIL)
+
+# Transient failures (Stripe, SMTP or IMAP unreachable) are retried with growing pauses.
+STANDARD_RETRY = Retry(max=5, interval=[10, 30, 60, 300, 900])
+
+
+def get_queue(name: str, connection: Redis) -> Queue:
+    """The named queue on this Redis connection."""
+    return Queue(name, connection=connection)
+
+
+def enqueue_once(queue: Queue, func: Callable[..., Any], *args: Any, job_id: str) -> None:
+    """Enqueue ``func(*args)`` unless a job with this ID is already queued, running or kept.
+
+    The job itself is idempotent too: this only saves a worker the trouble.
+    """
+    try:
+        queue.enqueue(func, *args, job_id=job_id, unique=True, retry=STANDARD_RETRY)
+    except DuplicateJobError:
+        log.debug("job %s already exists; not enqueued again", job_id)

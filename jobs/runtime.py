@@ -1,0 +1,91 @@
+"""Per-process wiring for workers: settings, database, Redis, Stripe, policy. Built once, lazily.
+
+Job functions take IDs, so they fetch their clients from here; tests install their own Runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import make_engine, make_session_factory
+from core.errors import ConfigError
+from core.policy import PolicyConfig, load_policy
+from core.settings import Settings
+from core.stripe_gateway import StripeGateway, make_stripe_client
+from jobs.queues import get_queue
+from mail.smtp import SmtpConfig
+
+
+def connect_redis(url: str) -> Redis:
+    """A Redis connection that is known to answer, or a ConfigError naming REDIS_URL."""
+    try:
+        connection = Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        connection.ping()
+    except (RedisError, ValueError) as exc:
+        raise ConfigError("REDIS_URL", f"cannot connect to {url} ({exc})") from None
+    return connection
+
+
+@dataclass
+class Runtime:
+    """The clients one worker, poller or web process uses."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    redis: Redis
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    @cached_property
+    def gateway(self) -> StripeGateway:
+        """The Stripe gateway, built on first use."""
+        self.settings.require_stripe()
+        assert self.settings.stripe_api_key is not None
+        client = make_stripe_client(self.settings.stripe_api_key, self.settings.stripe_api_base)
+        return StripeGateway(client)
+
+    @cached_property
+    def smtp(self) -> SmtpConfig:
+        """Where outgoing mail goes."""
+        return SmtpConfig.from_settings(self.settings)
+
+    def queue(self, name: str) -> Queue:
+        """A queue on this process's Redis."""
+        return get_queue(name, self.redis)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Connect everything a worker needs, failing early with the setting at fault."""
+    settings.require_redis()
+    if settings.redis_url is None:
+        raise ConfigError("REDIS_URL", "is not set")
+    engine = make_engine(settings.database_url)
+    return Runtime(
+        settings=settings,
+        session_factory=make_session_factory(engine),
+        redis=connect_redis(settings.redis_url),
+        policy=load_policy(settings.policy_file),
+    )
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime | None) -> None:
+    """Make ``runtime`` the one jobs in this process use (worker start-up and tests)."""
+    global _current
+    _current = runtime
+
+
+def current() -> Runtime:
+    """The installed runtime; a worker started by RQ's CLI builds it from the environment."""
+    global _current
+    if _current is None:
+        _current = build_runtime(Settings.from_env(os.environ))
+    return _current
