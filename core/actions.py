@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from core import audit
 from core.db.models import Action, utcnow
-from core.domain import ActionKind, ActionStatus, Charge, Money, RefundReason, Refund
+from core.domain import ActionKind, ActionStatus, Charge, Money, Refund, RefundReason
 
 
 def action_by_key(session: Session, idempotency_key: str) -> Action | None:

@@ -38,17 +38,17 @@ def plan_ticket(
     config: PolicyConfig,
 ) -> Plan:
     """Decide the next step for a new ticket from its category, matched customers and charges."""
+    customer = customers[0] if len(customers) == 1 else None
     mode = config.mode_for(category)
     if category is not Category.DUPLICATE_CHARGE or mode is Mode.OFF:
-        return Plan(Step.AGENT, f"Category {category}: handled by an agent.")
+        return Plan(Step.AGENT, f"Category {category}: handled by an agent.", customer=customer)
     if not customers:
         return Plan(Step.AGENT, "No Stripe customer has the sender's email address.")
-    if len(customers) > 1:
+    if customer is None:
         return Plan(
             Step.AGENT,
             f"{len(customers)} Stripe customers share the sender's email: an agent must pick one.",
         )
-    customer = customers[0]
     pair = find_duplicate(charges, timedelta(hours=config.duplicate_window_hours))
     if pair is None:
         return Plan(

@@ -122,7 +122,9 @@ class Settings:
     def require_stripe(self) -> None:
         """Fail unless Stripe can be called: a secret key is set (demo mode brings its own)."""
         if not self.stripe_api_key:
-            raise ConfigError("STRIPE_API_KEY", "is not set (a Stripe secret key, sk_... or rk_...)")
+            raise ConfigError(
+                "STRIPE_API_KEY", "is not set (a Stripe secret key, sk_... or rk_...)"
+            )
         if not self.stripe_api_key.startswith(("sk_", "rk_")):
             raise ConfigError(
                 "STRIPE_API_KEY", "must be a secret or restricted key (sk_... or rk_...)"

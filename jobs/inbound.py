@@ -112,12 +112,12 @@ def _opened_by(session: Session, ticket_id: int, email_id: int) -> bool:
 
 def _plan(rt: runtime.Runtime, parsed: ParsedEmail, classification: Classification) -> Plan:
     """Look up the sender in Stripe (only when the category needs it) and ask the playbook."""
-    category = classification.category
-    if not classification.is_confident() or category is Category.OTHER:
-        return plan_ticket(Category.OTHER, [], [], rt.policy)
+    # Below the confidence threshold a person decides; the customer is still looked up.
+    category = classification.category if classification.is_confident() else Category.OTHER
     try:
         customers = rt.gateway.find_customers_by_email(parsed.from_address)
-        charges = rt.gateway.list_charges(customers[0].id) if len(customers) == 1 else []
+        wants_charges = category is Category.DUPLICATE_CHARGE and len(customers) == 1
+        charges = rt.gateway.list_charges(customers[0].id) if wants_charges else []
     except BillingDeskError as exc:
         if exc.retryable:
             raise
@@ -153,9 +153,7 @@ def _triage_note(classification: Classification, plan: Plan) -> str:
     )
 
 
-def _finish(
-    factory: sessionmaker[Session], email_id: int, ticket_id: int, note: str
-) -> None:
+def _finish(factory: sessionmaker[Session], email_id: int, ticket_id: int, note: str) -> None:
     with session_scope(factory) as session:
         _mark_processed(session, email_id, ticket_id)
         audit.record(session, actor=ACTOR, event="email.threaded", ticket_id=ticket_id, note=note)

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import make_engine, make_session_factory
+from core.db import check_connection, make_engine, make_session_factory
 from core.errors import ConfigError
 from core.policy import PolicyConfig, load_policy
 from core.settings import Settings
@@ -66,6 +66,7 @@ def build_runtime(settings: Settings) -> Runtime:
     if settings.redis_url is None:
         raise ConfigError("REDIS_URL", "is not set")
     engine = make_engine(settings.database_url)
+    check_connection(engine)
     return Runtime(
         settings=settings,
         session_factory=make_session_factory(engine),

@@ -13,7 +13,5 @@ def run_worker(rt: runtime.Runtime, *, burst: bool = False) -> bool:
     """Work the queues (actions first) until stopped, or until empty with ``burst``."""
     runtime.install(rt)
     logging.getLogger("rq.worker").setLevel(logging.INFO)
-    worker = Worker(
-        [rt.queue(name) for name in queues.ALL_QUEUES], connection=rt.redis
-    )
+    worker = Worker([rt.queue(name) for name in queues.ALL_QUEUES], connection=rt.redis)
     return worker.work(burst=burst, with_scheduler=True)

@@ -14,7 +14,11 @@ from core.domain import Category
 C = Category
 _RULES: tuple[tuple[Category, str, int], ...] = (
     (C.CHARGEBACK, r"charge ?back", 4),
-    (C.CHARGEBACK, r"(disputed?|reversed?)\b.{0,40}\b(with|through|via) (my|the) (bank|card issuer)", 4),
+    (
+        C.CHARGEBACK,
+        r"(disputed?|reversed?)\b.{0,40}\b(with|through|via) (my|the) (bank|card issuer)",
+        4,
+    ),
     (C.CHARGEBACK, r"(filed|opened|raised) (a |an )?(dispute|claim)", 3),
     (C.CARD_NOT_RECOGNIZED, r"(don'?t|do not|didn'?t) recogni[sz]e", 4),
     (C.CARD_NOT_RECOGNIZED, r"unrecogni[sz]ed|unknown charge|never (signed|subscribed)", 3),
@@ -34,7 +38,9 @@ _RULES: tuple[tuple[Category, str, int], ...] = (
     (C.REFUND_REQUEST, r"\brefund|money back|reimburse", 2),
     (C.GENERAL_DISSATISFACTION, r"unhappy|disappointed|dissatisfied|not worth|terrible|awful", 2),
 )
-_COMPILED = tuple((category, re.compile(pattern, re.I), weight) for category, pattern, weight in _RULES)
+_COMPILED = tuple(
+    (category, re.compile(pattern, re.I), weight) for category, pattern, weight in _RULES
+)
 DEFAULT_THRESHOLD = 0.5
 
 

@@ -1,4 +1,4 @@
-"""Which ticket an email belongs to: its thread headers first, then a ticket token in the subject."""
+"""Which ticket an email belongs to: thread headers first, then a ticket token in the subject."""
 
 from __future__ import annotations
 

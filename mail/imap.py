@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Self
@@ -56,7 +56,7 @@ class Mailbox:
                 config.host, port=config.port, ssl=config.ssl, timeout=FETCH_TIMEOUT_SECONDS
             )
             client.login(config.user, config.password)
-        except (IMAPClientError, OSError, socket.timeout) as exc:
+        except (TimeoutError, IMAPClientError, OSError) as exc:
             raise MailboxError(f"IMAP {config.host}:{config.port}: {exc}") from exc
         mailbox = cls(client, config)
         mailbox.select()
@@ -95,7 +95,5 @@ class Mailbox:
 
     def close(self) -> None:
         """Log out, ignoring a connection that is already gone."""
-        try:
+        with contextlib.suppress(IMAPClientError, OSError):
             self.client.logout()
-        except (IMAPClientError, OSError):
-            pass

@@ -1,14 +1,14 @@
-"""Render templates/ into an EmailMessage: plain text plus HTML, threaded onto the customer's mail."""
+"""Render templates/ into an EmailMessage: text plus HTML, threaded onto the customer's mail."""
 
 from __future__ import annotations
 
 import email.utils
 from collections.abc import Mapping, Sequence
+from email.message import EmailMessage
 from functools import lru_cache
 from typing import Any
 
 import jinja2
-from email.message import EmailMessage
 
 from mail.loop_guard import OUR_MARK_HEADER
 

@@ -82,7 +82,9 @@ def parse_email(raw: bytes) -> ParsedEmail:
     headers = {
         name.lower(): _header(message, name)
         for name in set(message.keys())
-        if name.lower().startswith(("auto-", "precedence", "list-", "x-auto", "x-loop", "x-billing"))
+        if name.lower().startswith(
+            ("auto-", "precedence", "list-", "x-auto", "x-loop", "x-billing")
+        )
     }
     in_reply_to = _message_ids(_header(message, "In-Reply-To"))
     return ParsedEmail(

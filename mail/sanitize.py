@@ -5,8 +5,26 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-_BLOCK_TAGS = frozenset("p div br li tr h1 h2 h3 h4 h5 h6 table blockquote pre hr".split())
-_SKIPPED_TAGS = frozenset("script style head title template".split())
+_BLOCK_TAGS = frozenset(
+    [
+        "p",
+        "div",
+        "br",
+        "li",
+        "tr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "table",
+        "blockquote",
+        "pre",
+        "hr",
+    ]
+)
+_SKIPPED_TAGS = frozenset(["script", "style", "head", "title", "template"])
 
 
 class _TextExtractor(HTMLParser):

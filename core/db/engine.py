@@ -26,7 +26,8 @@ def normalise_url(raw: str) -> URL:
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in _SUPPORTED:
         raise ConfigError(
-            "DATABASE_URL", f"unsupported database {url.get_backend_name()!r} (use sqlite or postgresql)"
+            "DATABASE_URL",
+            f"unsupported database {url.get_backend_name()!r} (use sqlite or postgresql)",
         )
     return url
 

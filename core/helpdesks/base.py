@@ -10,9 +10,7 @@ from core.domain import MessageKind
 class Helpdesk(Protocol):
     """Tickets as seen by jobs and the sidebar, whichever helpdesk stores them."""
 
-    def open_ticket(
-        self, *, subject: str, requester_email: str, requester_name: str | None
-    ) -> int:
+    def open_ticket(self, *, subject: str, requester_email: str, requester_name: str | None) -> int:
         """Create a ticket and return its ID."""
         ...
 

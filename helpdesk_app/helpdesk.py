@@ -1,0 +1,28 @@
+"""The built-in helpdesk: an inbox and a ticket page with the sidebar beside the thread."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, render_template
+from sqlalchemy import select
+
+from core.db.models import Ticket
+from helpdesk_app.services import get_session
+
+bp = Blueprint("helpdesk", __name__)
+
+
+@bp.get("/")
+def inbox() -> str:
+    """Every ticket, most recently updated first."""
+    tickets = get_session().scalars(select(Ticket).order_by(Ticket.updated_at.desc())).all()
+    open_count = sum(1 for t in tickets if t.status == "open")
+    return render_template("inbox.html", tickets=tickets, open_count=open_count)
+
+
+@bp.get("/tickets/<int:ticket_id>")
+def ticket(ticket_id: int) -> str:
+    """One ticket's thread, notes included, with the sidebar framed beside it."""
+    found = get_session().get(Ticket, ticket_id)
+    if found is None:
+        abort(404, "No such ticket.")
+    return render_template("ticket.html", ticket=found)

@@ -1,0 +1,58 @@
+"""What views use: settings, a request-scoped database session, the Stripe gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from flask import Flask, current_app, g
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import make_engine, make_session_factory
+from core.settings import Settings
+from core.stripe_gateway import StripeGateway, make_stripe_client
+
+_KEY = "billing_desk"
+
+
+@dataclass
+class Services:
+    """Clients built once per web process."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+
+    @cached_property
+    def gateway(self) -> StripeGateway:
+        """The Stripe gateway, built on first use."""
+        self.settings.require_stripe()
+        assert self.settings.stripe_api_key is not None
+        client = make_stripe_client(self.settings.stripe_api_key, self.settings.stripe_api_base)
+        return StripeGateway(client)
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Attach services to the app and close each request's session when it ends."""
+    engine = make_engine(settings.database_url)
+    app.extensions[_KEY] = Services(settings, make_session_factory(engine))
+    app.teardown_appcontext(_close_session)
+
+
+def get_services() -> Services:
+    """The current app's services."""
+    services: Services = current_app.extensions[_KEY]
+    return services
+
+
+def get_session() -> Session:
+    """This request's database session, opened on first use."""
+    if "db_session" not in g:
+        g.db_session = get_services().session_factory()
+    session: Session = g.db_session
+    return session
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
