@@ -104,34 +104,18 @@ def worker(burst: bool) -> None:
 @click.option("--interval", type=int, default=None, help="Seconds between polls.")
 def poll_mail(once: bool, interval: int | None) -> None:
     """Store new mail from the IMAP mailbox and queue it for processing."""
-    from jobs import queues
-    from jobs.inbound import process_inbound_email
+    from jobs.inbound import enqueue_inbound
     from jobs.runtime import build_runtime
     from mail import poller
     from mail.imap import ImapConfig, Mailbox
 
     settings = _settings()
-    settings.require_imap()
+    config = ImapConfig.from_settings(settings)
     rt = build_runtime(settings)
-    assert settings.imap_host and settings.imap_user and settings.imap_password
-    config = ImapConfig(
-        host=settings.imap_host,
-        port=settings.imap_port,
-        user=settings.imap_user,
-        password=settings.imap_password,
-        folder=settings.imap_folder,
-        ssl=settings.imap_ssl,
-    )
-
-    def on_stored(email_id: int) -> None:
-        queues.enqueue_once(
-            rt.queue(queues.MAIL), process_inbound_email, email_id, job_id=f"inbound-{email_id}"
-        )
-
     poller.run(
         lambda: Mailbox.connect(config),
         rt.session_factory,
-        on_stored,
+        lambda email_id: enqueue_inbound(rt, email_id),
         interval=interval or settings.imap_poll_interval,
         stop=_stop_on_signals(),
         once=once,

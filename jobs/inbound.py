@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 ACTOR = "mail-agent"
 
 
+def enqueue_inbound(rt: runtime.Runtime, email_id: int) -> None:
+    """Queue a stored email for processing (once: the job ID is the email's)."""
+    queues.enqueue_once(
+        rt.queue(queues.MAIL), process_inbound_email, email_id, job_id=f"inbound-{email_id}"
+    )
+
+
 def process_inbound_email(email_id: int) -> str:
     """Thread, classify and triage one stored email; start the playbook for new tickets."""
     rt = runtime.current()

@@ -11,6 +11,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientError
 
 from core.errors import MailboxError
+from core.settings import Settings
 
 FETCH_TIMEOUT_SECONDS = 60
 
@@ -25,6 +26,20 @@ class ImapConfig:
     password: str
     folder: str = "INBOX"
     ssl: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImapConfig:
+        """The IMAP part of the settings."""
+        settings.require_imap()
+        assert settings.imap_host and settings.imap_user and settings.imap_password
+        return cls(
+            host=settings.imap_host,
+            port=settings.imap_port,
+            user=settings.imap_user,
+            password=settings.imap_password,
+            folder=settings.imap_folder,
+            ssl=settings.imap_ssl,
+        )
 
     @property
     def name(self) -> str:

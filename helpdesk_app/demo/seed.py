@@ -46,7 +46,8 @@ def _config_post(api_base: str, path: str, fields: dict[str, Any]) -> None:
         pass
 
 
-def _customer(client: stripe.StripeClient, who: DemoCustomer) -> str:
+def create_customer(client: stripe.StripeClient, who: DemoCustomer) -> str:
+    """A customer with a default card, as after a normal sign-up."""
     customer = client.v1.customers.create(
         params={
             "email": who.email,
@@ -64,7 +65,7 @@ def _customer(client: stripe.StripeClient, who: DemoCustomer) -> str:
     return customer.id
 
 
-def _charge(
+def create_charge(
     client: stripe.StripeClient,
     api_base: str,
     customer: str,
@@ -73,6 +74,7 @@ def _charge(
     days_ago: float = 0,
     capture: bool = True,
 ) -> str:
+    """A charge on the customer's default card, optionally backdated or left uncaptured."""
     charge = client.v1.charges.create(
         params={
             "customer": customer,
@@ -90,21 +92,21 @@ def _charge(
 
 def seed_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
     """Create the demo customers and their billing history; returns customer IDs by email."""
-    ids = {who.email: _customer(client, who) for who in (ALICE, BOB, CAROL, DAN)}
+    ids = {who.email: create_customer(client, who) for who in (ALICE, BOB, CAROL, DAN)}
 
     # Alice: two months of Pro, then this month's renewal taken twice an hour apart.
     alice = ids[ALICE.email]
     for days in (61, 30.5):
-        _charge(client, api_base, alice, 4900, "Pro plan — monthly", days_ago=days)
-    _charge(client, api_base, alice, 4900, "Pro plan — monthly", days_ago=0.05)
-    _charge(client, api_base, alice, 4900, "Pro plan — monthly")
+        create_charge(client, api_base, alice, 4900, "Pro plan — monthly", days_ago=days)
+    create_charge(client, api_base, alice, 4900, "Pro plan — monthly", days_ago=0.05)
+    create_charge(client, api_base, alice, 4900, "Pro plan — monthly")
 
     # Bob: a normal annual customer with nothing wrong.
-    _charge(client, api_base, ids[BOB.email], 99000, "Business plan — annual", days_ago=40)
+    create_charge(client, api_base, ids[BOB.email], 99000, "Business plan — annual", days_ago=40)
 
     # Carol: last month paid, this month's renewal declined for insufficient funds.
     carol = ids[CAROL.email]
-    _charge(client, api_base, carol, 2900, "Starter plan — monthly", days_ago=31)
+    create_charge(client, api_base, carol, 2900, "Starter plan — monthly", days_ago=31)
     declining = client.v1.payment_methods.create(
         params={"type": "card", "card": {"number": "4000000000009995", **CARD_EXPIRY}}  # type: ignore[typeddict-item]
     )
@@ -122,7 +124,7 @@ def seed_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
         )
 
     # Dan: an authorization hold that was never captured.
-    _charge(client, api_base, ids[DAN.email], 12000, "Seat top-up (pending)", capture=False)
+    create_charge(client, api_base, ids[DAN.email], 12000, "Seat top-up (pending)", capture=False)
     return ids
 
 

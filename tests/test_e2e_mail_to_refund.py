@@ -1,0 +1,187 @@
+"""End to end: an email in the mailbox ends as a refund in Stripe, an email sent and a closed ticket.
+
+Everything here is real: pymap over IMAP, the fake Stripe over HTTP, aiosmtpd over SMTP, Redis
+with an RQ worker, and the database.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from email.message import EmailMessage
+
+import pytest
+from sqlalchemy import func, select
+
+from core.db import session_scope
+from core.db.models import Action, AuditEvent, InboundEmail, OutboundEmail, Ticket
+from core.domain import RESOLUTION_REFUND_ISSUED
+from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
+from jobs.inbound import process_inbound_email
+from jobs.refunds import issue_refund
+
+pytestmark = pytest.mark.e2e
+
+ALICE = DemoCustomer("Alice Martin", "alice@example.com", "T-1042", "Northwind", "4242424242424242")
+
+
+def customer_email(subject: str, body: str, sender: str = ALICE.email) -> bytes:
+    message = EmailMessage()
+    message["From"] = email.utils.formataddr(("Alice Martin", sender))
+    message["To"] = "billing@example.com"
+    message["Subject"] = subject
+    message["Date"] = email.utils.formatdate()
+    message["Message-ID"] = email.utils.make_msgid(domain="example.com")
+    message.set_content(body)
+    return message.as_bytes()
+
+
+DOUBLE_CHARGE = customer_email(
+    "Charged twice",
+    "Hello,\n\nI was charged twice today for my subscription, $49.00 two times. "
+    "Please fix this.\n\nAlice\n",
+)
+
+
+def refunds_in_stripe(stripe_client, charge_ids):
+    return [
+        refund
+        for charge_id in charge_ids
+        for refund in stripe_client.v1.refunds.list(params={"charge": charge_id}).data
+    ]
+
+
+def counts(session_factory):
+    with session_scope(session_factory) as session:
+        return {
+            model.__name__: session.scalar(select(func.count()).select_from(model))
+            for model in (Ticket, InboundEmail, Action, OutboundEmail, AuditEvent)
+        }
+
+
+def test_double_charge_email_is_refunded_confirmed_and_closed_once(
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker
+):
+    customer = create_customer(stripe_client, ALICE)
+    older = create_charge(
+        stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro", days_ago=0.1
+    )
+    newer = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
+    mailbox_client.append("INBOX", DOUBLE_CHARGE)
+
+    assert poll_mail().stored == 1
+    run_worker()
+
+    refunds = refunds_in_stripe(stripe_client, [older, newer])
+    assert len(refunds) == 1
+    refund = refunds[0]
+    assert (refund.charge, refund.amount, refund.reason) == (newer, 4900, "duplicate")
+
+    assert len(outbox) == 1
+    sent = outbox[0]
+    assert sent["To"] == ALICE.email
+    text = sent.get_body(("plain",)).get_content()
+    assert refund.id in text and "$49.00" in text and "5–10 business days" in text
+    assert refund.id in sent.get_body(("html",)).get_content()
+    assert sent["In-Reply-To"]  # threaded onto the customer's email
+
+    with session_scope(rt.session_factory) as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert ticket.status == "closed"
+        assert ticket.resolution == RESOLUTION_REFUND_ISSUED
+        assert ticket.category == "duplicate_charge"
+        assert ticket.stripe_customer_id == customer
+        notes = [m.body for m in ticket.messages if m.kind == "note"]
+        assert any(refund.id in note for note in notes)
+        action = session.scalars(select(Action)).one()
+        assert (action.status, action.stripe_object_id) == ("succeeded", refund.id)
+        email_id = session.scalars(select(InboundEmail.id)).one()
+    before = counts(rt.session_factory)
+
+    # Nothing doubles: poll again, run every job again, directly and through the worker.
+    assert poll_mail().stored == 0
+    process_inbound_email(email_id)
+    issue_refund(action.id)
+    run_worker()
+
+    assert len(refunds_in_stripe(stripe_client, [older, newer])) == 1
+    assert len(outbox) == 1
+    assert counts(rt.session_factory) == before
+
+
+def test_a_retried_refund_job_finds_the_refund_it_already_made(
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker
+):
+    """A worker that died after Stripe refunded but before recording it must not refund again."""
+    customer = create_customer(stripe_client, ALICE)
+    older = create_charge(
+        stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro", days_ago=0.1
+    )
+    newer = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
+    mailbox_client.append("INBOX", DOUBLE_CHARGE)
+    poll_mail()
+    # Run only the inbound job: the refund action is queued, not yet run.
+    process_inbound_email(rt.session_factory().scalars(select(InboundEmail.id)).one())
+    with session_scope(rt.session_factory) as session:
+        action = session.scalars(select(Action)).one()
+    # The "crashed" first attempt: Stripe got the refund, our database never heard.
+    stripe_client.v1.refunds.create(
+        params={
+            "charge": newer,
+            "amount": 4900,
+            "reason": "duplicate",
+            "metadata": {"idempotency_key": action.idempotency_key},
+        }
+    )
+
+    run_worker()
+
+    assert len(refunds_in_stripe(stripe_client, [older, newer])) == 1
+    assert len(outbox) == 1
+    with session_scope(rt.session_factory) as session:
+        assert session.get(Action, action.id).status == "succeeded"
+        assert session.scalars(select(Ticket)).one().status == "closed"
+
+
+def test_an_email_about_something_else_opens_a_ticket_and_leaves_stripe_alone(
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker
+):
+    customer = create_customer(stripe_client, ALICE)
+    first = create_charge(
+        stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro", days_ago=0.1
+    )
+    second = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
+    mailbox_client.append(
+        "INBOX",
+        customer_email("Question", "Hi! How do I update the card on my account? Thanks, Alice"),
+    )
+
+    poll_mail()
+    run_worker()
+
+    assert refunds_in_stripe(stripe_client, [first, second]) == []
+    assert outbox == []
+    with session_scope(rt.session_factory) as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert (ticket.status, ticket.category) == ("open", "other")
+        assert ticket.stripe_customer_id == customer  # context for the agent all the same
+        assert session.scalar(select(func.count()).select_from(Action)) == 0
+
+
+def test_a_double_charge_with_no_true_duplicate_goes_to_an_agent(
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker
+):
+    """Charges of different amounts are not a duplicate: nothing is refunded automatically."""
+    customer = create_customer(stripe_client, ALICE)
+    a = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
+    b = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 1900, "Add-on")
+    mailbox_client.append("INBOX", DOUBLE_CHARGE)
+
+    poll_mail()
+    run_worker()
+
+    assert refunds_in_stripe(stripe_client, [a, b]) == []
+    assert outbox == []
+    with session_scope(rt.session_factory) as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert (ticket.status, ticket.category) == ("open", "duplicate_charge")
+        assert any("authorization hold" in m.body for m in ticket.messages if m.kind == "note")
