@@ -48,8 +48,8 @@ def process_inbound_email(email_id: int) -> str:
         if stored.status == "processed":
             return "already processed"
         parsed = parse_email(stored.raw)
-        ticket_id, is_new = _thread(session, rt.settings.helpdesk, stored, parsed)
         automated = automated_reason(parsed, email.utils.parseaddr(rt.settings.mail_from)[1])
+        ticket_id, is_new = _thread(session, rt.settings.helpdesk, stored, parsed, automated)
 
     if automated or not is_new:
         why = f"automated mail ({automated})" if automated else "a reply on an existing ticket"
@@ -77,7 +77,11 @@ def process_inbound_email(email_id: int) -> str:
 
 
 def _thread(
-    session: Session, helpdesk_name: str, stored: InboundEmail, parsed: ParsedEmail
+    session: Session,
+    helpdesk_name: str,
+    stored: InboundEmail,
+    parsed: ParsedEmail,
+    automated: str | None,
 ) -> tuple[int, bool]:
     """The email's ticket (found or opened) with the email added once; and whether it is new."""
     existing = session.scalar(
@@ -101,6 +105,7 @@ def _thread(
         body=parsed.text or "(empty message)",
         message_id=parsed.message_id,
         inbound_email_id=stored.id,
+        reopen=automated is None,
     )
     stored.ticket_id = ticket_id
     return ticket_id, is_new

@@ -1,4 +1,4 @@
-"""End to end: an email in the mailbox ends as a refund in Stripe, an email sent and a closed ticket.
+"""End to end: an email in the mailbox ends as a Stripe refund, a sent email and a closed ticket.
 
 Everything here is real: pymap over IMAP, the fake Stripe over HTTP, aiosmtpd over SMTP, Redis
 with an RQ worker, and the database.
@@ -185,3 +185,40 @@ def test_a_double_charge_with_no_true_duplicate_goes_to_an_agent(
         ticket = session.scalars(select(Ticket)).one()
         assert (ticket.status, ticket.category) == ("open", "duplicate_charge")
         assert any("authorization hold" in m.body for m in ticket.messages if m.kind == "note")
+
+
+def test_an_auto_reply_to_our_confirmation_does_not_reopen_but_a_person_does(
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker, data_dir
+):
+    customer = create_customer(stripe_client, ALICE)
+    create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro", days_ago=0.1)
+    create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
+    mailbox_client.append("INBOX", DOUBLE_CHARGE)
+    poll_mail()
+    run_worker()
+    confirmation_id = outbox[0]["Message-ID"]
+
+    def reply(extra_headers: str, body: str) -> bytes:
+        return (
+            f"From: Alice Martin <{ALICE.email}>\r\nTo: billing@example.com\r\n"
+            f"Subject: Re: Your refund\r\nIn-Reply-To: {confirmation_id}\r\n"
+            f"Message-ID: {email.utils.make_msgid()}\r\n{extra_headers}\r\n{body}\r\n"
+        ).encode()
+
+    mailbox_client.append("INBOX", reply("Auto-Submitted: auto-replied\r\n", "I am away."))
+    poll_mail()
+    run_worker()
+    with session_scope(rt.session_factory) as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert (
+            ticket.status == "closed"
+            and len([m for m in ticket.messages if m.kind == "inbound"]) == 2
+        )
+    assert len(outbox) == 1  # no answer to a robot
+
+    mailbox_client.append("INBOX", reply("", "Thanks, but I was charged a third time!"))
+    poll_mail()
+    run_worker()
+    with session_scope(rt.session_factory) as session:
+        assert session.scalars(select(Ticket)).one().status == "open"
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 1

@@ -23,8 +23,10 @@ class Helpdesk(Protocol):
         body: str,
         message_id: str | None = None,
         inbound_email_id: int | None = None,
+        reopen: bool = True,
     ) -> None:
-        """Append a customer email, a reply or a note to the ticket's thread."""
+        """Append a customer email, a reply or a note; a customer email reopens a closed ticket
+        unless ``reopen`` is false (auto-replies must not undo a resolution)."""
         ...
 
     def add_internal_note(self, ticket_id: int, body: str, *, author: str) -> None:

@@ -44,8 +44,9 @@ class LocalHelpdesk:
         body: str,
         message_id: str | None = None,
         inbound_email_id: int | None = None,
+        reopen: bool = True,
     ) -> None:
-        """Append an entry to the thread; a customer email reopens a closed ticket."""
+        """Append an entry to the thread; a customer email reopens a closed ticket if ``reopen``."""
         ticket = self._ticket(ticket_id)
         self.session.add(
             TicketMessage(
@@ -57,7 +58,7 @@ class LocalHelpdesk:
                 inbound_email_id=inbound_email_id,
             )
         )
-        if kind is MessageKind.INBOUND and ticket.status == TicketStatus.CLOSED:
+        if reopen and kind is MessageKind.INBOUND and ticket.status == TicketStatus.CLOSED:
             ticket.status = TicketStatus.OPEN
             ticket.resolution = None
             ticket.closed_at = None

@@ -1,0 +1,202 @@
+"""Pure policy: refund verdicts, duplicate detection, playbook plans, the policy file."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core.domain import Category, Charge, Customer, Money
+from core.errors import ConfigError
+from core.playbooks import Step, plan_ticket
+from core.policy import Mode, PolicyConfig, Verdict, evaluate_refund, find_duplicate, load_policy
+
+NOON = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+DAY = timedelta(hours=24)
+
+
+def charge(id="ch_1", amount=4900, at=NOON, **changes) -> Charge:
+    base = Charge(
+        id=id,
+        customer_id="cus_1",
+        amount=Money(amount, "usd"),
+        amount_refunded=0,
+        created=at,
+        status="succeeded",
+        captured=True,
+        disputed=False,
+    )
+    return replace(base, **changes)
+
+
+@pytest.mark.parametrize(
+    ("ch", "amount", "verdict", "words"),
+    [
+        (charge(), 4900, Verdict.ALLOW, "limit"),
+        (charge(amount=80000), 80000, Verdict.NEEDS_APPROVAL, "Support Lead"),
+        (charge(amount=50000), 50000, Verdict.ALLOW, "limit"),  # "over $500" needs approval
+        (charge(amount=50001), 50001, Verdict.NEEDS_APPROVAL, "$500.00"),
+        (charge(disputed=True), 4900, Verdict.DENY, "dispute"),
+        (charge(captured=False), 4900, Verdict.DENY, "authorization hold"),
+        (charge(status="failed"), 4900, Verdict.DENY, "failed"),
+        (charge(amount_refunded=4000), 1000, Verdict.DENY, "Only $9.00"),
+        (charge(amount_refunded=4000), 900, Verdict.ALLOW, "limit"),
+        (charge(), 0, Verdict.DENY, "positive"),
+    ],
+)
+def test_evaluate_refund(ch, amount, verdict, words):
+    decision = evaluate_refund(ch, Money(amount, "usd"), PolicyConfig())
+    assert decision.verdict is verdict
+    assert words in decision.reason
+
+
+def test_a_currency_without_a_threshold_needs_approval():
+    ch = replace(charge(), amount=Money(4900, "eur"))
+    assert evaluate_refund(ch, Money(4900, "eur"), PolicyConfig()).verdict is Verdict.NEEDS_APPROVAL
+
+
+@pytest.mark.parametrize(
+    ("charges", "expected"),
+    [
+        ([charge("a"), charge("b", at=NOON + timedelta(hours=1))], ("a", "b")),
+        # across midnight, 20 minutes apart
+        (
+            [
+                charge("a", at=NOON.replace(hour=23, minute=50)),
+                charge("b", at=NOON.replace(hour=23, minute=50) + timedelta(minutes=20)),
+            ],
+            ("a", "b"),
+        ),
+        ([charge("a"), charge("b", amount=1900)], None),
+        ([charge("a"), charge("b", at=NOON + timedelta(days=30))], None),
+        ([charge("a"), charge("b", amount_refunded=4900)], None),
+        ([charge("a"), charge("b", disputed=True)], None),
+        ([charge("a"), charge("b", captured=False)], None),
+        ([charge("a"), charge("b", status="failed")], None),
+        ([charge("a"), charge("b", customer_id="cus_2")], None),
+        ([charge("only")], None),
+        # the newest pair wins, and the newer charge of it is the duplicate
+        (
+            [
+                charge("old1", at=NOON - 40 * DAY),
+                charge("old2", at=NOON - 40 * DAY),
+                charge("a"),
+                charge("b", at=NOON + timedelta(minutes=5)),
+            ],
+            ("a", "b"),
+        ),
+    ],
+)
+def test_find_duplicate(charges, expected):
+    pair = find_duplicate(charges, DAY)
+    found = (pair.original.id, pair.duplicate.id) if pair else None
+    assert found == expected
+
+
+ALICE = Customer("cus_1", "alice@example.com", "Alice")
+TWIN = [charge("a"), charge("b", at=NOON + timedelta(hours=1))]
+
+
+@pytest.mark.parametrize(
+    ("category", "customers", "charges", "config", "step"),
+    [
+        (Category.DUPLICATE_CHARGE, [ALICE], TWIN, PolicyConfig(), Step.AUTO_REFUND),
+        (Category.DUPLICATE_CHARGE, [], TWIN, PolicyConfig(), Step.AGENT),
+        (
+            Category.DUPLICATE_CHARGE,
+            [ALICE, Customer("cus_2", "alice@example.com", None)],
+            TWIN,
+            PolicyConfig(),
+            Step.AGENT,
+        ),
+        (Category.DUPLICATE_CHARGE, [ALICE], TWIN[:1], PolicyConfig(), Step.AGENT),
+        (
+            Category.DUPLICATE_CHARGE,
+            [ALICE],
+            [charge("a", 90000), charge("b", 90000)],
+            PolicyConfig(),
+            Step.SUGGEST_REFUND,
+        ),
+        (
+            Category.DUPLICATE_CHARGE,
+            [ALICE],
+            TWIN,
+            PolicyConfig(category_modes={Category.DUPLICATE_CHARGE: Mode.SUGGEST}),
+            Step.SUGGEST_REFUND,
+        ),
+        (
+            Category.DUPLICATE_CHARGE,
+            [ALICE],
+            TWIN,
+            PolicyConfig(category_modes={Category.DUPLICATE_CHARGE: Mode.OFF}),
+            Step.AGENT,
+        ),
+        (Category.REFUND_REQUEST, [ALICE], TWIN, PolicyConfig(), Step.AGENT),
+        (Category.CHARGEBACK, [ALICE], TWIN, PolicyConfig(), Step.AGENT),
+    ],
+)
+def test_plan_ticket(category, customers, charges, config, step):
+    plan = plan_ticket(category, customers, charges, config)
+    assert plan.step is step
+    assert plan.reason
+    if step is Step.AUTO_REFUND:
+        assert (plan.charge.id, plan.amount, plan.refund_reason) == (
+            "b",
+            Money(4900, "usd"),
+            "duplicate",
+        )
+
+
+@pytest.mark.parametrize(
+    ("money", "text"),
+    [
+        (Money(4900, "usd"), "$49.00"),
+        (Money(123456789, "usd"), "$1,234,567.89"),
+        (Money(-550, "usd"), "$-5.50"),
+        (Money(500, "jpy"), "¥500"),
+        (Money(1000, "chf"), "10.00 CHF"),
+    ],
+)
+def test_money_formats_for_people(money, text):
+    assert money.format() == text
+
+
+def test_money_refuses_floats_and_mixed_currencies():
+    with pytest.raises(TypeError):
+        Money(49.0, "usd")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Money(1, "usd") + Money(1, "eur")
+
+
+def test_policy_file_overrides_defaults(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        "[refund_approval_threshold]\nusd = 25000\neur = 20000\n\n"
+        '[category_modes]\nduplicate_charge = "suggest"\n'
+    )
+    config = load_policy(str(path))
+    assert config.approval_threshold("usd") == Money(25000, "usd")
+    assert config.approval_threshold("EUR") == Money(20000, "eur")
+    assert config.mode_for(Category.DUPLICATE_CHARGE) is Mode.SUGGEST
+    assert config.refund_window_days == 7  # untouched defaults stay the playbooks'
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("refund_aproval_threshold = 1\n", "refund_aproval_threshold"),
+        ("[refund_approval_threshold]\nusd = -1\n", "refund_approval_threshold.usd"),
+        ("[refund_approval_threshold]\nusd = 12.5\n", "refund_approval_threshold.usd"),
+        ('[category_modes]\nduplicate = "auto"\n', "category_modes.duplicate"),
+        ('[category_modes]\nduplicate_charge = "yes"\n', "category_modes.duplicate_charge"),
+        ("refund_window_days = 0\n", "refund_window_days"),
+        ("not toml [", "POLICY_FILE"),
+    ],
+)
+def test_policy_file_errors_name_the_key(tmp_path, toml, key):
+    path = tmp_path / "policy.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as raised:
+        load_policy(str(path))
+    assert key in str(raised.value)

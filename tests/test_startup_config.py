@@ -1,0 +1,88 @@
+"""Bad configuration stops a process at start-up with one clear line naming the setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from core.errors import ConfigError
+from core.settings import Settings
+from helpdesk_app.demo.servers import free_port
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_", "REDIS_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "helpdesk_app", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def good_env(tmp_path, redis_url) -> dict[str, str]:
+    return {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "REDIS_URL": redis_url,
+        "STRIPE_API_KEY": "sk_test_x",
+        "SMTP_HOST": "127.0.0.1",
+        "IMAP_HOST": "127.0.0.1",
+        "IMAP_USER": "u",
+        "IMAP_PASSWORD": "p",
+    }
+
+
+@pytest.mark.parametrize(
+    ("command", "override", "setting"),
+    [
+        ("worker", {"STRIPE_API_KEY": ""}, "STRIPE_API_KEY"),
+        ("web", {"STRIPE_API_KEY": ""}, "STRIPE_API_KEY"),
+        ("worker", {"STRIPE_API_KEY": "pk_test_publishable"}, "STRIPE_API_KEY"),
+        ("worker", {"REDIS_URL": "redis://127.0.0.1:{free}/0"}, "REDIS_URL"),
+        ("poll-mail", {"REDIS_URL": "redis://127.0.0.1:{free}/0"}, "REDIS_URL"),
+        ("worker", {"REDIS_URL": "http://example.invalid"}, "REDIS_URL"),
+        ("worker", {"DATABASE_URL": "not a url"}, "DATABASE_URL"),
+        ("worker", {"DATABASE_URL": "mysql://root@127.0.0.1/x"}, "DATABASE_URL"),
+        ("web", {"DATABASE_URL": "postgresql://nobody@127.0.0.1:{free}/x"}, "DATABASE_URL"),
+        ("db", {"DATABASE_URL": "postgresql://nobody@127.0.0.1:{free}/x"}, "DATABASE_URL"),
+        ("poll-mail", {"IMAP_HOST": ""}, "IMAP_HOST"),
+        ("worker", {"SMTP_PORT": "twenty-five"}, "SMTP_PORT"),
+    ],
+)
+def test_bad_setting_fails_with_one_line_naming_it(good_env, command, override, setting):
+    env = {**good_env, **{k: v.format(free=free_port()) for k, v in override.items()}}
+    args = ["db", "upgrade"] if command == "db" else [command]
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert setting in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_mode_needs_no_stripe_key_or_redis_url():
+    settings = Settings.from_env({"BILLING_DESK_DEMO": "true"})
+    assert settings.redis_url is None  # embedded
+    with pytest.raises(ConfigError, match="STRIPE_API_KEY"):
+        Settings.from_env({}).require_stripe()
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"IMAP_PORT": "0"}, "IMAP_PORT"),
+        ({"SMTP_STARTTLS": "maybe"}, "SMTP_STARTTLS"),
+        ({"IMAP_POLL_INTERVAL": "-5"}, "IMAP_POLL_INTERVAL"),
+    ],
+)
+def test_settings_name_the_bad_variable(env, setting):
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    assert raised.value.setting == setting
