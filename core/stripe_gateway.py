@@ -19,13 +19,15 @@ from core.errors import ConfigError, GatewayError, GatewayUnavailable, NotFound
 STRIPE_TIMEOUT_SECONDS = 20
 
 
-def make_stripe_client(api_key: str, api_base: str | None = None) -> stripe.StripeClient:
+def make_stripe_client(
+    api_key: str, api_base: str | None = None, network_retries: int = 2
+) -> stripe.StripeClient:
     """A StripeClient with a timeout and network retries; ``api_base`` points at a fake Stripe."""
     base = {"api": api_base.rstrip("/")} if api_base else None
     return stripe.StripeClient(
         api_key,
         base_addresses=base,  # type: ignore[arg-type]
-        max_network_retries=2,
+        max_network_retries=network_retries,
         http_client=stripe.new_default_http_client(timeout=STRIPE_TIMEOUT_SECONDS),
     )
 

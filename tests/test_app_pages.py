@@ -1,0 +1,78 @@
+"""The built-in helpdesk pages and the sidebar, through Flask's test client."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.db import session_scope
+from core.domain import MessageKind
+from core.helpdesks import LocalHelpdesk
+from helpdesk_app import create_app
+from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
+
+XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+
+
+@pytest.fixture
+def client(settings, db_engine, stripe_client):
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    return app.test_client()
+
+
+@pytest.fixture
+def ticket_id(session_factory):
+    with session_scope(session_factory) as session:
+        desk = LocalHelpdesk(session)
+        ticket = desk.open_ticket(
+            subject=f"Charged twice {XSS}", requester_email="alice@example.com", requester_name=XSS
+        )
+        desk.add_message(ticket, kind=MessageKind.INBOUND, author="alice@example.com", body=XSS)
+        return ticket
+
+
+def test_inbox_lists_tickets_with_everything_escaped(client, ticket_id):
+    response = client.get("/")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert f'data-ticket-id="{ticket_id}"' in page and "Charged twice" in page
+    assert "<script>alert(2)" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;" in page
+
+
+def test_ticket_page_frames_the_sidebar_and_escapes_the_thread(client, ticket_id):
+    page = client.get(f"/tickets/{ticket_id}").get_data(as_text=True)
+    assert f'src="/sidebar/tickets/{ticket_id}"' in page
+    assert "<script>alert(2)" not in page
+
+
+def test_sidebar_shows_the_requesters_customer_and_charges(
+    client, ticket_id, stripe_client, settings
+):
+    who = DemoCustomer(XSS, "alice@example.com", "T-1", "Org", "4242424242424242")
+    customer = create_customer(stripe_client, who)
+    charge = create_charge(stripe_client, settings.stripe_api_base, customer, 4900, "Pro plan")
+    page = client.get(f"/sidebar/tickets/{ticket_id}").get_data(as_text=True)
+    assert customer in page and f'data-charge-id="{charge}"' in page
+    assert "$49.00" in page and "4242" in page and "4242424242424242" not in page
+    assert "<img src=x" not in page
+
+
+def test_sidebar_says_so_when_no_customer_matches(client, ticket_id):
+    page = client.get(f"/sidebar/tickets/{ticket_id}").get_data(as_text=True)
+    assert "No Stripe customer has the email alice@example.com" in page
+
+
+def test_security_headers_and_404(client):
+    response = client.get("/tickets/999999")
+    assert response.status_code == 404
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'self'" in csp and "script-src 'self'" in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_stripe_trouble_is_a_calm_message_in_the_sidebar(settings, db_engine, ticket_id):
+    broken = settings.__class__(**{**settings.__dict__, "stripe_api_base": "http://127.0.0.1:9"})
+    page = create_app(broken).test_client().get(f"/sidebar/tickets/{ticket_id}")
+    assert page.status_code == 200
+    assert "Stripe is unavailable right now" in page.get_data(as_text=True)
