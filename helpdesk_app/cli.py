@@ -27,7 +27,7 @@ def _configure_logging() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # Per-request chatter from stripe-python and aiosmtpd drowns out what matters.
-    for noisy in ("stripe", "mail.log"):
+    for noisy in ("stripe", "mail.log", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

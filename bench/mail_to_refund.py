@@ -1,0 +1,128 @@
+"""Measure the mail flow on the embedded servers: latency to a resolved refund, and throughput.
+
+    .venv/bin/python bench/mail_to_refund.py [--refunds 20] [--backlog 200]
+
+Prints figures; asserts nothing. Uses SQLite and an embedded Redis unless DATABASE_URL /
+REDIS_URL are set (a PostgreSQL DATABASE_URL gets a scratch database of its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import statistics
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+from imapclient import IMAPClient
+from rq import SimpleWorker
+from sqlalchemy import select
+
+from core.db import make_engine, session_scope, upgrade
+from core.db.models import Ticket
+from core.settings import Settings
+from core.stripe_gateway import make_stripe_client
+from helpdesk_app.demo import servers
+from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
+from jobs import queues, runtime
+from jobs.inbound import enqueue_inbound
+from mail import poller
+from mail.imap import ImapConfig, Mailbox
+
+USER, PASSWORD, KEY = "billing@example.com", "bench", "sk_test_bench"
+
+
+def message(sender: str, subject: str, body: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, USER, subject
+    msg["Message-ID"] = email.utils.make_msgid(domain="example.com")
+    msg["Date"] = email.utils.formatdate()
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def poll_and_work(rt: runtime.Runtime, settings: Settings) -> tuple[float, float]:
+    """One poll, then a burst worker until the queues are empty; seconds for each."""
+    started = time.perf_counter()
+    mailbox = Mailbox.connect(ImapConfig.from_settings(settings))
+    poller.poll_once(mailbox, rt.session_factory, lambda i: enqueue_inbound(rt, i))
+    mailbox.close()
+    polled = time.perf_counter()
+    queue_list = [rt.queue(name) for name in queues.ALL_QUEUES]
+    SimpleWorker(queue_list, connection=rt.redis).work(burst=True, logging_level="WARNING")
+    return polled - started, time.perf_counter() - polled
+
+
+def main() -> None:
+    """Run both measurements and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--refunds", type=int, default=20)
+    parser.add_argument("--backlog", type=int, default=200)
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-"))
+    stripe_server = servers.start_fake_stripe()
+    imap = servers.start_imap_server(USER, PASSWORD)
+    smtp = servers.start_smtp_sink()
+    redis_server = servers.start_embedded_redis(scratch / "redis")
+    try:
+        settings = Settings(
+            database_url=f"sqlite:///{scratch / 'bench.sqlite3'}",
+            redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
+            stripe_api_key=KEY,
+            stripe_api_base=stripe_server.url,
+            imap_host="127.0.0.1",
+            imap_port=imap.port,
+            imap_ssl=False,
+            imap_user=USER,
+            imap_password=PASSWORD,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp.port,
+            smtp_starttls=False,
+            mail_from=f"Billing <{USER}>",
+        )
+        upgrade(make_engine(settings.database_url))
+        rt = runtime.build_runtime(settings)
+        runtime.install(rt)
+        stripe_client = make_stripe_client(KEY, stripe_server.url)
+        inbox = IMAPClient("127.0.0.1", port=imap.port, ssl=False)
+        inbox.login(USER, PASSWORD)
+
+        latencies = []
+        for n in range(args.refunds):
+            who = DemoCustomer(f"C{n}", f"c{n}@example.com", f"T-{n}", "Org", "4242424242424242")
+            customer = create_customer(stripe_client, who)
+            for _ in range(2):
+                create_charge(stripe_client, stripe_server.url, customer, 4900, "Pro")
+            inbox.append("INBOX", message(who.email, "Charged twice", "I was charged twice today."))
+            started = time.perf_counter()
+            poll_and_work(rt, settings)
+            latencies.append(time.perf_counter() - started)
+        with session_scope(rt.session_factory) as session:
+            resolved = sum(t.status == "closed" for t in session.scalars(select(Ticket)))
+        latencies.sort()
+        p95 = latencies[max(0, round(0.95 * len(latencies)) - 1)]
+        print(
+            f"double charge -> refund, email, closed ticket ({resolved}/{args.refunds} resolved):"
+        )
+        print(f"  median {statistics.median(latencies) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
+
+        for n in range(args.backlog):
+            inbox.append(
+                "INBOX", message(f"p{n}@example.com", "Question", "How do I update my card?")
+            )
+        poll_seconds, work_seconds = poll_and_work(rt, settings)
+        print(f"backlog of {args.backlog} emails (no Stripe customer):")
+        print(f"  poll + store: {args.backlog / poll_seconds:.0f} emails/s")
+        print(f"  triage into tickets (one worker): {args.backlog / work_seconds:.0f} emails/s")
+        inbox.logout()
+    finally:
+        for server in (redis_server, imap, stripe_server):
+            server.stop()
+        smtp.stop()
+
+
+if __name__ == "__main__":
+    main()
