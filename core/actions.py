@@ -5,6 +5,8 @@ Database and policy only: the Stripe call itself happens in a job, which then re
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -17,6 +19,24 @@ from core.domain import ActionKind, ActionStatus, Charge, Money, Refund, RefundR
 def action_by_key(session: Session, idempotency_key: str) -> Action | None:
     """The action with this idempotency key, if one was ever requested."""
     return session.scalar(select(Action).where(Action.idempotency_key == idempotency_key))
+
+
+def recent_refunds(
+    session: Session, customer_id: str, since: datetime, excluding_ticket: int | None = None
+) -> list[Action]:
+    """Refund actions for a customer requested since a time, newest first."""
+    query = (
+        select(Action)
+        .where(
+            Action.stripe_customer_id == customer_id,
+            Action.kind == ActionKind.REFUND,
+            Action.created_at >= since,
+        )
+        .order_by(Action.id.desc())
+    )
+    if excluding_ticket is not None:
+        query = query.where(Action.ticket_id != excluding_ticket)
+    return list(session.scalars(query))
 
 
 def request_refund(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import email.utils
 import logging
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import actions, audit
 from core.db import session_scope
-from core.db.models import InboundEmail, TicketMessage, utcnow
+from core.db.models import Action, InboundEmail, TicketMessage, utcnow
 from core.domain import Category, MessageKind
 from core.errors import BillingDeskError
 from core.helpdesks import make_helpdesk
@@ -28,6 +29,7 @@ from mail.parsing import ParsedEmail, parse_email
 
 log = logging.getLogger(__name__)
 ACTOR = "mail-agent"
+EARLIER_REFUNDS_DAYS = 30
 
 
 def enqueue_inbound(rt: runtime.Runtime, email_id: int) -> None:
@@ -66,12 +68,15 @@ def process_inbound_email(email_id: int) -> str:
             confidence=classification.confidence,
             stripe_customer_id=plan.customer.id if plan.customer else None,
         )
-        action_id = _start_plan(session, ticket_id, plan)
-        helpdesk.add_internal_note(ticket_id, _triage_note(classification, plan), author=ACTOR)
+        action = _start_plan(session, ticket_id, plan)
+        if action is not None and action.ticket_id != ticket_id:
+            action = None  # the customer wrote twice: the refund belongs to the first ticket
+        note = _triage_note(classification, plan) + _earlier_refunds(session, ticket_id, plan)
+        helpdesk.add_internal_note(ticket_id, note, author=ACTOR)
         _mark_processed(session, email_id, ticket_id)
-    if action_id is not None:
+    if action is not None:
         queues.enqueue_once(
-            rt.queue(queues.ACTIONS), issue_refund, action_id, job_id=f"refund-{action_id}"
+            rt.queue(queues.ACTIONS), issue_refund, action.id, job_id=f"refund-{action.id}"
         )
     return str(plan.step)
 
@@ -138,7 +143,7 @@ def _plan(rt: runtime.Runtime, parsed: ParsedEmail, classification: Classificati
     return plan_ticket(category, customers, charges, rt.policy)
 
 
-def _start_plan(session: Session, ticket_id: int, plan: Plan) -> int | None:
+def _start_plan(session: Session, ticket_id: int, plan: Plan) -> Action | None:
     """Record the refund the plan calls for; its key makes one refund per duplicate charge."""
     if plan.step is not Step.AUTO_REFUND:
         return None
@@ -153,7 +158,20 @@ def _start_plan(session: Session, ticket_id: int, plan: Plan) -> int | None:
         requested_by=ACTOR,
         policy_reason=plan.reason,
     )
-    return action.id if action.ticket_id == ticket_id else None
+    return action
+
+
+def _earlier_refunds(session: Session, ticket_id: int, plan: Plan) -> str:
+    """A pointer to this customer's refunds of the last days on other tickets, if any."""
+    if plan.customer is None:
+        return ""
+    since = utcnow() - timedelta(days=EARLIER_REFUNDS_DAYS)
+    earlier = actions.recent_refunds(session, plan.customer.id, since, excluding_ticket=ticket_id)
+    return "".join(
+        f" Already on ticket #{a.ticket_id}: refund of {actions.action_amount(a)} on "
+        f"{a.stripe_charge_id} ({a.status}, {a.stripe_object_id or 'not yet issued'})."
+        for a in earlier
+    )
 
 
 def _triage_note(classification: Classification, plan: Plan) -> str:

@@ -222,3 +222,29 @@ def test_an_auto_reply_to_our_confirmation_does_not_reopen_but_a_person_does(
     with session_scope(rt.session_factory) as session:
         assert session.scalars(select(Ticket)).one().status == "open"
         assert session.scalar(select(func.count()).select_from(Ticket)) == 1
+
+
+def test_a_customer_writing_twice_about_one_duplicate_gets_one_refund(
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker
+):
+    customer = create_customer(stripe_client, ALICE)
+    older = create_charge(
+        stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro", days_ago=0.1
+    )
+    newer = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
+    mailbox_client.append("INBOX", DOUBLE_CHARGE)
+    mailbox_client.append(
+        "INBOX", customer_email("Charged twice!!", "You double charged me today.")
+    )
+
+    assert poll_mail().stored == 2
+    run_worker()
+
+    assert len(refunds_in_stripe(stripe_client, [older, newer])) == 1
+    assert len(outbox) == 1
+    with session_scope(rt.session_factory) as session:
+        first, second = session.scalars(select(Ticket).order_by(Ticket.id)).all()
+        assert first.status == "closed" and second.status == "open"
+        refund_id = session.scalars(select(Action.stripe_object_id)).one()
+        notes = [m.body for m in second.messages if m.kind == "note"]
+        assert any(f"ticket #{first.id}" in note and refund_id in note for note in notes)
