@@ -68,20 +68,15 @@ def main() -> None:
     smtp = servers.start_smtp_sink()
     redis_server = servers.start_embedded_redis(scratch / "redis")
     try:
-        settings = Settings(
+        settings = servers.embedded_settings(
             database_url=f"sqlite:///{scratch / 'bench.sqlite3'}",
             redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
-            stripe_api_key=KEY,
-            stripe_api_base=stripe_server.url,
-            imap_host="127.0.0.1",
-            imap_port=imap.port,
-            imap_ssl=False,
-            imap_user=USER,
-            imap_password=PASSWORD,
-            smtp_host="127.0.0.1",
-            smtp_port=smtp.port,
-            smtp_starttls=False,
-            mail_from=f"Billing <{USER}>",
+            stripe=stripe_server,
+            stripe_key=KEY,
+            imap=imap,
+            mailbox_user=USER,
+            mailbox_password=PASSWORD,
+            smtp=smtp,
         )
         upgrade(make_engine(settings.database_url))
         rt = runtime.build_runtime(settings)

@@ -15,6 +15,7 @@ import stripe
 
 from core.domain import Charge, Customer, Money, Refund, RefundReason
 from core.errors import ConfigError, GatewayError, GatewayUnavailable, NotFound
+from core.settings import Settings
 
 STRIPE_TIMEOUT_SECONDS = 20
 
@@ -95,6 +96,13 @@ def _refund(data: Mapping[str, Any]) -> Refund:
         status=data.get("status") or "succeeded",
         metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
     )
+
+
+def make_gateway(settings: Settings) -> StripeGateway:
+    """The gateway for the configured Stripe account (or fake Stripe)."""
+    settings.require_stripe()
+    assert settings.stripe_api_key is not None
+    return StripeGateway(make_stripe_client(settings.stripe_api_key, settings.stripe_api_base))
 
 
 class StripeGateway:

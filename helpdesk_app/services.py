@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_session_factory
 from core.settings import Settings
-from core.stripe_gateway import StripeGateway, make_stripe_client
+from core.stripe_gateway import StripeGateway, make_gateway
 
 _KEY = "billing_desk"
 
@@ -25,10 +25,7 @@ class Services:
     @cached_property
     def gateway(self) -> StripeGateway:
         """The Stripe gateway, built on first use."""
-        self.settings.require_stripe()
-        assert self.settings.stripe_api_key is not None
-        client = make_stripe_client(self.settings.stripe_api_key, self.settings.stripe_api_base)
-        return StripeGateway(client)
+        return make_gateway(self.settings)
 
 
 def init_app(app: Flask, settings: Settings) -> None:

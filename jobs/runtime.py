@@ -18,7 +18,7 @@ from core.db import check_connection, make_engine, make_session_factory
 from core.errors import ConfigError
 from core.policy import PolicyConfig, load_policy
 from core.settings import Settings
-from core.stripe_gateway import StripeGateway, make_stripe_client
+from core.stripe_gateway import StripeGateway, make_gateway
 from jobs.queues import get_queue
 from mail.smtp import SmtpConfig
 
@@ -45,10 +45,7 @@ class Runtime:
     @cached_property
     def gateway(self) -> StripeGateway:
         """The Stripe gateway, built on first use."""
-        self.settings.require_stripe()
-        assert self.settings.stripe_api_key is not None
-        client = make_stripe_client(self.settings.stripe_api_key, self.settings.stripe_api_base)
-        return StripeGateway(client)
+        return make_gateway(self.settings)
 
     @cached_property
     def smtp(self) -> SmtpConfig:

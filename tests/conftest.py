@@ -155,21 +155,16 @@ def settings(
     smtp_server: servers.SmtpSink,
 ) -> Settings:
     """Settings pointing every part of the product at the test servers."""
-    return Settings(
+    return servers.embedded_settings(
         database_url=database_url,
         redis_url=redis_url,
+        stripe=fake_stripe,
+        stripe_key=STRIPE_KEY,
+        imap=imap_server,
+        mailbox_user=MAILBOX_USER,
+        mailbox_password=MAILBOX_PASSWORD,
+        smtp=smtp_server,
         secret_key="test-secret-key-0123456789",
-        stripe_api_key=STRIPE_KEY,
-        stripe_api_base=fake_stripe.url,
-        imap_host="127.0.0.1",
-        imap_port=imap_server.port,
-        imap_ssl=False,
-        imap_user=MAILBOX_USER,
-        imap_password=MAILBOX_PASSWORD,
-        smtp_host="127.0.0.1",
-        smtp_port=smtp_server.port,
-        smtp_starttls=False,
-        mail_from=f"Billing Support <{MAILBOX_USER}>",
     )
 
 

@@ -42,6 +42,16 @@ DOUBLE_CHARGE = customer_email(
 )
 
 
+@pytest.fixture
+def twin_charges(stripe_client, rt) -> tuple[str, str, str]:
+    """Alice, charged $49.00 twice today; returns (customer, older charge, newer charge)."""
+    customer = create_customer(stripe_client, ALICE)
+    api_base = rt.settings.stripe_api_base
+    older = create_charge(stripe_client, api_base, customer, 4900, "Pro", days_ago=0.1)
+    newer = create_charge(stripe_client, api_base, customer, 4900, "Pro")
+    return customer, older, newer
+
+
 def refunds_in_stripe(stripe_client, charge_ids):
     return [
         refund
@@ -59,13 +69,9 @@ def counts(session_factory):
 
 
 def test_double_charge_email_is_refunded_confirmed_and_closed_once(
-    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker, twin_charges
 ):
-    customer = create_customer(stripe_client, ALICE)
-    older = create_charge(
-        stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro", days_ago=0.1
-    )
-    newer = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
+    customer, older, newer = twin_charges
     mailbox_client.append("INBOX", DOUBLE_CHARGE)
 
     assert poll_mail().stored == 1
@@ -109,14 +115,10 @@ def test_double_charge_email_is_refunded_confirmed_and_closed_once(
 
 
 def test_a_retried_refund_job_finds_the_refund_it_already_made(
-    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker, twin_charges
 ):
     """A worker that died after Stripe refunded but before recording it must not refund again."""
-    customer = create_customer(stripe_client, ALICE)
-    older = create_charge(
-        stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro", days_ago=0.1
-    )
-    newer = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
+    _customer, older, newer = twin_charges
     mailbox_client.append("INBOX", DOUBLE_CHARGE)
     poll_mail()
     # Run only the inbound job: the refund action is queued, not yet run.
@@ -143,13 +145,9 @@ def test_a_retried_refund_job_finds_the_refund_it_already_made(
 
 
 def test_an_email_about_something_else_opens_a_ticket_and_leaves_stripe_alone(
-    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker, twin_charges
 ):
-    customer = create_customer(stripe_client, ALICE)
-    first = create_charge(
-        stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro", days_ago=0.1
-    )
-    second = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
+    customer, first, second = twin_charges
     mailbox_client.append(
         "INBOX",
         customer_email("Question", "Hi! How do I update the card on my account? Thanks, Alice"),
@@ -188,11 +186,8 @@ def test_a_double_charge_with_no_true_duplicate_goes_to_an_agent(
 
 
 def test_an_auto_reply_to_our_confirmation_does_not_reopen_but_a_person_does(
-    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker, data_dir
+    mailbox_client, outbox, rt, poll_mail, run_worker, twin_charges
 ):
-    customer = create_customer(stripe_client, ALICE)
-    create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro", days_ago=0.1)
-    create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
     mailbox_client.append("INBOX", DOUBLE_CHARGE)
     poll_mail()
     run_worker()
@@ -225,13 +220,9 @@ def test_an_auto_reply_to_our_confirmation_does_not_reopen_but_a_person_does(
 
 
 def test_a_customer_writing_twice_about_one_duplicate_gets_one_refund(
-    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker, twin_charges
 ):
-    customer = create_customer(stripe_client, ALICE)
-    older = create_charge(
-        stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro", days_ago=0.1
-    )
-    newer = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
+    _customer, older, newer = twin_charges
     mailbox_client.append("INBOX", DOUBLE_CHARGE)
     mailbox_client.append(
         "INBOX", customer_email("Charged twice!!", "You double charged me today.")

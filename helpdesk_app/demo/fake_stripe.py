@@ -43,6 +43,8 @@ from localstripe import resources as ls
 from localstripe import server as ls_server
 from localstripe.errors import UserError
 
+from core.domain import Money
+
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 10
 EVIDENCE_WINDOW_SECONDS = 7 * 24 * 3600
@@ -87,29 +89,6 @@ _SUBMITTED_STATUS = {
     "warning_needs_response": "warning_under_review",
 }
 _CLOSED_STATUS = {"needs_response": "lost", "warning_needs_response": "warning_closed"}
-
-# Currencies whose amounts have no minor unit (Stripe's list), for human-readable messages.
-_ZERO_DECIMAL_CURRENCIES = frozenset(
-    {
-        "bif",
-        "clp",
-        "djf",
-        "gnf",
-        "jpy",
-        "kmf",
-        "krw",
-        "mga",
-        "pyg",
-        "rwf",
-        "ugx",
-        "vnd",
-        "vuv",
-        "xaf",
-        "xof",
-        "xpf",
-    }
-)
-_CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£"}
 
 
 @dataclass(frozen=True)
@@ -161,10 +140,7 @@ def stripe_error(
 
 def format_money(amount: int, currency: str) -> str:
     """Format minor units the way Stripe's error messages do, e.g. ``$12.34``."""
-    currency = currency.lower()
-    value = f"{amount}" if currency in _ZERO_DECIMAL_CURRENCIES else f"{amount / 100:.2f}"
-    symbol = _CURRENCY_SYMBOLS.get(currency)
-    return f"{symbol}{value}" if symbol else f"{value} {currency.upper()}"
+    return Money(amount, currency).format()
 
 
 def _checked_limit(limit: Any) -> int:

@@ -23,6 +23,7 @@ from core.stripe_gateway import make_stripe_client
 from helpdesk_app.demo import seed
 from helpdesk_app.demo.servers import (
     ChildServer,
+    embedded_settings,
     start_embedded_redis,
     start_fake_stripe,
     start_imap_server,
@@ -114,24 +115,19 @@ def _run(directory: Path, web_port: int) -> None:
             stack.callback(embedded.stop)
             redis_url = f"redis://127.0.0.1:{embedded.port}/0"
 
-        settings = Settings(
-            demo=True,
+        settings = embedded_settings(
             database_url=f"sqlite:///{directory / 'billing-desk.sqlite3'}",
             redis_url=redis_url,
+            stripe=stripe_server,
+            stripe_key=STRIPE_KEY,
+            imap=imap,
+            mailbox_user=MAILBOX_USER,
+            mailbox_password=MAILBOX_PASSWORD,
+            smtp=smtp,
+            demo=True,
             secret_key=secrets.token_urlsafe(32),
             public_url=f"http://127.0.0.1:{web_port}",
-            stripe_api_key=STRIPE_KEY,
-            stripe_api_base=stripe_server.url,
-            imap_host="127.0.0.1",
-            imap_port=imap.port,
-            imap_ssl=False,
-            imap_user=MAILBOX_USER,
-            imap_password=MAILBOX_PASSWORD,
             imap_poll_interval=2,
-            smtp_host="127.0.0.1",
-            smtp_port=smtp.port,
-            smtp_starttls=False,
-            mail_from=f"Northwind Billing <{MAILBOX_USER}>",
         )
         upgrade(make_engine(settings.database_url))
         seed.seed_stripe(make_stripe_client(STRIPE_KEY, stripe_server.url), stripe_server.url)

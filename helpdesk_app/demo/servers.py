@@ -18,6 +18,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from core.settings import Settings
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -178,3 +180,34 @@ def start_embedded_redis(directory: Path, port: int | None = None) -> ChildServe
         str(directory),
     ]
     return _spawn("redis", argv, port, directory / "redis.log")
+
+
+def embedded_settings(
+    *,
+    database_url: str,
+    redis_url: str,
+    stripe: ChildServer,
+    stripe_key: str,
+    imap: ChildServer,
+    mailbox_user: str,
+    mailbox_password: str,
+    smtp: SmtpSink,
+    **overrides: Any,
+) -> Settings:
+    """Settings pointing every part of the product at embedded servers on loopback."""
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        stripe_api_key=stripe_key,
+        stripe_api_base=stripe.url,
+        imap_host=LOOPBACK,
+        imap_port=imap.port,
+        imap_ssl=False,
+        imap_user=mailbox_user,
+        imap_password=mailbox_password,
+        smtp_host=LOOPBACK,
+        smtp_port=smtp.port,
+        smtp_starttls=False,
+        mail_from=f"Billing Support <{mailbox_user}>",
+        **overrides,
+    )
