@@ -64,6 +64,9 @@ def build_runtime(settings: Settings) -> Runtime:
         raise ConfigError("REDIS_URL", "is not set")
     engine = make_engine(settings.database_url)
     check_connection(engine)
+    # RQ forks a work-horse per job: the parent must hold no pooled connection a child
+    # could inherit and share (SQLAlchemy's advice for pools across fork).
+    engine.dispose()
     return Runtime(
         settings=settings,
         session_factory=make_session_factory(engine),
