@@ -21,6 +21,17 @@ def action_by_key(session: Session, idempotency_key: str) -> Action | None:
     return session.scalar(select(Action).where(Action.idempotency_key == idempotency_key))
 
 
+def queued_action_ids(session: Session, ticket_id: int) -> list[int]:
+    """IDs of the ticket's actions waiting for a worker, oldest first."""
+    return list(
+        session.scalars(
+            select(Action.id)
+            .where(Action.ticket_id == ticket_id, Action.status == ActionStatus.QUEUED)
+            .order_by(Action.id)
+        )
+    )
+
+
 def recent_refunds(
     session: Session, customer_id: str, since: datetime, excluding_ticket: int | None = None
 ) -> list[Action]:

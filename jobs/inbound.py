@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import actions, audit
 from core.db import session_scope
-from core.db.models import Action, InboundEmail, TicketMessage, utcnow
+from core.db.models import InboundEmail, TicketMessage, utcnow
 from core.domain import Category, MessageKind
 from core.errors import BillingDeskError
 from core.helpdesks import make_helpdesk
@@ -48,6 +48,8 @@ def process_inbound_email(email_id: int) -> str:
             log.error("inbound email %s does not exist", email_id)
             return "missing"
         if stored.status == "processed":
+            # A run that died after its commit may not have queued its refund yet.
+            _enqueue_refunds(rt, stored.ticket_id)
             return "already processed"
         parsed = parse_email(stored.raw)
         automated = automated_reason(parsed, email.utils.parseaddr(rt.settings.mail_from)[1])
@@ -68,17 +70,24 @@ def process_inbound_email(email_id: int) -> str:
             confidence=classification.confidence,
             stripe_customer_id=plan.customer.id if plan.customer else None,
         )
-        action = _start_plan(session, ticket_id, plan)
-        if action is not None and action.ticket_id != ticket_id:
-            action = None  # the customer wrote twice: the refund belongs to the first ticket
+        _start_plan(session, ticket_id, plan)
         note = _triage_note(classification, plan) + _earlier_refunds(session, ticket_id, plan)
         helpdesk.add_internal_note(ticket_id, note, author=ACTOR)
         _mark_processed(session, email_id, ticket_id)
-    if action is not None:
-        queues.enqueue_once(
-            rt.queue(queues.ACTIONS), issue_refund, action.id, job_id=f"refund-{action.id}"
-        )
+    _enqueue_refunds(rt, ticket_id)
     return str(plan.step)
+
+
+def _enqueue_refunds(rt: runtime.Runtime, ticket_id: int | None) -> None:
+    """Queue the ticket's requested refunds; a refund requested by another ticket stays there."""
+    if ticket_id is None:
+        return
+    with session_scope(rt.session_factory) as session:
+        action_ids = actions.queued_action_ids(session, ticket_id)
+    for action_id in action_ids:
+        queues.enqueue_once(
+            rt.queue(queues.ACTIONS), issue_refund, action_id, job_id=f"refund-{action_id}"
+        )
 
 
 def _thread(
@@ -143,12 +152,12 @@ def _plan(rt: runtime.Runtime, parsed: ParsedEmail, classification: Classificati
     return plan_ticket(category, customers, charges, rt.policy)
 
 
-def _start_plan(session: Session, ticket_id: int, plan: Plan) -> Action | None:
+def _start_plan(session: Session, ticket_id: int, plan: Plan) -> None:
     """Record the refund the plan calls for; its key makes one refund per duplicate charge."""
     if plan.step is not Step.AUTO_REFUND:
-        return None
+        return
     assert plan.charge is not None and plan.amount is not None and plan.refund_reason
-    action, _ = actions.request_refund(
+    actions.request_refund(
         session,
         idempotency_key=f"duplicate-refund:{plan.charge.id}",
         ticket_id=ticket_id,
@@ -158,7 +167,6 @@ def _start_plan(session: Session, ticket_id: int, plan: Plan) -> Action | None:
         requested_by=ACTOR,
         policy_reason=plan.reason,
     )
-    return action
 
 
 def _earlier_refunds(session: Session, ticket_id: int, plan: Plan) -> str:

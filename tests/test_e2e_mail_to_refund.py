@@ -12,6 +12,7 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import func, select
 
+import jobs.inbound
 from core.db import session_scope
 from core.db.models import Action, AuditEvent, InboundEmail, OutboundEmail, Ticket
 from core.domain import RESOLUTION_REFUND_ISSUED
@@ -239,3 +240,27 @@ def test_a_customer_writing_twice_about_one_duplicate_gets_one_refund(
         refund_id = session.scalars(select(Action.stripe_object_id)).one()
         notes = [m.body for m in second.messages if m.kind == "note"]
         assert any(f"ticket #{first.id}" in note and refund_id in note for note in notes)
+
+
+def test_a_triage_job_that_died_before_queueing_its_refund_queues_it_when_retried(
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker, twin_charges, monkeypatch
+):
+    _customer, older, newer = twin_charges
+    mailbox_client.append("INBOX", DOUBLE_CHARGE)
+    poll_mail()
+    email_id = rt.session_factory().scalars(select(InboundEmail.id)).one()
+    real_enqueue = jobs.inbound.queues.enqueue_once
+
+    def die(*args, **kwargs):
+        raise SystemExit("worker killed")
+
+    monkeypatch.setattr(jobs.inbound.queues, "enqueue_once", die)
+    with pytest.raises(SystemExit):
+        process_inbound_email(email_id)  # triage committed, refund not queued
+    monkeypatch.setattr(jobs.inbound.queues, "enqueue_once", real_enqueue)
+    run_worker()  # the inbound job RQ had queued now runs again, as after a crash
+    process_inbound_email(email_id)
+    run_worker()
+
+    assert len(refunds_in_stripe(stripe_client, [older, newer])) == 1
+    assert len(outbox) == 1
