@@ -189,12 +189,25 @@ def _stored(cls: Any) -> list[Any]:
     return [obj for key, obj in list(ls.store.items()) if key.startswith(prefix)]
 
 
+def _reject_unexpected(unexpected: dict[str, Any]) -> None:
+    """Refuse unknown parameters the way localstripe (and Stripe) do."""
+    if unexpected:
+        raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
+
+
 def _newest_first_list(
-    cls: Any, url: str, limit: Any, starting_after: Any, keep: Callable[[Any], bool]
+    cls: Any, url: str, limit: Any, starting_after: Any, created: Any, **equal: Any
 ) -> Any:
-    """A localstripe List of ``cls`` objects matching ``keep``, newest first, paginated."""
+    """A List of ``cls`` objects, newest first and paginated, within the ``created`` range and
+    whose attributes equal the non-None values in ``equal`` (``customer="cus_1"``...)."""
+    in_range = _created_matcher(created)
+    wanted = {name: value for name, value in equal.items() if value is not None}
     page = ls.List(url, limit=_checked_limit(limit), starting_after=starting_after)
-    page._list = _newest_first(obj for obj in _stored(cls) if keep(obj))
+    page._list = _newest_first(
+        obj
+        for obj in _stored(cls)
+        if in_range(obj.created) and all(getattr(obj, k) == v for k, v in wanted.items())
+    )
     return page
 
 
@@ -270,8 +283,7 @@ class Dispute(ls.StripeObject):
         **unexpected: Any,
     ) -> Dispute:
         """Create a dispute on a charge (test support; Stripe creates these itself)."""
-        if unexpected:
-            raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
+        _reject_unexpected(unexpected)
         reason = reason or "general"
         status = status or "needs_response"
         if reason not in DISPUTE_REASONS:
@@ -306,8 +318,7 @@ class Dispute(ls.StripeObject):
         **unexpected: Any,
     ) -> Dispute:
         """Stage or submit evidence and/or merge metadata, like ``POST /v1/disputes/{id}``."""
-        if unexpected:
-            raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
+        _reject_unexpected(unexpected)
         dispute = cls._api_retrieve(id)
         if evidence is not None and not isinstance(evidence, dict):
             raise stripe_error(400, "Invalid evidence", param="evidence")
@@ -334,8 +345,7 @@ class Dispute(ls.StripeObject):
     @classmethod
     def _api_close(cls, id: str, **unexpected: Any) -> Dispute:
         """Accept the dispute (it becomes lost), like ``POST /v1/disputes/{id}/close``."""
-        if unexpected:
-            raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
+        _reject_unexpected(unexpected)
         dispute = cls._api_retrieve(id)
         if not dispute._is_open():
             raise stripe_error(400, f"This dispute is already {dispute.status}.")
@@ -354,19 +364,9 @@ class Dispute(ls.StripeObject):
         **unexpected: Any,
     ) -> Any:
         """Disputes newest first, optionally for one charge or PaymentIntent."""
-        if unexpected:
-            raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
-        in_range = _created_matcher(created)
+        _reject_unexpected(unexpected)
         return _newest_first_list(
-            cls,
-            url,
-            limit,
-            starting_after,
-            lambda d: (
-                charge in (None, d.charge)
-                and payment_intent in (None, d.payment_intent)
-                and in_range(d.created)
-            ),
+            cls, url, limit, starting_after, created, charge=charge, payment_intent=payment_intent
         )
 
 
@@ -573,21 +573,11 @@ def _list_charges(
     **unexpected: Any,
 ) -> Any:
     """Charges newest first (Stripe's order), filtered by customer/payment_intent/created."""
-    if unexpected:
-        raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
+    _reject_unexpected(unexpected)
     if customer is not None:
         ls.Customer._api_retrieve(customer)  # 404 for unknown customers, like Stripe
-    in_range = _created_matcher(created)
     return _newest_first_list(
-        cls,
-        url,
-        limit,
-        starting_after,
-        lambda c: (
-            customer in (None, c.customer)
-            and payment_intent in (None, c.payment_intent)
-            and in_range(c.created)
-        ),
+        cls, url, limit, starting_after, created, customer=customer, payment_intent=payment_intent
     )
 
 
@@ -602,16 +592,8 @@ def _list_payment_intents(
     **unexpected: Any,
 ) -> Any:
     """PaymentIntents newest first, optionally for one customer."""
-    if unexpected:
-        raise stripe_error(400, "Unexpected " + ", ".join(unexpected))
-    in_range = _created_matcher(created)
-    return _newest_first_list(
-        cls,
-        url,
-        limit,
-        starting_after,
-        lambda pi: customer in (None, pi.customer) and in_range(pi.created),
-    )
+    _reject_unexpected(unexpected)
+    return _newest_first_list(cls, url, limit, starting_after, created, customer=customer)
 
 
 def _patch_lists() -> None:
