@@ -60,11 +60,11 @@ def request_refund(
     reason: RefundReason,
     requested_by: str,
     policy_reason: str,
-) -> tuple[Action, bool]:
-    """Record a refund to be issued, once per key; returns the action and whether it is new."""
+) -> Action:
+    """Record a refund to be issued, once per key; a repeated key returns the first action."""
     existing = action_by_key(session, idempotency_key)
     if existing is not None:
-        return existing, False
+        return existing
     action = Action(
         kind=ActionKind.REFUND,
         status=ActionStatus.QUEUED,
@@ -85,7 +85,7 @@ def request_refund(
         # Another process requested the same action between our read and our insert.
         winner = action_by_key(session, idempotency_key)
         assert winner is not None
-        return winner, False
+        return winner
     audit.record(
         session,
         actor=requested_by,
@@ -99,7 +99,7 @@ def request_refund(
         reason=str(reason),
         policy=policy_reason,
     )
-    return action, True
+    return action
 
 
 def record_refund_succeeded(session: Session, action: Action, refund: Refund) -> None:

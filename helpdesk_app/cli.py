@@ -15,8 +15,6 @@ from core.db import check_connection, make_engine, upgrade
 from core.errors import BillingDeskError, ConfigError
 from core.settings import Settings
 
-log = logging.getLogger("billing_desk")
-
 
 def _settings() -> Settings:
     return Settings.from_env(os.environ)

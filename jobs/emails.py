@@ -87,7 +87,6 @@ def _build(
         "customer_name": ticket.requester_name,
         "amount": str(actions.action_amount(action)),
         "refund_id": action.stripe_object_id,
-        "ticket_id": ticket.id,
         "ticket_token": subject_token(ticket.id),
         "support_name": email.utils.parseaddr(rt.settings.mail_from)[0] or "Billing Support",
     }

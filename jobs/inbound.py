@@ -53,7 +53,8 @@ def process_inbound_email(email_id: int) -> str:
             return "already processed"
         parsed = parse_email(stored.raw)
         automated = automated_reason(parsed, email.utils.parseaddr(rt.settings.mail_from)[1])
-        ticket_id, is_new = _thread(session, rt.settings.helpdesk, stored, parsed, automated)
+        ticket_id = _thread(session, rt.settings.helpdesk, stored, parsed, automated)
+        is_new = _opened_by(session, ticket_id, email_id)
 
     if automated or not is_new:
         why = f"automated mail ({automated})" if automated else "a reply on an existing ticket"
@@ -73,7 +74,7 @@ def process_inbound_email(email_id: int) -> str:
         _start_plan(session, ticket_id, plan)
         note = _triage_note(classification, plan) + _earlier_refunds(session, ticket_id, plan)
         helpdesk.add_internal_note(ticket_id, note, author=ACTOR)
-        _mark_processed(session, email_id, ticket_id)
+        _mark_processed(session, email_id)
     _enqueue_refunds(rt, ticket_id)
     return str(plan.step)
 
@@ -96,16 +97,15 @@ def _thread(
     stored: InboundEmail,
     parsed: ParsedEmail,
     automated: str | None,
-) -> tuple[int, bool]:
-    """The email's ticket (found or opened) with the email added once; and whether it is new."""
+) -> int:
+    """The email's ticket, found or opened, with the email added to it once."""
     existing = session.scalar(
         select(TicketMessage.ticket_id).where(TicketMessage.inbound_email_id == stored.id)
     )
     if existing is not None:
-        return existing, _opened_by(session, existing, stored.id)
+        return existing
     helpdesk = make_helpdesk(helpdesk_name, session)
     ticket_id = find_ticket_for(session, parsed)
-    is_new = ticket_id is None
     if ticket_id is None:
         ticket_id = helpdesk.open_ticket(
             subject=parsed.subject or "(no subject)",
@@ -122,7 +122,7 @@ def _thread(
         reopen=automated is None,
     )
     stored.ticket_id = ticket_id
-    return ticket_id, is_new
+    return ticket_id
 
 
 def _opened_by(session: Session, ticket_id: int, email_id: int) -> bool:
@@ -137,7 +137,7 @@ def _opened_by(session: Session, ticket_id: int, email_id: int) -> bool:
 
 
 def _plan(rt: runtime.Runtime, parsed: ParsedEmail, classification: Classification) -> Plan:
-    """Look up the sender in Stripe (only when the category needs it) and ask the playbook."""
+    """Look up the sender in Stripe (and their charges, for a duplicate) and ask the playbook."""
     # Below the confidence threshold a person decides; the customer is still looked up.
     category = classification.category if classification.is_confident() else Category.OTHER
     try:
@@ -193,13 +193,12 @@ def _triage_note(classification: Classification, plan: Plan) -> str:
 
 def _finish(factory: sessionmaker[Session], email_id: int, ticket_id: int, note: str) -> None:
     with session_scope(factory) as session:
-        _mark_processed(session, email_id, ticket_id)
+        _mark_processed(session, email_id)
         audit.record(session, actor=ACTOR, event="email.threaded", ticket_id=ticket_id, note=note)
 
 
-def _mark_processed(session: Session, email_id: int, ticket_id: int) -> None:
+def _mark_processed(session: Session, email_id: int) -> None:
     stored = session.get(InboundEmail, email_id)
     assert stored is not None
     stored.status = "processed"
-    stored.ticket_id = ticket_id
     stored.processed_at = utcnow()

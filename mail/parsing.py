@@ -37,9 +37,9 @@ def _header(message: Message, name: str) -> str:
     try:
         value = message.get(name)
     except (ValueError, TypeError, IndexError, LookupError):
-        # A header the modern parser cannot make sense of: fall back to its raw bytes.
-        raw = message.get_all(name, failobj=[]) if hasattr(message, "get_all") else []
-        value = str(raw[0]) if raw else None
+        # A header the modern parser cannot make sense of: use it as stored, unparsed.
+        wanted = name.lower()
+        value = next((v for k, v in message.raw_items() if k.lower() == wanted), None)
     return " ".join(str(value).split()) if value is not None else ""
 
 
@@ -109,10 +109,10 @@ def message_id_of(raw: bytes) -> str | None:
     return ids[0] if ids else None
 
 
-def dedupe_key(raw: bytes) -> str:
+def dedupe_key(raw: bytes, message_id: str | None) -> str:
     """Identity of a stored message: its Message-ID together with a hash of its bytes."""
     digest = hashlib.sha256()
-    digest.update((message_id_of(raw) or "").encode("utf-8", "replace"))
+    digest.update((message_id or "").encode("utf-8", "replace"))
     digest.update(b"\0")
     digest.update(raw)
     return digest.hexdigest()

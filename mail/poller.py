@@ -79,7 +79,8 @@ def _store(
     session_factory: sessionmaker[Session], mailbox: Mailbox, uid: int, raw: bytes
 ) -> int | None:
     """Store one message and advance the cursor in one transaction; None for a duplicate."""
-    key = dedupe_key(raw)
+    message_id = message_id_of(raw)
+    key = dedupe_key(raw, message_id)
     with session_scope(session_factory) as session:
         cursor = _cursor(session, mailbox)
         cursor.last_uid = max(cursor.last_uid, uid)
@@ -89,7 +90,7 @@ def _store(
             mailbox=mailbox.config.name,
             uidvalidity=mailbox.uidvalidity,
             uid=uid,
-            message_id=(message_id_of(raw) or "")[:998] or None,
+            message_id=message_id[:998] if message_id else None,
             dedupe_key=key,
             raw=raw,
             size=len(raw),
