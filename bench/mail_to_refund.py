@@ -17,7 +17,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from imapclient import IMAPClient
-from rq import SimpleWorker
 from sqlalchemy import select
 
 from core.db import make_engine, session_scope, upgrade
@@ -26,10 +25,11 @@ from core.settings import Settings
 from core.stripe_gateway import make_stripe_client
 from helpdesk_app.demo import servers
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
-from jobs import queues, runtime
+from jobs import runtime
 from jobs.inbound import enqueue_inbound
+from jobs.worker import drain_queues
 from mail import poller
-from mail.imap import ImapConfig, Mailbox
+from mail.imap import ImapConfig
 
 USER, PASSWORD, KEY = "billing@example.com", "bench", "sk_test_bench"
 
@@ -46,12 +46,10 @@ def message(sender: str, subject: str, body: str) -> bytes:
 def poll_and_work(rt: runtime.Runtime, settings: Settings) -> tuple[float, float]:
     """One poll, then a burst worker until the queues are empty; seconds for each."""
     started = time.perf_counter()
-    mailbox = Mailbox.connect(ImapConfig.from_settings(settings))
-    poller.poll_once(mailbox, rt.session_factory, lambda i: enqueue_inbound(rt, i))
-    mailbox.close()
+    config = ImapConfig.from_settings(settings)
+    poller.poll_mailbox_once(config, rt.session_factory, lambda i: enqueue_inbound(rt, i))
     polled = time.perf_counter()
-    queue_list = [rt.queue(name) for name in queues.ALL_QUEUES]
-    SimpleWorker(queue_list, connection=rt.redis).work(burst=True, logging_level="WARNING")
+    drain_queues(rt, logging_level="WARNING")
     return polled - started, time.perf_counter() - polled
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from rq import Worker
+from rq import SimpleWorker, Worker
 
 from jobs import queues, runtime
 
@@ -15,3 +15,9 @@ def run_worker(rt: runtime.Runtime, *, burst: bool = False) -> bool:
     logging.getLogger("rq.worker").setLevel(logging.INFO)
     worker = Worker([rt.queue(name) for name in queues.ALL_QUEUES], connection=rt.redis)
     return worker.work(burst=burst, with_scheduler=True)
+
+
+def drain_queues(rt: runtime.Runtime, logging_level: str = "INFO") -> None:
+    """Run every queued job in this process until the queues are empty (tests, benchmarks)."""
+    queue_list = [rt.queue(name) for name in queues.ALL_QUEUES]
+    SimpleWorker(queue_list, connection=rt.redis).work(burst=True, logging_level=logging_level)

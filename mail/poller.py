@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import session_scope
 from core.db.models import InboundEmail, MailboxCursor
 from core.errors import MailboxError
-from mail.imap import Mailbox
+from mail.imap import ImapConfig, Mailbox
 from mail.parsing import dedupe_key, message_id_of
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,17 @@ def pending_email_ids(session_factory: sessionmaker[Session]) -> list[int]:
                 .order_by(InboundEmail.id)
             )
         )
+
+
+def poll_mailbox_once(
+    config: ImapConfig, session_factory: sessionmaker[Session], on_stored: Callable[[int], None]
+) -> PollResult:
+    """Connect, poll once and log out: for one-off polls outside the loop below."""
+    mailbox = Mailbox.connect(config)
+    try:
+        return poll_once(mailbox, session_factory, on_stored)
+    finally:
+        mailbox.close()
 
 
 def run(

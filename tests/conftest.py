@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import stripe
 from imapclient import IMAPClient
-from rq import SimpleWorker
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -24,10 +23,11 @@ from core.db import Base, make_engine, make_session_factory, upgrade
 from core.settings import Settings
 from core.stripe_gateway import make_stripe_client
 from helpdesk_app.demo import servers
-from jobs import queues, runtime
+from jobs import runtime
 from jobs.inbound import enqueue_inbound
+from jobs.worker import drain_queues
 from mail import poller
-from mail.imap import ImapConfig, Mailbox
+from mail.imap import ImapConfig
 
 MAILBOX_USER = "billing@example.com"
 MAILBOX_PASSWORD = "test-password"
@@ -183,27 +183,17 @@ def rt(settings: Settings, db_engine, stripe_client, outbox) -> Iterator[runtime
 def run_worker(rt: runtime.Runtime):
     """Run an RQ worker in this process until the queues are empty."""
 
-    def run() -> None:
-        worker = SimpleWorker([rt.queue(name) for name in queues.ALL_QUEUES], connection=rt.redis)
-        worker.work(burst=True)
-
-    return run
+    return lambda: drain_queues(rt)
 
 
 @pytest.fixture
 def poll_mail(rt: runtime.Runtime, settings: Settings):
     """Poll the test mailbox once, as the mailpoll process does; returns the PollResult."""
 
-    def poll() -> poller.PollResult:
-        mailbox = Mailbox.connect(ImapConfig.from_settings(settings))
-        try:
-            return poller.poll_once(
-                mailbox, rt.session_factory, lambda email_id: enqueue_inbound(rt, email_id)
-            )
-        finally:
-            mailbox.close()
-
-    return poll
+    config = ImapConfig.from_settings(settings)
+    return lambda: poller.poll_mailbox_once(
+        config, rt.session_factory, lambda email_id: enqueue_inbound(rt, email_id)
+    )
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from helpdesk_app.demo import seed
 from helpdesk_app.demo.servers import (
     ChildServer,
     embedded_settings,
+    spawn,
     start_embedded_redis,
     start_fake_stripe,
     start_imap_server,
@@ -47,17 +47,9 @@ def _deliver(port: int, messages: list[bytes]) -> None:
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str], directory: Path) -> ChildServer:
-    log = open(directory / f"{name}.log", "ab")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "helpdesk_app", *args],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    log.close()
-    return ChildServer(name, 0, process)
+    """One of the product's own processes (`billing-desk ARGS`), logging to the demo directory."""
+    argv = [sys.executable, "-m", "helpdesk_app", *args]
+    return spawn(name, argv, directory / f"{name}.log", env=env)
 
 
 def _wait_until_processed(settings: Settings, expected: int, children: list[ChildServer]) -> None:

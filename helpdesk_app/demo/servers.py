@@ -69,10 +69,19 @@ class ChildServer:
             self.process.wait()
 
 
-def _spawn(name: str, argv: Sequence[str], port: int, log_path: Path | None) -> ChildServer:
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log_path: Path | None,
+    *,
+    port: int = 0,
+    env: dict[str, str] | None = None,
+) -> ChildServer:
+    """Start a child process logging to ``log_path``; with a port, wait until it listens."""
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         list(argv),
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -80,7 +89,8 @@ def _spawn(name: str, argv: Sequence[str], port: int, log_path: Path | None) -> 
     )
     if log_path:
         log.close()  # type: ignore[union-attr]
-    wait_for_port(port, process)
+    if port:
+        wait_for_port(port, process)
     return ChildServer(name, port, process)
 
 
@@ -88,7 +98,7 @@ def start_fake_stripe(port: int | None = None, log_path: Path | None = None) -> 
     """localstripe with our extensions (helpdesk_app.demo.fake_stripe), in a child process."""
     port = port or free_port()
     argv = [sys.executable, "-m", "helpdesk_app.demo.fake_stripe", "--port", str(port)]
-    return _spawn("fake-stripe", argv, port, log_path)
+    return spawn("fake-stripe", argv, log_path, port=port)
 
 
 def start_imap_server(
@@ -114,7 +124,7 @@ def start_imap_server(
         "--demo-password",
         password,
     ]
-    return _spawn("imap", argv, port, log_path)
+    return spawn("imap", argv, log_path, port=port)
 
 
 @dataclass
@@ -179,7 +189,7 @@ def start_embedded_redis(directory: Path, port: int | None = None) -> ChildServe
         "--dir",
         str(directory),
     ]
-    return _spawn("redis", argv, port, directory / "redis.log")
+    return spawn("redis", argv, directory / "redis.log", port=port)
 
 
 def embedded_settings(
