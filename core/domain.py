@@ -112,14 +112,59 @@ class ActionKind(StrEnum):
     """Things Billing Desk does to Stripe or a ticket on someone's behalf."""
 
     REFUND = "refund"
+    CANCEL_SUBSCRIPTION = "cancel_subscription"
+    COMP_COUPON = "comp_coupon"
+    EXTEND_TRIAL = "extend_trial"
+    SEND_UPDATE_CARD_LINK = "send_update_card_link"
+    FLAG_FRAUD = "flag_fraud"
+    ESCALATE = "escalate"
+    NOTE = "note"
+
+    @property
+    def moves_money(self) -> bool:
+        """Actions locked until the customer's identity is confirmed."""
+        return self in (ActionKind.REFUND, ActionKind.COMP_COUPON, ActionKind.EXTEND_TRIAL)
 
 
 class ActionStatus(StrEnum):
     """Where an action is in its life."""
 
+    PENDING_APPROVAL = "pending_approval"
     QUEUED = "queued"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    REJECTED = "rejected"
+
+    @property
+    def finished(self) -> bool:
+        """True once nothing more will happen to the action."""
+        return self in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.REJECTED)
+
+
+class EscalationTarget(StrEnum):
+    """Who a ticket can be escalated to (the playbooks' escalation matrix)."""
+
+    SUPPORT_LEAD = "support_lead"
+    FINANCE = "finance"
+    ENGINEERING_PLATFORM = "engineering_platform"
+    ENGINEERING_CRITICAL = "engineering_critical"
+    SECURITY = "security"
+    ACCOUNT_MANAGER = "account_manager"
+
+    @property
+    def label(self) -> str:
+        """The team's name as agents say it."""
+        return _ESCALATION_LABELS[self]
+
+
+_ESCALATION_LABELS = {
+    EscalationTarget.SUPPORT_LEAD: "Support Lead",
+    EscalationTarget.FINANCE: "Finance",
+    EscalationTarget.ENGINEERING_PLATFORM: "Engineering (Platform)",
+    EscalationTarget.ENGINEERING_CRITICAL: "Engineering (Critical)",
+    EscalationTarget.SECURITY: "Security",
+    EscalationTarget.ACCOUNT_MANAGER: "Account manager",
+}
 
 
 class TicketStatus(StrEnum):
@@ -154,6 +199,11 @@ class Customer:
         """Our tenant ID for the customer, kept in Stripe metadata."""
         return self.metadata.get("tenant_id")
 
+    @property
+    def organization(self) -> str | None:
+        """The customer's organisation name, kept in Stripe metadata."""
+        return self.metadata.get("organization")
+
 
 @dataclass(frozen=True)
 class Charge:
@@ -173,6 +223,9 @@ class Charge:
     card_fingerprint: str | None = None
     failure_code: str | None = None
     decline_code: str | None = None
+    failure_message: str | None = None
+    advice_code: str | None = None
+    invoice_id: str | None = None
 
     @property
     def refundable(self) -> Money:
@@ -195,3 +248,59 @@ class Refund:
     reason: str | None
     status: str
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A Stripe subscription, as the sidebar's subscription card shows it."""
+
+    id: str
+    customer_id: str
+    status: str  # Stripe's: active, trialing, past_due, canceled, unpaid, incomplete...
+    plan_name: str | None
+    price: Money | None
+    interval: str | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool = False
+    cancel_at: datetime | None = None
+    canceled_at: datetime | None = None
+    trial_end: datetime | None = None
+    coupon_ids: tuple[str, ...] = ()
+    latest_invoice_id: str | None = None
+    next_payment_attempt: datetime | None = None
+    attempt_count: int | None = None
+
+    @property
+    def is_live(self) -> bool:
+        """Still billing (or about to): something an agent can cancel or comp."""
+        return self.status not in ("canceled", "incomplete_expired")
+
+
+OPEN_DISPUTE_STATUSES = frozenset(
+    ["warning_needs_response", "warning_under_review", "needs_response", "under_review"]
+)
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """A Stripe dispute (chargeback) or inquiry on a charge."""
+
+    id: str
+    charge_id: str
+    amount: Money
+    reason: str
+    status: str
+    created: datetime
+    evidence_due_by: datetime | None = None
+    is_charge_refundable: bool = False
+
+    @property
+    def is_open(self) -> bool:
+        """Still being decided: no refund may go around it."""
+        return self.status in OPEN_DISPUTE_STATUSES
+
+    @property
+    def is_inquiry(self) -> bool:
+        """A pre-dispute inquiry (``warning_*``), which a full refund may still settle."""
+        return self.status.startswith("warning_")

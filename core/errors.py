@@ -41,6 +41,20 @@ class NotFound(BillingDeskError):
     public_message = "Not found."
 
 
+class Unauthorized(BillingDeskError):
+    """The request carries no valid proof of who sent it (signature, token or session)."""
+
+    http_status = 401
+    public_message = "Your session could not be verified or has expired. Reopen the ticket."
+
+
+class Forbidden(BillingDeskError):
+    """The person is known but their role does not allow this."""
+
+    http_status = 403
+    public_message = "Your role does not allow this action."
+
+
 class PolicyDenied(BillingDeskError):
     """Policy forbids the action; the message is the human-readable reason."""
 

@@ -48,6 +48,17 @@ def _str(environ: Mapping[str, str], key: str, default: str | None = None) -> st
     return raw.strip()
 
 
+def _pem(environ: Mapping[str, str], key: str) -> str | None:
+    # A PEM key often arrives on one line with literal "\n" separators (.env files, CI vars).
+    raw = _str(environ, key)
+    if raw is None:
+        return None
+    pem = raw.replace("\\n", "\n")
+    if not pem.startswith("-----BEGIN"):
+        raise ConfigError(key, "must be a PEM public key (-----BEGIN PUBLIC KEY-----...)")
+    return pem
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about one Billing Desk deployment."""
@@ -82,6 +93,21 @@ class Settings:
 
     helpdesk: str = "local"
     policy_file: str | None = None
+
+    # Embedding: who may frame the sidebar, and how long our own sidebar token lives.
+    frame_ancestors: tuple[str, ...] = ()
+    sidebar_token_ttl: int = 1800
+    update_card_link_ttl_hours: int = 72
+
+    zendesk_subdomain: str | None = None
+    zendesk_app_public_key: str | None = None
+    zendesk_installation_id: str | None = None
+    zendesk_email: str | None = None
+    zendesk_api_token: str | None = None
+
+    helpscout_app_secret: str | None = None
+    helpscout_client_id: str | None = None
+    helpscout_client_secret: str | None = None
     email_templates_dir: str = str(PROJECT_ROOT / "templates")
 
     @classmethod
@@ -115,6 +141,17 @@ class Settings:
             mail_from=_str(environ, "MAIL_FROM", cls.mail_from) or cls.mail_from,
             helpdesk=(_str(environ, "HELPDESK", "local") or "local").lower(),
             policy_file=_str(environ, "POLICY_FILE"),
+            frame_ancestors=tuple((_str(environ, "FRAME_ANCESTORS") or "").split()),
+            sidebar_token_ttl=_int(environ, "SIDEBAR_TOKEN_TTL", 1800, minimum=60),
+            update_card_link_ttl_hours=_int(environ, "UPDATE_CARD_LINK_TTL_HOURS", 72, minimum=1),
+            zendesk_subdomain=_str(environ, "ZENDESK_SUBDOMAIN"),
+            zendesk_app_public_key=_pem(environ, "ZENDESK_APP_PUBLIC_KEY"),
+            zendesk_installation_id=_str(environ, "ZENDESK_INSTALLATION_ID"),
+            zendesk_email=_str(environ, "ZENDESK_EMAIL"),
+            zendesk_api_token=_str(environ, "ZENDESK_API_TOKEN"),
+            helpscout_app_secret=_str(environ, "HELPSCOUT_APP_SECRET"),
+            helpscout_client_id=_str(environ, "HELPSCOUT_CLIENT_ID"),
+            helpscout_client_secret=_str(environ, "HELPSCOUT_CLIENT_SECRET"),
             email_templates_dir=_str(environ, "EMAIL_TEMPLATES_DIR", cls.email_templates_dir)
             or cls.email_templates_dir,
         )
@@ -155,6 +192,22 @@ class Settings:
         if not self.secret_key or len(self.secret_key) < 16:
             raise ConfigError("SECRET_KEY", "must be set to a random string of 16+ characters")
 
+    @property
+    def stripe_dashboard_url(self) -> str:
+        """Where the Stripe dashboard shows this account's objects (test mode for test keys)."""
+        test = (self.stripe_api_key or "").startswith(("sk_test_", "rk_test_"))
+        return "https://dashboard.stripe.com/test" if test else "https://dashboard.stripe.com"
+
+    @property
+    def allowed_frame_ancestors(self) -> tuple[str, ...]:
+        """Origins allowed to frame the sidebar: ours, plus the configured helpdesks'."""
+        origins = ["'self'", *self.frame_ancestors]
+        if self.zendesk_subdomain:
+            origins.append(f"https://{self.zendesk_subdomain}.zendesk.com")
+        if self.helpscout_app_secret:
+            origins.append("https://secure.helpscout.net")
+        return tuple(dict.fromkeys(origins))
+
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""
         env: dict[str, str] = {}
@@ -166,5 +219,10 @@ class Settings:
                 "demo": "BILLING_DESK_DEMO",
                 "public_url": "BILLING_DESK_URL",
             }.get(f.name, f.name.upper())
-            env[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            if isinstance(value, bool):
+                env[key] = "true" if value else "false"
+            elif isinstance(value, tuple):
+                env[key] = " ".join(value)
+            else:
+                env[key] = str(value)
         return env

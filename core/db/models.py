@@ -51,11 +51,20 @@ class Base(DeclarativeBase):
 
 
 class Ticket(Base):
-    """A support conversation in the built-in helpdesk."""
+    """A support conversation: one of the built-in helpdesk's, or a mirror of a Zendesk or
+    Help Scout ticket that an agent opened the sidebar on (``helpdesk`` + ``external_id``)."""
 
     __tablename__ = "tickets"
+    __table_args__ = (
+        UniqueConstraint(
+            "helpdesk", "helpdesk_account", "external_id", name="uq_tickets_helpdesk_external"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    helpdesk: Mapped[str] = mapped_column(String(20), default="local")
+    helpdesk_account: Mapped[str] = mapped_column(String(200), default="")
+    external_id: Mapped[str | None] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(998))
     requester_email: Mapped[str] = mapped_column(String(320), index=True)
     requester_name: Mapped[str | None] = mapped_column(String(200))
@@ -64,6 +73,13 @@ class Ticket(Base):
     category: Mapped[str | None] = mapped_column(String(40))
     category_confidence: Mapped[float | None] = mapped_column(Float)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(64))
+    # How stripe_customer_id was found: "explicit", "tenant" or "email" (email alone is not
+    # proof of identity); an agent's confirmation is recorded in customer_verified_by.
+    customer_match: Mapped[str | None] = mapped_column(String(20))
+    customer_verified_by: Mapped[str | None] = mapped_column(String(320))
+    customer_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    tenant_id: Mapped[str | None] = mapped_column(String(64))
+    organization: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -144,10 +160,66 @@ class Action(Base):
     reason: Mapped[str | None] = mapped_column(String(40))
     policy_reason: Mapped[str | None] = mapped_column(Text)
     stripe_object_id: Mapped[str | None] = mapped_column(String(64))
+    # Kind-specific inputs (subscription, cancel mode, days, escalation target, note text...).
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Set when policy sends the action for approval: the role that must decide, and who did.
+    approval_role: Mapped[str | None] = mapped_column(String(40))
+    decided_by: Mapped[str | None] = mapped_column(String(320))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decision_note: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Agent(Base):
+    """A person who works tickets; their role is ours to set, never taken from a helpdesk."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(40))
+    # Only for the built-in helpdesk's sign-in; None for agents who come through Zendesk etc.
+    password_hash: Mapped[str | None] = mapped_column(String(400))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    identities: Mapped[list[AgentIdentity]] = relationship(back_populates="agent")
+
+
+class AgentIdentity(Base):
+    """Which helpdesk user (in which account) is which of our agents."""
+
+    __tablename__ = "agent_identities"
+    __table_args__ = (UniqueConstraint("helpdesk", "account", "external_user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), index=True)
+    helpdesk: Mapped[str] = mapped_column(String(20))
+    account: Mapped[str] = mapped_column(String(200))
+    external_user_id: Mapped[str] = mapped_column(String(64))
+
+    agent: Mapped[Agent] = relationship(back_populates="identities")
+
+
+class Escalation(Base):
+    """A ticket handed to a team per the escalation matrix, with the SLA it must meet."""
+
+    __tablename__ = "escalations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id"), unique=True)
+    target: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(320))
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AuditEvent(Base):
