@@ -81,6 +81,15 @@ class HelpdeskError(BillingDeskError):
     """The helpdesk refused or failed a request."""
 
     http_status = 502
+    public_message = "The helpdesk refused the request."
+
+
+class HelpdeskUnavailable(HelpdeskError):
+    """The helpdesk could not be reached or asked us to slow down; try again later."""
+
+    http_status = 503
+    retryable = True
+    public_message = "The helpdesk is unavailable right now. Please try again shortly."
 
 
 class MailDeliveryError(BillingDeskError):
