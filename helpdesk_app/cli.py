@@ -132,6 +132,21 @@ def demo(port: int, directory: str) -> None:
     run_demo(Path(directory), web_port=port)
 
 
+@cli.command("zendesk-app")
+@click.option(
+    "--out", default="billing-desk-zendesk.zip", show_default=True, help="Zip file to write."
+)
+@click.option("--url", default=None, help="Public https URL of Billing Desk [BILLING_DESK_URL].")
+def zendesk_app(out: str, url: str | None) -> None:
+    """Build the Zendesk private-app zip that puts the sidebar on tickets."""
+    from pathlib import Path
+
+    from helpdesk_app.zendesk_package import build_zendesk_app
+
+    # Bad URLs raise InvalidInput, which main() turns into one line, like ConfigError.
+    click.echo(build_zendesk_app(url or _settings().public_url, Path(out)))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: configuration problems end in one clear line, not a traceback."""
     _configure_logging()
