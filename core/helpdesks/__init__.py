@@ -1,21 +1,78 @@
-"""Helpdesk adapters behind one protocol, chosen by the HELPDESK setting."""
+"""Helpdesk adapters behind one protocol: chosen by the HELPDESK setting, or by a ticket's own
+``helpdesk`` column for tickets mirrored from Zendesk or Help Scout."""
 
 from __future__ import annotations
 
+import requests
 from sqlalchemy.orm import Session
 
-from core.errors import ConfigError
+from core.db.models import Ticket
+from core.errors import ConfigError, NotFound
 from core.helpdesks.base import Helpdesk
+from core.helpdesks.helpscout import HelpScoutHelpdesk
 from core.helpdesks.local import LocalHelpdesk
+from core.helpdesks.zendesk import ZendeskHelpdesk
+from core.settings import Settings
 
-SUPPORTED = ("local",)
+SUPPORTED = ("local", "zendesk", "helpscout")
 
 
-def make_helpdesk(name: str, session: Session) -> Helpdesk:
-    """The helpdesk adapter named by the HELPDESK setting."""
+def _required(settings: Settings | None, *names: str) -> list[str]:
+    """The named settings' values, or a ConfigError naming the first one missing."""
+    values: list[str] = []
+    for name in names:
+        value = getattr(settings, name, None) if settings is not None else None
+        if not value:
+            raise ConfigError(name.upper(), "is not set")
+        values.append(value)
+    return values
+
+
+def make_helpdesk(
+    name: str,
+    session: Session,
+    settings: Settings | None = None,
+    http: requests.Session | None = None,
+) -> Helpdesk:
+    """The helpdesk adapter called ``name``; hosted helpdesks take credentials from settings."""
     if name == "local":
         return LocalHelpdesk(session)
+    if name == "zendesk":
+        subdomain, email, api_token = _required(
+            settings, "zendesk_subdomain", "zendesk_email", "zendesk_api_token"
+        )
+        return ZendeskHelpdesk(
+            session, subdomain=subdomain, email=email, api_token=api_token, http=http
+        )
+    if name == "helpscout":
+        client_id, client_secret = _required(
+            settings, "helpscout_client_id", "helpscout_client_secret"
+        )
+        return HelpScoutHelpdesk(
+            session, client_id=client_id, client_secret=client_secret, http=http
+        )
     raise ConfigError("HELPDESK", f"unknown helpdesk {name!r} (supported: {', '.join(SUPPORTED)})")
 
 
-__all__ = ["Helpdesk", "LocalHelpdesk", "make_helpdesk"]
+def helpdesk_for_ticket(
+    session: Session,
+    ticket_id: int,
+    settings: Settings,
+    http: requests.Session | None = None,
+) -> Helpdesk:
+    """The adapter for the helpdesk that owns this ticket: local, Zendesk or Help Scout."""
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id} does not exist")
+    return make_helpdesk(ticket.helpdesk, session, settings, http)
+
+
+__all__ = [
+    "SUPPORTED",
+    "HelpScoutHelpdesk",
+    "Helpdesk",
+    "LocalHelpdesk",
+    "ZendeskHelpdesk",
+    "helpdesk_for_ticket",
+    "make_helpdesk",
+]
