@@ -58,6 +58,32 @@ class Money:
         if other.currency != self.currency:
             raise ValueError(f"cannot combine {self.currency} and {other.currency}")
 
+    @classmethod
+    def parse(cls, text: str, currency: str) -> Money:
+        """Read an amount people typed in major units ("49", "1,234.50") as exact minor units."""
+        from decimal import Decimal, InvalidOperation
+
+        cleaned = text.strip().replace(",", "").lstrip("$€£¥")
+        try:
+            value = Decimal(cleaned)
+        except InvalidOperation:
+            raise ValueError(f"{text!r} is not an amount") from None
+        exponent = 0 if currency.lower() in ZERO_DECIMAL_CURRENCIES else 2
+        if not value.is_finite():
+            raise ValueError(f"{text!r} is not an amount")
+        minor = value.scaleb(exponent)
+        if minor != minor.to_integral_value():
+            raise ValueError(f"{text!r} has more decimals than {currency.upper()} allows")
+        return cls(int(minor), currency)
+
+    def plain(self) -> str:
+        """The amount as people type it, without symbol or separators: ``1234.50``, ``500``."""
+        if self.currency in ZERO_DECIMAL_CURRENCIES:
+            return str(self.amount)
+        sign = "-" if self.amount < 0 else ""
+        whole, cents = divmod(abs(self.amount), 100)
+        return f"{sign}{whole}.{cents:02d}"
+
     def format(self) -> str:
         """Render for people, e.g. ``$1,234.50`` or ``¥500``."""
         symbol = _SYMBOLS.get(self.currency)
@@ -98,6 +124,11 @@ class Role(StrEnum):
     ADMIN = "admin"
     ACCOUNT_MANAGER = "account_manager"
     SECURITY = "security"
+
+    @property
+    def label(self) -> str:
+        """The role's name as people say it."""
+        return self.value.replace("_", " ").title().replace("Account Manager", "Account manager")
 
 
 class RefundReason(StrEnum):
@@ -226,6 +257,11 @@ class Charge:
     failure_message: str | None = None
     advice_code: str | None = None
     invoice_id: str | None = None
+
+    @property
+    def refunded(self) -> Money:
+        """What has been refunded on this charge so far."""
+        return Money(self.amount_refunded, self.amount.currency)
 
     @property
     def refundable(self) -> Money:

@@ -11,15 +11,26 @@ from core.settings import Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app from settings (read from the environment when not given)."""
-    from helpdesk_app import errors, helpdesk, security, services, sidebar
+    from helpdesk_app import (
+        auth,
+        billing_links,
+        embedded,
+        errors,
+        helpdesk,
+        security,
+        services,
+        sidebar,
+    )
 
     settings = settings or Settings.from_env(os.environ)
     app = Flask(__name__)
     if settings.secret_key:
         app.secret_key = settings.secret_key
     services.init_app(app, settings)
-    app.register_blueprint(helpdesk.bp)
-    app.register_blueprint(sidebar.bp)
+    with app.app_context():
+        auth.init_app(app)
+    for blueprint in (auth.bp, helpdesk.bp, sidebar.bp, embedded.bp, billing_links.bp):
+        app.register_blueprint(blueprint)
     errors.init_app(app)
-    security.init_app(app)
+    security.init_app(app, settings)
     return app

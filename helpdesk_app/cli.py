@@ -147,6 +147,97 @@ def zendesk_app(out: str, url: str | None) -> None:
     click.echo(build_zendesk_app(url or _settings().public_url, Path(out)))
 
 
+@cli.group()
+def agents() -> None:
+    """Agent records: who may use the sidebar, with which role (admins only)."""
+
+
+def _agent_session() -> Any:
+    from core.db import make_session_factory, session_scope
+
+    engine = make_engine(_settings().database_url)
+    check_connection(engine)
+    return session_scope(make_session_factory(engine))
+
+
+_ROLES = click.Choice(["agent", "support_lead", "finance", "admin", "account_manager", "security"])
+
+
+@agents.command("add")
+@click.argument("email")
+@click.option("--name", required=True, help="Full name, as shown on notes and approvals.")
+@click.option("--role", type=_ROLES, default="agent", show_default=True)
+@click.option(
+    "--password",
+    is_flag=True,
+    help="Prompt for a password for the built-in helpdesk's sign-in.",
+)
+def agents_add(email: str, name: str, role: str, password: bool) -> None:
+    """Create an agent, or update their name and role."""
+    from core import agents as records
+    from core.domain import Role
+
+    secret = (
+        click.prompt("Password", hide_input=True, confirmation_prompt=True) if password else None
+    )
+    with _agent_session() as session:
+        agent = records.save_agent(
+            session, email=email, name=name, role=Role(role), password=secret
+        )
+        click.echo(f"{agent.email}: {agent.role}")
+
+
+@agents.command("link")
+@click.argument("email")
+@click.option("--helpdesk", type=click.Choice(["zendesk", "helpscout"]), required=True)
+@click.option("--account", required=True, help="Zendesk subdomain or Help Scout mailbox ID.")
+@click.option("--user-id", required=True, help="The agent's user ID in that helpdesk.")
+def agents_link(email: str, helpdesk: str, account: str, user_id: str) -> None:
+    """Say which helpdesk user is this agent (the sidebar then knows their role)."""
+    from core import agents as records
+    from core.errors import NotFound
+
+    with _agent_session() as session:
+        agent = records.find_by_email(session, email)
+        if agent is None:
+            raise NotFound(f"no agent {email}; add them first")
+        records.link_identity(
+            session, agent, helpdesk=helpdesk, account=account, external_user_id=user_id
+        )
+        click.echo(f"{helpdesk} user {user_id} in {account} is {agent.email} ({agent.role})")
+
+
+@agents.command("deactivate")
+@click.argument("email")
+def agents_deactivate(email: str) -> None:
+    """Take away an agent's access at once (their sidebar tokens stop working)."""
+    from core import agents as records
+    from core.errors import NotFound
+
+    with _agent_session() as session:
+        agent = records.find_by_email(session, email)
+        if agent is None:
+            raise NotFound(f"no agent {email}")
+        agent.active = False
+        click.echo(f"{agent.email} deactivated")
+
+
+@agents.command("list")
+def agents_list() -> None:
+    """Every agent with their role and helpdesk identities."""
+    from sqlalchemy import select
+
+    from core.db.models import Agent
+
+    with _agent_session() as session:
+        for agent in session.scalars(select(Agent).order_by(Agent.email)):
+            links = ", ".join(
+                f"{i.helpdesk}:{i.account}:{i.external_user_id}" for i in agent.identities
+            )
+            state = "" if agent.active else " (deactivated)"
+            click.echo(f"{agent.email}\t{agent.role}{state}\t{agent.name}\t{links}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: configuration problems end in one clear line, not a traceback."""
     _configure_logging()

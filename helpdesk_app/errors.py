@@ -1,30 +1,42 @@
-"""Errors become responses in one place: our errors show their calm public message."""
+"""Errors become responses in one place: our errors show their calm public message.
+
+Refusals written for agents (bad input, policy) show their own reason: that is the point of
+them. Requests from the sidebar's script get a fragment for its sheet instead of a page.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template
+from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from core.errors import BillingDeskError
+from core.errors import BillingDeskError, InvalidInput, PolicyDenied
 
 log = logging.getLogger(__name__)
+
+
+def _render(message: str, status: int) -> tuple[str, int]:
+    template = "sidebar/error.html" if request.headers.get("X-Sidebar") else "error.html"
+    return render_template(template, message=message), status
 
 
 def _billing_desk_error(exc: BillingDeskError) -> tuple[str, int]:
     if exc.http_status >= 500:
         log.warning("request failed: %s", exc)
-    return render_template("error.html", message=exc.public_message), exc.http_status
+    elif exc.http_status in (401, 403):
+        log.info("refused %s %s: %s", request.method, request.path, exc)
+    readable = isinstance(exc, (InvalidInput, PolicyDenied))
+    return _render(str(exc) if readable else exc.public_message, exc.http_status)
 
 
 def _http_error(exc: HTTPException) -> tuple[str, int]:
-    return render_template("error.html", message=exc.description), exc.code or 500
+    return _render(exc.description or "Error.", exc.code or 500)
 
 
 def _unexpected(exc: Exception) -> tuple[str, int]:
     log.exception("unexpected error")
-    return render_template("error.html", message=BillingDeskError.public_message), 500
+    return _render(BillingDeskError.public_message, 500)
 
 
 def init_app(app: Flask) -> None:

@@ -6,20 +6,29 @@ from flask import Blueprint, abort, render_template
 from sqlalchemy import select
 
 from core.db.models import Ticket
+from helpdesk_app.auth import login_required
 from helpdesk_app.services import get_session
 
 bp = Blueprint("helpdesk", __name__)
 
 
 @bp.get("/")
+@login_required
 def inbox() -> str:
     """Every ticket, most recently updated first."""
-    tickets = get_session().scalars(select(Ticket).order_by(Ticket.updated_at.desc())).all()
+    tickets = (
+        get_session()
+        .scalars(
+            select(Ticket).where(Ticket.helpdesk == "local").order_by(Ticket.updated_at.desc())
+        )
+        .all()
+    )
     open_count = sum(1 for t in tickets if t.status == "open")
     return render_template("inbox.html", tickets=tickets, open_count=open_count)
 
 
 @bp.get("/tickets/<int:ticket_id>")
+@login_required
 def ticket(ticket_id: int) -> str:
     """One ticket's thread, notes included, with the sidebar framed beside it."""
     found = get_session().get(Ticket, ticket_id)

@@ -1,24 +1,36 @@
-"""Security headers on every response."""
+"""Security headers on every response: a strict CSP whose frame-ancestors are the helpdesks."""
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Flask, Response, g
 
-# Everything is served from our own origin: no inline script, no third-party content.
-# frame-ancestors 'self' lets the built-in helpdesk frame the sidebar and nobody else.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
-)
+from core.settings import Settings
 
 
-def _headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", CSP)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    return response
+def content_security_policy(settings: Settings, extra_script: str | None = None) -> str:
+    """Our CSP: only our own scripts (plus Zendesk's SDK on its page), framed by our helpdesks."""
+    scripts = " ".join(filter(None, ["'self'", extra_script]))
+    ancestors = " ".join(settings.allowed_frame_ancestors)
+    return (
+        f"default-src 'self'; script-src {scripts}; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        f"frame-ancestors {ancestors}"
+    )
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, settings: Settings) -> None:
     """Add the headers to every response of the app."""
-    app.after_request(_headers)
+
+    def headers(response: Response) -> Response:
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            content_security_policy(settings, g.get("csp_script_src")),
+        )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if "Cache-Control" not in response.headers and response.mimetype == "text/html":
+            # Pages carry tokens and customer data: never keep them in a shared cache.
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    app.after_request(headers)

@@ -6,11 +6,16 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from flask import Flask, current_app, g
+from redis import Redis
+from rq import Queue
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_session_factory
+from core.policy import PolicyConfig, load_policy
 from core.settings import Settings
 from core.stripe_gateway import StripeGateway, make_gateway
+from jobs.queues import ACTIONS, get_queue
+from jobs.runtime import connect_redis
 
 _KEY = "billing_desk"
 
@@ -22,16 +27,32 @@ class Services:
     settings: Settings
     session_factory: sessionmaker[Session]
 
+    policy: PolicyConfig
+
     @cached_property
     def gateway(self) -> StripeGateway:
         """The Stripe gateway, built on first use."""
         return make_gateway(self.settings)
 
+    @cached_property
+    def redis(self) -> Redis:
+        """The Redis that workers take jobs from, connected on first use."""
+        self.settings.require_redis()
+        assert self.settings.redis_url is not None
+        return connect_redis(self.settings.redis_url)
+
+    @property
+    def actions_queue(self) -> Queue:
+        """The queue agents' actions go to."""
+        return get_queue(ACTIONS, self.redis)
+
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Attach services to the app and close each request's session when it ends."""
     engine = make_engine(settings.database_url)
-    app.extensions[_KEY] = Services(settings, make_session_factory(engine))
+    app.extensions[_KEY] = Services(
+        settings, make_session_factory(engine), load_policy(settings.policy_file)
+    )
     app.teardown_appcontext(_close_session)
 
 

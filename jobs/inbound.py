@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import actions, audit
 from core.db import session_scope
-from core.db.models import InboundEmail, TicketMessage, utcnow
+from core.db.models import InboundEmail, Ticket, TicketMessage, utcnow
 from core.domain import Category, MessageKind
 from core.errors import BillingDeskError
 from core.helpdesks import make_helpdesk
@@ -53,7 +53,7 @@ def process_inbound_email(email_id: int) -> str:
             return "already processed"
         parsed = parse_email(stored.raw)
         automated = automated_reason(parsed, email.utils.parseaddr(rt.settings.mail_from)[1])
-        ticket_id = _thread(session, rt.settings.helpdesk, stored, parsed, automated)
+        ticket_id = _thread(session, "local", stored, parsed, automated)
         is_new = _opened_by(session, ticket_id, email_id)
 
     if automated or not is_new:
@@ -64,13 +64,18 @@ def process_inbound_email(email_id: int) -> str:
     classification = classify(parsed.subject, parsed.text)
     plan = _plan(rt, parsed, classification)
     with session_scope(rt.session_factory) as session:
-        helpdesk = make_helpdesk(rt.settings.helpdesk, session)
+        # Tickets opened from email live in the built-in helpdesk.
+        helpdesk = make_helpdesk("local", session)
         helpdesk.set_triage(
             ticket_id,
             category=classification.category,
             confidence=classification.confidence,
             stripe_customer_id=plan.customer.id if plan.customer else None,
         )
+        ticket = session.get(Ticket, ticket_id)
+        if ticket is not None and plan.customer is not None:
+            # Found by the sender's address only: the sidebar shows it as not verified.
+            ticket.customer_match = "email"
         _start_plan(session, ticket_id, plan)
         note = _triage_note(classification, plan) + _earlier_refunds(session, ticket_id, plan)
         helpdesk.add_internal_note(ticket_id, note, author=ACTOR)

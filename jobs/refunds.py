@@ -9,7 +9,7 @@ from core.db import session_scope
 from core.db.models import Action
 from core.domain import ActionStatus, RefundReason
 from core.errors import BillingDeskError
-from core.helpdesks import make_helpdesk
+from core.helpdesks import helpdesk_for_ticket
 from core.policy import evaluate_refund
 from jobs import queues, runtime
 from jobs.emails import send_refund_confirmation
@@ -28,8 +28,10 @@ def issue_refund(action_id: int) -> str:
         status, key = action.status, action.idempotency_key
         charge_id, amount = action.stripe_charge_id, actions.action_amount(action)
         reason, ticket_id = RefundReason(action.reason), action.ticket_id
-    if status == ActionStatus.FAILED:
-        return "failed earlier"
+        # Automation always confirms and closes; an agent chooses in the sidebar.
+        confirm_and_close = (action.params or {}).get("confirm_and_close", True)
+    if status in (ActionStatus.FAILED, ActionStatus.REJECTED, ActionStatus.PENDING_APPROVAL):
+        return str(status)
     if status == ActionStatus.QUEUED:
         assert charge_id is not None
         try:
@@ -58,12 +60,15 @@ def issue_refund(action_id: int) -> str:
             assert action is not None
             actions.record_refund_succeeded(session, action, refund)
             if ticket_id is not None:
-                make_helpdesk(rt.settings.helpdesk, session).add_internal_note(
+                approval = f" Approved by {action.decided_by}." if action.decided_by else ""
+                helpdesk_for_ticket(session, ticket_id, rt.settings).add_internal_note(
                     ticket_id,
                     f"Refund {refund.id} issued: {refund.amount} on charge {charge_id} "
-                    f"(reason: {reason}). Requested by {action.requested_by}.",
+                    f"(reason: {reason}). Requested by {action.requested_by}.{approval}",
                     author="billing-desk",
                 )
+    if not confirm_and_close:
+        return "succeeded"
     # Reached also when a previous run recorded success but died before enqueueing.
     queues.enqueue_once(
         rt.queue(queues.ACTIONS),
@@ -81,6 +86,6 @@ def _fail(rt: runtime.Runtime, action_id: int, reason: str) -> None:
         assert action is not None
         actions.record_action_failed(session, action, reason)
         if action.ticket_id is not None:
-            make_helpdesk(rt.settings.helpdesk, session).add_internal_note(
+            helpdesk_for_ticket(session, action.ticket_id, rt.settings).add_internal_note(
                 action.ticket_id, reason, author="billing-desk"
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.db import session_scope
 from core.db.models import Action
 from core.domain import RESOLUTION_REFUND_ISSUED, ActionStatus
-from core.helpdesks import make_helpdesk
+from core.helpdesks import helpdesk_for_ticket
 from jobs import runtime
 
 
@@ -16,7 +16,7 @@ def close_after_refund(action_id: int) -> str:
         action = session.get(Action, action_id)
         if action is None or action.status != ActionStatus.SUCCEEDED or action.ticket_id is None:
             return "nothing to close"
-        make_helpdesk(rt.settings.helpdesk, session).close(
+        helpdesk_for_ticket(session, action.ticket_id, rt.settings).close(
             action.ticket_id, resolution=RESOLUTION_REFUND_ISSUED, actor=action.requested_by
         )
     return "closed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.domain import Charge, Money
+from core.domain import Charge, Money, Role
 from core.policy.config import PolicyConfig
 
 
@@ -23,6 +23,8 @@ class Decision:
 
     verdict: Verdict
     reason: str
+    # Who must approve, when the verdict is NEEDS_APPROVAL.
+    approval_role: Role | None = None
 
     @property
     def allowed(self) -> bool:
@@ -59,10 +61,12 @@ def evaluate_refund(charge: Charge, amount: Money, config: PolicyConfig) -> Deci
         return Decision(
             Verdict.NEEDS_APPROVAL,
             f"No approval threshold is set for {amount.currency.upper()}: a Support Lead decides.",
+            Role.SUPPORT_LEAD,
         )
     if amount.amount > threshold.amount:
         return Decision(
             Verdict.NEEDS_APPROVAL,
             f"Refunds over {threshold} need a Support Lead's approval.",
+            Role.SUPPORT_LEAD,
         )
     return Decision(Verdict.ALLOW, f"Within the {threshold} refund limit.")

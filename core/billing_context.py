@@ -1,0 +1,232 @@
+"""Everything an agent needs to see about a ticket's customer, gathered in one place.
+
+The sidebar renders this; the benchmark measures it. Stripe is asked as little as possible:
+the customer (or a lookup), their subscriptions, their charges, one search per card seen,
+and disputes only for charges Stripe marks disputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from core import actions
+from core.db.models import Action, AuditEvent, Ticket
+from core.domain import ActionStatus, Charge, Customer, Dispute, Money, Subscription
+from core.errors import NotFound
+from core.policy.config import PolicyConfig
+from core.policy.declines import DeclineGuidance, guidance_for
+from core.stripe_gateway import StripeGateway
+
+# Cards looked up for "the same card on another customer"; a customer rarely has more.
+MAX_FINGERPRINT_LOOKUPS = 3
+HISTORY_LIMIT = 25
+
+
+@dataclass(frozen=True)
+class IdentityCheck:
+    """A line of the playbook's identity checklist: True matches, False conflicts, None unknown."""
+
+    label: str
+    ok: bool | None
+    detail: str
+
+
+@dataclass
+class ChargeView:
+    """A charge with what support work needs to know about it."""
+
+    charge: Charge
+    duplicate_of: str | None = None
+    shared_with: list[str] = field(default_factory=list)  # other customers on the same card
+    disputes: list[Dispute] = field(default_factory=list)
+    decline: DeclineGuidance | None = None
+    in_flight: int = 0
+
+    @property
+    def open_dispute(self) -> Dispute | None:
+        """The dispute still being decided, if any."""
+        return next((d for d in self.disputes if d.is_open), None)
+
+    @property
+    def refundable_now(self) -> int:
+        """Minor units an agent could still ask to refund."""
+        return max(self.charge.refundable.amount - self.in_flight, 0)
+
+    @property
+    def refundable_money(self) -> Money:
+        """``refundable_now`` as Money."""
+        return Money(self.refundable_now, self.charge.amount.currency)
+
+    @property
+    def hold_expires(self) -> datetime:
+        """When an uncaptured authorisation drops off (Stripe cancels it after 7 days)."""
+        return self.charge.created + timedelta(days=7)
+
+
+@dataclass
+class BillingContext:
+    """A ticket's customer as the sidebar shows it."""
+
+    ticket: Ticket
+    candidates: list[Customer]
+    customer: Customer | None = None
+    match: str = "none"  # explicit, tenant, email, agent or none
+    verified: bool = False
+    checks: list[IdentityCheck] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    charges: list[ChargeView] = field(default_factory=list)
+    history: list[AuditEvent] = field(default_factory=list)
+    ticket_actions: list[Action] = field(default_factory=list)
+
+    @property
+    def subscription(self) -> Subscription | None:
+        """The subscription that matters most: a live one, else the latest."""
+        live = [s for s in self.subscriptions if s.is_live]
+        return (live or self.subscriptions or [None])[0]
+
+    @property
+    def failed(self) -> list[ChargeView]:
+        """Failed payments, newest first."""
+        return [v for v in self.charges if v.charge.status == "failed"]
+
+    @property
+    def disputes(self) -> list[Dispute]:
+        """Every dispute on the customer's charges."""
+        return [d for v in self.charges for d in v.disputes]
+
+    @property
+    def pending_approvals(self) -> list[Action]:
+        """This ticket's actions waiting for someone to approve them."""
+        return [a for a in self.ticket_actions if a.status == ActionStatus.PENDING_APPROVAL]
+
+
+def identity_checks(ticket: Ticket, customer: Customer) -> list[IdentityCheck]:
+    """The playbook's checklist: account email, organisation name, tenant ID."""
+
+    def compare(label: str, ours: str | None, theirs: str | None) -> IdentityCheck:
+        if not ours or not theirs:
+            known = theirs or ours
+            return IdentityCheck(label, None, f"{known} — ask the customer" if known else "unknown")
+        same = ours.strip().casefold() == theirs.strip().casefold()
+        return IdentityCheck(
+            label, same, theirs if same else f"ticket says {ours}, Stripe {theirs}"
+        )
+
+    return [
+        compare("Account email", ticket.requester_email, customer.email),
+        compare("Organisation", ticket.organization, customer.organization),
+        compare("Tenant ID", ticket.tenant_id, customer.tenant_id),
+    ]
+
+
+def find_candidates(
+    gateway: StripeGateway, ticket: Ticket, chosen: str | None
+) -> tuple[list[Customer], str]:
+    """The ticket's possible customers and how they were found."""
+    wanted = chosen or (ticket.stripe_customer_id if ticket.customer_match != "email" else None)
+    if wanted:
+        try:
+            return [gateway.get_customer(wanted)], "agent" if chosen else "explicit"
+        except NotFound:
+            pass
+    if ticket.tenant_id:
+        found = gateway.find_customers_by_tenant(ticket.tenant_id)
+        if found:
+            return found, "tenant"
+    if ticket.stripe_customer_id and not chosen:
+        try:
+            return [gateway.get_customer(ticket.stripe_customer_id)], "email"
+        except NotFound:
+            pass
+    return gateway.find_customers_by_email(ticket.requester_email), "email"
+
+
+def is_verified(
+    ticket: Ticket, customer: Customer, match: str, checks: list[IdentityCheck]
+) -> bool:
+    """Confirmed by an agent, or found by explicit or tenant ID with nothing conflicting."""
+    if ticket.customer_verified_by and ticket.stripe_customer_id == customer.id:
+        return True
+    return match in ("explicit", "tenant") and not any(c.ok is False for c in checks)
+
+
+def mark_duplicates(views: list[ChargeView], window: timedelta) -> None:
+    """Mark each charge that repeats an earlier one: same amount and card, within the window."""
+    paid = [v for v in views if v.charge.status == "succeeded" and v.charge.captured]
+    paid.sort(key=lambda v: v.charge.created)
+    for index, later in enumerate(paid):
+        for earlier in reversed(paid[:index]):
+            if later.charge.created - earlier.charge.created > window:
+                break
+            if earlier.charge.amount == later.charge.amount:
+                later.duplicate_of = earlier.charge.id
+                break
+
+
+def _shared_cards(gateway: StripeGateway, customer: Customer, views: list[ChargeView]) -> None:
+    fingerprints = list(
+        dict.fromkeys(v.charge.card_fingerprint for v in views if v.charge.card_fingerprint)
+    )
+    for fingerprint in fingerprints[:MAX_FINGERPRINT_LOOKUPS]:
+        others = sorted(
+            {
+                c.customer_id
+                for c in gateway.charges_on_card(fingerprint)
+                if c.customer_id and c.customer_id != customer.id
+            }
+        )
+        for view in views:
+            if view.charge.card_fingerprint == fingerprint:
+                view.shared_with = others
+
+
+def load_context(
+    gateway: StripeGateway,
+    session: Session,
+    ticket: Ticket,
+    config: PolicyConfig,
+    chosen_customer: str | None = None,
+) -> BillingContext:
+    """Gather the customer, subscription, charges, disputes and history for a ticket."""
+    candidates, match = find_candidates(gateway, ticket, chosen_customer)
+    context = BillingContext(ticket=ticket, candidates=candidates, match=match)
+    context.ticket_actions = list(
+        session.scalars(select(Action).where(Action.ticket_id == ticket.id).order_by(Action.id))
+    )
+    if len(candidates) != 1:
+        return context
+    customer = context.customer = candidates[0]
+    context.checks = identity_checks(ticket, customer)
+    context.verified = is_verified(ticket, customer, match, context.checks)
+    context.subscriptions = gateway.list_subscriptions(customer.id)
+    views = [ChargeView(c) for c in gateway.list_charges(customer.id)]
+    mark_duplicates(views, timedelta(hours=config.duplicate_window_hours))
+    _shared_cards(gateway, customer, views)
+    in_flight = actions.in_flight_by_charge(session, customer.id)
+    for view in views:
+        view.in_flight = in_flight.get(view.charge.id, 0)
+        if view.charge.disputed:
+            view.disputes = gateway.list_disputes(view.charge.id)
+        if view.charge.status == "failed":
+            view.decline = guidance_for(
+                view.charge.decline_code, view.charge.failure_code, view.charge.advice_code
+            )
+    context.charges = views
+    context.history = list(
+        session.scalars(
+            select(AuditEvent)
+            .where(
+                or_(
+                    AuditEvent.stripe_customer_id == customer.id,
+                    AuditEvent.ticket_id == ticket.id,
+                )
+            )
+            .order_by(AuditEvent.id.desc())
+            .limit(HISTORY_LIMIT)
+        )
+    )
+    return context

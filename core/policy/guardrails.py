@@ -1,0 +1,122 @@
+"""Guardrails on what an agent asks for in the sidebar. Pure: every fact arrives as an argument.
+
+The order of checks matters: hard refusals (identity, dispute, over-refund) come before
+approvals, so an agent is never sent to fetch a lead's approval for something that cannot
+happen anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.domain import ActionKind, Category, Charge, Dispute, Money, RefundReason, Role
+from core.policy.config import PolicyConfig
+from core.policy.refunds import Decision, Verdict, evaluate_refund
+
+# "Only Support Leads and above can issue refunds over $500."
+_ABOVE_THRESHOLD = frozenset([Role.SUPPORT_LEAD, Role.FINANCE, Role.ADMIN])
+_ACCOUNT_MANAGERS = frozenset([Role.ACCOUNT_MANAGER, Role.ADMIN])
+_SECURITY = frozenset([Role.SECURITY, Role.ADMIN])
+
+UNVERIFIED = (
+    "The customer was matched by email alone: confirm their identity (account email, "
+    "organisation, tenant ID) before any money action."
+)
+
+
+@dataclass(frozen=True)
+class RefundAsk:
+    """Everything policy needs to judge one refund an agent asks for."""
+
+    charge: Charge
+    amount: Money
+    reason: RefundReason
+    role: Role
+    identity_verified: bool
+    category: Category | None = None
+    disputes: Sequence[Dispute] = ()
+    in_flight: int = 0  # minor units already requested on this charge, not yet refunded
+
+
+def _dispute_refusal(charge: Charge, amount: Money, disputes: Sequence[Dispute]) -> Decision | None:
+    open_disputes = [d for d in disputes if d.is_open]
+    if not open_disputes:
+        return None
+    dispute = open_disputes[0]
+    due = f", evidence due {dispute.evidence_due_by:%d %b %Y}" if dispute.evidence_due_by else ""
+    # An inquiry (warning_*) may still be settled by a full refund, with no dispute fee.
+    if dispute.is_inquiry and dispute.is_charge_refundable:
+        if amount.amount == charge.refundable.amount:
+            return Decision(
+                Verdict.NEEDS_APPROVAL,
+                f"Inquiry {dispute.id} is open{due}: a full refund settles it; Finance decides.",
+                Role.FINANCE,
+            )
+        return Decision(
+            Verdict.DENY,
+            f"Inquiry {dispute.id} is open{due}: only a full refund can settle it.",
+        )
+    return Decision(
+        Verdict.DENY,
+        f"Dispute {dispute.id} ({dispute.reason}, {dispute.status}{due}) is open on this charge: "
+        "it cannot be refunded outside the dispute process. Handle it through the dispute "
+        "(Finance).",
+    )
+
+
+def check_refund(ask: RefundAsk, config: PolicyConfig) -> Decision:
+    """May this agent refund this much of this charge now, alone or with whose approval."""
+    if not ask.identity_verified:
+        return Decision(Verdict.DENY, UNVERIFIED)
+    if ask.reason is RefundReason.FRAUDULENT and ask.role not in _SECURITY:
+        return Decision(
+            Verdict.DENY,
+            "Only Security may refund as fraudulent (it adds the card and email to Stripe's "
+            "block lists).",
+        )
+    refused = _dispute_refusal(ask.charge, ask.amount, ask.disputes)
+    if refused is not None and refused.verdict is Verdict.DENY:
+        return refused
+    left = ask.charge.refundable.amount - ask.in_flight
+    if ask.in_flight and ask.amount.amount > left:
+        return Decision(
+            Verdict.DENY,
+            f"Refunds already requested on this charge leave only "
+            f"{Money(max(left, 0), ask.amount.currency)} to refund; {ask.amount} was asked.",
+        )
+    base = evaluate_refund(ask.charge, ask.amount, config)
+    if base.verdict is Verdict.DENY:
+        return base
+    if refused is not None and ask.role not in (Role.FINANCE, Role.ADMIN):
+        return refused
+    if ask.category is Category.CARD_NOT_RECOGNIZED and ask.role not in _SECURITY:
+        return Decision(
+            Verdict.NEEDS_APPROVAL,
+            "Card not recognised: treated as possible fraud. No refund until Security clears it.",
+            Role.SECURITY,
+        )
+    if ask.category is Category.UNUSED_MODULE and ask.role not in _ACCOUNT_MANAGERS:
+        return Decision(
+            Verdict.NEEDS_APPROVAL,
+            "Refunds for unused modules need the account manager's approval.",
+            Role.ACCOUNT_MANAGER,
+        )
+    if base.verdict is Verdict.NEEDS_APPROVAL and ask.role in _ABOVE_THRESHOLD:
+        return Decision(Verdict.ALLOW, f"{base.reason} You are a {ask.role.label}: allowed.")
+    return base
+
+
+def check_account_action(kind: ActionKind, role: Role, identity_verified: bool) -> Decision:
+    """Cancel, comp, update-card link, flag, escalate or note: who may, and when."""
+    if kind.moves_money and not identity_verified:
+        return Decision(Verdict.DENY, UNVERIFIED)
+    if kind is ActionKind.CANCEL_SUBSCRIPTION and not identity_verified:
+        return Decision(
+            Verdict.DENY, "Confirm the customer's identity before changing their subscription."
+        )
+    if kind is ActionKind.SEND_UPDATE_CARD_LINK and not identity_verified:
+        return Decision(
+            Verdict.DENY, "Confirm the customer's identity before sending them a billing link."
+        )
+    return Decision(Verdict.ALLOW, "Allowed.")
