@@ -10,7 +10,7 @@ from core.db.models import Action
 from core.domain import ActionStatus, RefundReason
 from core.errors import BillingDeskError
 from core.helpdesks import helpdesk_for_ticket
-from core.policy import evaluate_refund
+from core.policy import Verdict, evaluate_refund
 from jobs import queues, runtime
 from jobs.emails import send_refund_confirmation
 
@@ -37,10 +37,10 @@ def issue_refund(action_id: int) -> str:
         try:
             refund = rt.gateway.find_refund(charge_id, key)
             if refund is None:
-                # Policy is checked again now: the charge may have been disputed or
-                # refunded elsewhere since the action was requested.
+                # The charge is checked again now: it may have been disputed or refunded
+                # elsewhere since the action was requested (and approved, where needed).
                 decision = evaluate_refund(rt.gateway.get_charge(charge_id), amount, rt.policy)
-                if not decision.allowed:
+                if decision.verdict is Verdict.DENY:
                     _fail(rt, action_id, f"Refund not issued: {decision.reason}")
                     return "denied"
                 refund = rt.gateway.refund(

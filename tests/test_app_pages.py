@@ -4,20 +4,42 @@ from __future__ import annotations
 
 import pytest
 
+import re
+
+from core import agents
 from core.db import session_scope
-from core.domain import MessageKind
+from core.domain import MessageKind, Role
 from core.helpdesks import LocalHelpdesk
 from helpdesk_app import create_app
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
 
 XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+PASSWORD = "correct horse battery"
+
+
+def sign_in(client, email, password=PASSWORD, next_path=None):
+    """Sign in through the login form, CSRF token and all."""
+    page = client.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    url = "/login" + (f"?next={next_path}" if next_path else "")
+    return client.post(url, data={"csrf_token": csrf, "email": email, "password": password})
 
 
 @pytest.fixture
-def client(settings, db_engine, stripe_client):
+def anonymous(settings, db_engine, stripe_client):
     app = create_app(settings)
     app.config["TESTING"] = True
     return app.test_client()
+
+
+@pytest.fixture
+def client(anonymous, session_factory):
+    with session_scope(session_factory) as session:
+        agents.save_agent(
+            session, email="ann@example.com", name="Ann Agent", role=Role.AGENT, password=PASSWORD
+        )
+    assert sign_in(anonymous, "ann@example.com").status_code == 302
+    return anonymous
 
 
 @pytest.fixture
@@ -71,8 +93,35 @@ def test_security_headers_and_404(client):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_stripe_trouble_is_a_calm_message_in_the_sidebar(settings, db_engine, ticket_id):
+def test_stripe_trouble_is_a_calm_message_in_the_sidebar(settings, client, ticket_id):
     broken = settings.__class__(**{**settings.__dict__, "stripe_api_base": "http://127.0.0.1:9"})
-    page = create_app(broken).test_client().get(f"/sidebar/tickets/{ticket_id}")
+    other = create_app(broken).test_client()
+    sign_in(other, "ann@example.com")
+    page = other.get(f"/sidebar/tickets/{ticket_id}")
     assert page.status_code == 200
     assert "Stripe is unavailable right now" in page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/", "/tickets/1", "/sidebar/tickets/1"])
+def test_pages_need_a_signed_in_agent(anonymous, path):
+    response = anonymous.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=")
+
+
+def test_wrong_password_and_unknown_email_get_the_same_answer(anonymous, client):
+    wrong = sign_in(anonymous, "ann@example.com", "not the password")
+    unknown = sign_in(anonymous, "nobody@example.com")
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Wrong email or password." in wrong.get_data(as_text=True)
+
+
+def test_sign_in_refuses_a_form_without_its_csrf_token(anonymous, client):
+    response = anonymous.post("/login", data={"email": "ann@example.com", "password": PASSWORD})
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x"])
+def test_sign_in_never_redirects_off_site(anonymous, client, target):
+    response = sign_in(anonymous, "ann@example.com", next_path=target)
+    assert response.headers["Location"] == "/"
