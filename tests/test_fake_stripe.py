@@ -222,6 +222,9 @@ def search_customers(client: stripe.StripeClient) -> None:
         ("metadata['plan']:'pro' AND name:'Bob Jones'", {"Bob Jones"}),
         ("email:'alice@example.com' AND metadata['hd']:'7'", set()),
         ("email:'nobody@example.com'", set()),
+        ("name:'Carol' OR metadata['hd']:'7'", {"Bob Jones", "Carol"}),
+        ("metadata['hd']:'42' OR metadata['hd']:'42'", {"Alice Smith"}),
+        ("metadata['plan']:'pro' name:'Bob Jones'", {"Bob Jones"}),
     ],
 )
 def test_customer_search(client: stripe.StripeClient, query: str, names: set[str]) -> None:
@@ -236,7 +239,7 @@ def test_customer_search(client: stripe.StripeClient, query: str, names: set[str
     "query",
     [
         "email~'alice'",
-        "email:'a@example.com' OR name:'Bob'",
+        "email:'a@example.com' OR name:'Bob' AND name:'Carol'",
         "created>1609459200",
         "phone:'+15555550100'",
         "email:'unterminated",
@@ -713,3 +716,435 @@ def test_backdating_validates_input(
         port, "POST", f"/_config/charges/{charge_id or paid_charge.id}/created", created=created
     )
     assert got == status
+
+
+# --- card fingerprints and charge search ---------------------------------------------------
+
+
+def test_fingerprint_is_stripe_like_and_the_same_on_the_payment_method(
+    client: stripe.StripeClient, paid_charge: Any
+) -> None:
+    fingerprint = paid_charge.payment_method_details.card.fingerprint
+    assert re.fullmatch(r"[A-Za-z0-9]{16}", fingerprint)
+    assert VISA not in fingerprint
+    assert client.v1.payment_methods.retrieve(paid_charge.payment_method).card.fingerprint == (
+        fingerprint
+    )
+
+
+@pytest.fixture
+def charges_on_two_cards(client: stripe.StripeClient) -> dict[str, Any]:
+    """Alice and Bob share a Visa; Bob also pays with a Mastercard; one of Bob's charges fails."""
+    alice, bob = customer(client, name="Alice"), customer(client, name="Bob")
+    alice_visa, bob_visa = card(client, alice.id), card(client, bob.id)
+    bob_mastercard = card(client, bob.id, MASTERCARD)
+    made = {
+        "alice_visa": charge(client, alice.id, alice_visa.id),
+        "bob_visa": charge(client, bob.id, bob_visa.id),
+        "bob_mastercard": charge(client, bob.id, bob_mastercard.id),
+    }
+    with pytest.raises(stripe.CardError) as raised:
+        charge(client, bob.id, card(client, bob.id, "4000000000009995").id)
+    made["bob_failed"] = client.v1.charges.retrieve(raised.value.json_body["error"]["charge"])
+    return {"alice": alice.id, "bob": bob.id, **made}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("payment_method_details.card.fingerprint:'{fp_visa}'", ["bob_visa", "alice_visa"]),
+        ('payment_method_details.card.fingerprint:"{fp_mastercard}"', ["bob_mastercard"]),
+        ("customer:'{bob}'", ["bob_failed", "bob_mastercard", "bob_visa"]),
+        ("customer:'{bob}' AND status:'failed'", ["bob_failed"]),
+        (
+            "payment_method_details.card.fingerprint:'{fp_visa}' AND customer:'{alice}'",
+            ["alice_visa"],
+        ),
+        ("status:'succeeded' AND customer:'{alice}'", ["alice_visa"]),
+        ("payment_method_details.card.fingerprint:'nope'", []),
+    ],
+)
+def test_charge_search(
+    client: stripe.StripeClient,
+    charges_on_two_cards: dict[str, Any],
+    query: str,
+    expected: list[str],
+) -> None:
+    made = charges_on_two_cards
+    fingerprints = {
+        f"fp_{kind}": made[f"bob_{kind}"].payment_method_details.card.fingerprint
+        for kind in ("visa", "mastercard")
+    }
+    query = query.format(alice=made["alice"], bob=made["bob"], **fingerprints)
+    result = client.v1.charges.search(params={"query": query})
+    assert result.object == "search_result"
+    assert result.url == "/v1/charges/search"
+    assert [c.id for c in result.data] == [made[name].id for name in expected]
+    assert VISA not in result.last_response.body
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "amount>1000",
+        "email:'a@example.com'",
+        "payment_method_details.card.last4:'4242'",
+        "customer:'cus_1' AND status:'failed' OR status:'succeeded'",
+        "",
+    ],
+)
+def test_charge_search_rejects_unsupported_queries(client: stripe.StripeClient, query: str) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.charges.search(params={"query": query})
+    assert (raised.value.http_status, raised.value.param) == (400, "query")
+
+
+# --- coupons -------------------------------------------------------------------------------
+
+
+def test_coupon_without_id_gets_one_and_keeps_its_terms(client: stripe.StripeClient) -> None:
+    coupon = client.v1.coupons.create(
+        params={
+            "percent_off": 100,
+            "duration": "repeating",
+            "duration_in_months": 3,
+            "name": "Complimentary",
+        }
+    )
+    assert re.fullmatch(r"[A-Z0-9]{8}", coupon.id)
+    again = client.v1.coupons.retrieve(coupon.id)
+    assert (again.percent_off, again.duration, again.duration_in_months, again.name) == (
+        100,
+        "repeating",
+        3,
+        "Complimentary",
+    )
+    other = client.v1.coupons.create(params={"percent_off": 50, "duration": "once"})
+    assert other.id != coupon.id
+    assert (other.duration_in_months, other.name) == (None, None)
+
+
+def test_coupon_id_already_taken(client: stripe.StripeClient) -> None:
+    client.v1.coupons.create(params={"id": "FREE", "percent_off": 100, "duration": "once"})
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.coupons.create(params={"id": "FREE", "percent_off": 100, "duration": "once"})
+    assert (raised.value.http_status, raised.value.code) == (400, "resource_already_exists")
+
+
+# --- subscriptions -------------------------------------------------------------------------
+
+
+def subscribed(client: stripe.StripeClient, **params: Any) -> Any:
+    """A subscription to a 49.00 USD monthly plan for a new customer paying by Visa."""
+    cus = customer(client, email="sub@example.com")
+    pm = card(client, cus.id)
+    client.v1.customers.update(
+        cus.id, params={"invoice_settings": {"default_payment_method": pm.id}}
+    )
+    if not params.get("items"):
+        plan = client.v1.plans.create(
+            params={
+                "amount": 4900,
+                "currency": "usd",
+                "interval": "month",
+                "nickname": "Pro monthly",
+                "product": {"name": "Pro"},
+            }
+        )
+        params["items"] = [{"price": plan.id}]
+    return client.v1.subscriptions.create(params={"customer": cus.id, **params})
+
+
+def config_subscription(port: int, subscription_id: str, **form: Any) -> dict[str, Any]:
+    status, body = config(port, "POST", f"/_config/subscriptions/{subscription_id}", **form)
+    assert status == 200, body
+    return body
+
+
+def test_subscription_items_carry_price_and_period(client: stripe.StripeClient) -> None:
+    sub = subscribed(client)
+    assert sub.status == "active"
+    (item,) = sub["items"].data
+    assert (item.price.object, item.price.nickname, item.price.unit_amount) == (
+        "price",
+        "Pro monthly",
+        4900,
+    )
+    assert (item.price.currency, item.price.recurring.interval) == ("usd", "month")
+    assert item.price.product.startswith("prod_")
+    assert (item.current_period_start, item.current_period_end) == (
+        sub.current_period_start,
+        sub.current_period_end,
+    )
+    assert item.current_period_end > item.current_period_start
+    assert sub.discounts == []
+    paid = client.v1.charges.list(params={"customer": sub.customer}).data[0]
+    assert paid.invoice == sub.latest_invoice
+
+
+def test_discounts_are_applied_replaced_and_cleared(client: stripe.StripeClient) -> None:
+    sub = subscribed(client)
+    for coupon_id, months in (("COMP3", 3), ("HALF", None)):
+        terms: Any = {"duration": "repeating", "duration_in_months": months} if months else {}
+        client.v1.coupons.create(
+            params={"id": coupon_id, "percent_off": 100, "duration": "once", **terms}
+        )
+
+    comped = client.v1.subscriptions.update(
+        sub.id, params={"discounts": [{"coupon": "COMP3"}], "proration_behavior": "none"}
+    )
+    (discount,) = comped.discounts
+    assert discount.object == "discount"
+    assert (discount.coupon.id, discount.source.coupon) == ("COMP3", "COMP3")
+    assert discount.subscription == sub.id
+    assert 89 * DAY <= discount.end - discount.start <= 92 * DAY
+    assert client.v1.coupons.retrieve("COMP3").times_redeemed == 1
+
+    listed = client.v1.subscriptions.list(
+        params={"customer": sub.customer, "expand": ["data.discounts"]}
+    )
+    assert [d.id for d in listed.data[0].discounts] == [discount.id]
+
+    both = client.v1.subscriptions.update(
+        sub.id, params={"discounts": [{"coupon": "COMP3"}, {"coupon": "HALF"}]}
+    )
+    assert [d.source.coupon for d in both.discounts] == ["COMP3", "HALF"]
+    assert both.discounts[0].id == discount.id  # a discount already applied is kept
+    assert client.v1.coupons.retrieve("COMP3").times_redeemed == 1
+
+    cleared = client.v1.subscriptions.update(sub.id, params={"discounts": ""})
+    assert (cleared.discounts, cleared.discount) == ([], None)
+
+
+@pytest.mark.parametrize(
+    ("discounts", "param"),
+    [
+        ([{"coupon": "MISSING"}], "discounts[0][coupon]"),
+        ([{"promotion_code": "promo_1"}], "discounts[0]"),
+    ],
+)
+def test_discounts_must_name_existing_coupons(
+    client: stripe.StripeClient, discounts: Any, param: str
+) -> None:
+    sub = subscribed(client)
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.subscriptions.update(sub.id, params={"discounts": discounts})
+    assert (raised.value.http_status, raised.value.param) == (400, param)
+    assert client.v1.subscriptions.retrieve(sub.id).discounts == []
+
+
+def test_trials_make_a_subscription_trialing(client: stripe.StripeClient) -> None:
+    trial = subscribed(client, trial_period_days=14)
+    assert trial.status == "trialing"
+    assert 14 * DAY - 60 <= trial.trial_end - int(time.time()) <= 14 * DAY
+    assert trial.current_period_end == trial.trial_end
+
+    sub = subscribed(client)
+    until = int(time.time()) + 30 * DAY
+    extended = client.v1.subscriptions.update(
+        sub.id, params={"trial_end": until, "proration_behavior": "none"}
+    )
+    assert (extended.status, extended.trial_end) == ("trialing", until)
+    assert extended.current_period_start == sub.current_period_start
+    assert extended["items"].data[0].current_period_end == until
+
+    ended = client.v1.subscriptions.update(sub.id, params={"trial_end": "now"})
+    assert ended.status == "active"
+
+
+def test_proration_behavior_is_validated(client: stripe.StripeClient) -> None:
+    sub = subscribed(client)
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.subscriptions.update(sub.id, params={"proration_behavior": "sometimes"})
+    assert raised.value.param == "proration_behavior"
+
+
+def test_cancellation_records_when(client: stripe.StripeClient) -> None:
+    sub = subscribed(client)
+    at_end = client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
+    assert (at_end.status, at_end.cancel_at_period_end) == ("active", True)
+    assert at_end.cancel_at == sub.current_period_end
+    assert abs(at_end.canceled_at - time.time()) < 60
+    kept = client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": False})
+    assert (kept.cancel_at, kept.canceled_at) == (None, None)
+
+    canceled = client.v1.subscriptions.cancel(sub.id)
+    assert canceled.status == "canceled"
+    assert canceled.canceled_at == canceled.ended_at
+    assert client.v1.subscriptions.cancel(sub.id).ended_at == canceled.ended_at
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.subscriptions.update(sub.id, params={"trial_end": int(time.time()) + DAY})
+    tagged = client.v1.subscriptions.update(sub.id, params={"metadata": {"ticket": "T-1"}})
+    assert tagged.metadata["ticket"] == "T-1"
+
+
+def test_subscription_list_statuses_newest_first(client: stripe.StripeClient) -> None:
+    first = subscribed(client)
+    plan_item = [{"price": first["items"].data[0].price.id}]
+    second = client.v1.subscriptions.create(params={"customer": first.customer, "items": plan_item})
+    client.v1.subscriptions.cancel(first.id)
+    subscribed(client)  # someone else's
+
+    def listed(**params: Any) -> list[str]:
+        page = client.v1.subscriptions.list(params={"customer": first.customer, **params})
+        return [s.id for s in page.data]
+
+    assert listed(status="all") == [second.id, first.id]
+    assert listed() == [second.id]
+    assert listed(status="canceled") == [first.id]
+    assert listed(status="all", limit=1) == [second.id]
+    with pytest.raises(stripe.InvalidRequestError):
+        listed(status="gone")
+
+
+def test_config_subscription_stages_a_past_due_subscription(
+    port: int, client: stripe.StripeClient
+) -> None:
+    sub = subscribed(client)
+    start, end = int(time.time()) - 40 * DAY, int(time.time()) - 10 * DAY
+    body = config_subscription(
+        port, sub.id, status="past_due", current_period_start=start, current_period_end=end
+    )
+    assert (body["status"], body["current_period_start"], body["current_period_end"]) == (
+        "past_due",
+        start,
+        end,
+    )
+    item = client.v1.subscriptions.retrieve(sub.id)["items"].data[0]
+    assert (item.current_period_start, item.current_period_end) == (start, end)
+
+    invoice = client.v1.invoices.retrieve(sub.latest_invoice)
+    assert (invoice.status, invoice.attempt_count) == ("open", 1)
+    assert 3 * DAY - 60 <= invoice.next_payment_attempt - time.time() <= 3 * DAY
+
+    next_try = int(time.time()) + DAY
+    status, staged = config(
+        port,
+        "POST",
+        f"/_config/invoices/{invoice.id}",
+        next_payment_attempt=next_try,
+        attempt_count=4,
+    )
+    assert status == 200, staged
+    invoice = client.v1.invoices.retrieve(invoice.id)
+    assert (invoice.next_payment_attempt, invoice.attempt_count) == (next_try, 4)
+    assert client.v1.subscriptions.list(params={"status": "past_due"}).data[0].id == sub.id
+
+    config(port, "POST", f"/_config/invoices/{invoice.id}", next_payment_attempt="")
+    assert client.v1.invoices.retrieve(invoice.id).next_payment_attempt is None
+
+
+def test_config_subscription_cancels_with_a_date(port: int, client: stripe.StripeClient) -> None:
+    sub = subscribed(client)
+    then = int(time.time()) - 5 * DAY
+    body = config_subscription(port, sub.id, status="canceled", canceled_at=then)
+    assert (body["status"], body["canceled_at"]) == ("canceled", then)
+    assert body["ended_at"] >= then
+    assert config_subscription(port, sub.id, canceled_at="")["canceled_at"] is None
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "status"),
+    [
+        ("/_config/subscriptions/sub_missing", {"status": "active"}, 404),
+        ("/_config/subscriptions/{sub}", {"status": "overdue"}, 400),
+        ("/_config/subscriptions/{sub}", {"canceled_at": "yesterday"}, 400),
+        ("/_config/subscriptions/{sub}", {"current_period_end": "1500000000"}, 400),
+        ("/_config/subscriptions/{sub}", {"plan": "x"}, 400),
+        ("/_config/invoices/in_missing", {"attempt_count": "2"}, 404),
+        ("/_config/invoices/{invoice}", {"status": "late"}, 400),
+        ("/_config/invoices/{invoice}", {"attempt_count": "-1"}, 400),
+        ("/_config/invoices/{invoice}", {"next_payment_attempt": "soon"}, 400),
+    ],
+)
+def test_config_subscription_and_invoice_validate_input(
+    port: int, client: stripe.StripeClient, path: str, form: dict[str, str], status: int
+) -> None:
+    sub = subscribed(client)
+    url = path.format(sub=sub.id, invoice=sub.latest_invoice)
+    got, body = config(port, "POST", url, **form)
+    assert got == status, body
+    unchanged = client.v1.subscriptions.retrieve(sub.id)
+    assert (unchanged.status, unchanged.canceled_at) == ("active", None)
+
+
+# --- billing portal ------------------------------------------------------------------------
+
+
+def portal_session(client: stripe.StripeClient, customer_id: str, **params: Any) -> Any:
+    return client.v1.billing_portal.sessions.create(
+        params={
+            "customer": customer_id,
+            "return_url": "https://desk.example.com/sidebar?t=1&x=<y>",
+            "flow_data": {
+                "type": "payment_method_update",
+                "after_completion": {
+                    "type": "redirect",
+                    "redirect": {"return_url": "https://desk.example.com/done"},
+                },
+            },
+            **params,
+        }
+    )
+
+
+def test_portal_session_links_to_a_fake_portal_page(port: int, client: stripe.StripeClient) -> None:
+    cus = customer(client, name="<script>alert(1)</script> & Co", email="x@example.com")
+    session = portal_session(client, cus.id)
+    assert session.id.startswith("bps_")
+    assert session.object == "billing_portal.session"
+    assert session.customer == cus.id
+    assert session.return_url == "https://desk.example.com/sidebar?t=1&x=<y>"
+    assert session.flow.type == "payment_method_update"
+    assert session.flow.after_completion.redirect.return_url == "https://desk.example.com/done"
+    assert session.url == f"http://127.0.0.1:{port}/_portal/{session.id}"
+
+    with urllib.request.urlopen(session.url, timeout=5) as response:  # no API key: a browser
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+        page = response.read().decode()
+    assert "fake" in page.lower()
+    assert "Update your payment method" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in page
+    assert "<script>" not in page
+    assert 'href="https://desk.example.com/done"' in page
+    assert 'href="https://desk.example.com/sidebar?t=1&amp;x=&lt;y&gt;"' in page
+
+
+def test_portal_page_for_an_unknown_session_is_404(port: int) -> None:
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/_portal/bps_missing", timeout=5)
+    assert raised.value.code == 404
+
+
+def test_portal_exemption_does_not_open_the_api(port: int) -> None:
+    assert config(port, "GET", "/v1/customers")[0] == 401
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "param"),
+    [
+        ({"customer": "cus_missing"}, 404, "customer"),
+        ({"return_url": "javascript:alert(1)"}, 400, "return_url"),
+        ({"flow_data": {"type": "teleport"}}, 400, "flow_data[type]"),
+        (
+            {
+                "flow_data": {
+                    "type": "payment_method_update",
+                    "after_completion": {"type": "redirect"},
+                }
+            },
+            400,
+            "flow_data[after_completion][redirect][return_url]",
+        ),
+    ],
+)
+def test_portal_session_validates_input(
+    client: stripe.StripeClient, params: dict[str, Any], status: int, param: str
+) -> None:
+    cus = customer(client)
+    with pytest.raises(stripe.StripeError) as raised:
+        portal_session(client, cus.id, **params)
+    assert (raised.value.http_status, raised.value.error.param) == (status, param)
+    if status == 404:
+        assert raised.value.code == "resource_missing"
