@@ -119,7 +119,7 @@ def test_refund_is_locked_until_identity_is_confirmed(app, people, ticket_id, al
     status, page, intent = sidebar.preview(
         kind="refund", charge_id=alice["second"], reason="duplicate"
     )
-    assert intent is None and "confirm their identity" in page
+    assert status == 200 and intent is None and "confirm their identity" in page
     sidebar.verify(alice["customer"])
     assert "Verified" in sidebar.get("/panel").get_data(as_text=True)
     _, page, intent = sidebar.preview(kind="refund", charge_id=alice["second"], reason="duplicate")
