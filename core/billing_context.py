@@ -86,7 +86,8 @@ class BillingContext:
     def subscription(self) -> Subscription | None:
         """The subscription that matters most: a live one, else the latest."""
         live = [s for s in self.subscriptions if s.is_live]
-        return (live or self.subscriptions or [None])[0]
+        ranked = live or self.subscriptions
+        return ranked[0] if ranked else None
 
     @property
     def failed(self) -> list[ChargeView]:

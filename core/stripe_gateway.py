@@ -6,18 +6,30 @@ key only covers its own network retries, not a retried job or a second click.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import stripe
 
-from core.domain import Charge, Customer, Money, Refund, RefundReason
+from core.domain import Charge, Customer, Dispute, Money, Refund, RefundReason, Subscription
 from core.errors import ConfigError, GatewayError, GatewayUnavailable, NotFound
 from core.settings import Settings
 
 STRIPE_TIMEOUT_SECONDS = 20
+STRIPE_MAX_PAGE = 100
+METADATA_VALUE_MAX = 500  # Stripe's limit on one metadata value
+
+# The sidebar's free-text search looks for the text in these customer fields, best match first.
+_TEXT_SEARCH_FIELDS = ("metadata['tenant_id']", "metadata['organization']", "name")
+_CUSTOMER_ID = re.compile(r"cus_[A-Za-z0-9]+")
+# Subscriptions whose latest invoice is failing: the sidebar shows its retry schedule.
+_FAILING_STATUSES = frozenset({"past_due", "unpaid"})
+_COMP_COUPON_PREFIX = "billing_desk_comp_"
+_COMP_COUPON_NAME = "Complimentary (100% off)"
 
 
 def make_stripe_client(
@@ -56,6 +68,28 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _page_size(limit: int) -> int:
+    """A list or search ``limit`` Stripe accepts (1..100)."""
+    return max(1, min(limit, STRIPE_MAX_PAGE))
+
+
+def _time(value: Any) -> datetime | None:
+    """A Stripe unix timestamp as an aware datetime; null (or Stripe's 0) stays None."""
+    return datetime.fromtimestamp(int(value), UTC) if value else None
+
+
+def _id_of(value: Any) -> str | None:
+    """The ID behind an expandable field, whether Stripe sent the ID or the object."""
+    if isinstance(value, Mapping):
+        return str(value["id"]) if value.get("id") else None
+    return str(value) if value else None
+
+
+def _comp_coupon_id(idempotency_key: str) -> str:
+    """The comp coupon's ID, derived from the action's key so that a retry reuses it."""
+    return _COMP_COUPON_PREFIX + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+
+
 def _customer(data: Mapping[str, Any]) -> Customer:
     return Customer(
         id=data["id"],
@@ -84,6 +118,9 @@ def _charge(data: Mapping[str, Any]) -> Charge:
         card_fingerprint=card.get("fingerprint"),
         failure_code=data.get("failure_code"),
         decline_code=decline_code,
+        failure_message=data.get("failure_message"),
+        advice_code=outcome.get("advice_code"),
+        invoice_id=_id_of(data.get("invoice")),
     )
 
 
@@ -96,6 +133,118 @@ def _refund(data: Mapping[str, Any]) -> Refund:
         status=data.get("status") or "succeeded",
         metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
     )
+
+
+def _dispute(data: Mapping[str, Any]) -> Dispute:
+    details = data.get("evidence_details") or {}
+    return Dispute(
+        id=data["id"],
+        charge_id=_id_of(data["charge"]) or "",
+        amount=Money(int(data["amount"]), data["currency"]),
+        reason=data.get("reason") or "general",
+        status=data["status"],
+        created=datetime.fromtimestamp(int(data["created"]), UTC),
+        evidence_due_by=_time(details.get("due_by")),  # 0 when no response is allowed
+        is_charge_refundable=bool(data.get("is_charge_refundable")),
+    )
+
+
+def _subscription_items(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    items = list((data.get("items") or {}).get("data") or [])
+    if not items and data.get("plan"):  # very old API versions: one plan, no items
+        items = [{"plan": data["plan"], "quantity": data.get("quantity")}]
+    return items
+
+
+def _plan_name(item: Mapping[str, Any]) -> str | None:
+    """Price nickname, else the product's name when expanded, else plan nickname, else ID."""
+    price = item.get("price") or {}
+    plan = item.get("plan") or {}
+    product = price.get("product") or plan.get("product")
+    product_name = product.get("name") if isinstance(product, Mapping) else None
+    return (
+        price.get("nickname")
+        or product_name
+        or plan.get("nickname")
+        or price.get("id")
+        or plan.get("id")
+    )
+
+
+def _billed_per_interval(items: Iterable[Mapping[str, Any]]) -> Money | None:
+    """Unit price times quantity, summed over the items; None when any is not a flat price."""
+    total: Money | None = None
+    for item in items:
+        price = item.get("price") or {}
+        plan = item.get("plan") or {}
+        unit = price.get("unit_amount") if price else plan.get("amount")
+        currency = price.get("currency") or plan.get("currency")
+        if unit is None or not currency:
+            return None  # a tiered or custom-amount price has no single unit price
+        amount = Money(int(unit) * int(item.get("quantity") or 1), currency)
+        if total is not None and total.currency != amount.currency:
+            return None
+        total = amount if total is None else total + amount
+    return total
+
+
+def _coupon_ids(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Coupons applied through ``discounts`` (objects, when expanded) or legacy ``discount``."""
+    discounts = [*(data.get("discounts") or []), data.get("discount")]
+    ids: list[str] = []
+    for discount in discounts:
+        if not isinstance(discount, Mapping):
+            continue  # an unexpanded discount ID does not say which coupon it applies
+        coupon = discount.get("coupon") or (discount.get("source") or {}).get("coupon")
+        coupon_id = _id_of(coupon)
+        if coupon_id:
+            ids.append(coupon_id)
+    return tuple(dict.fromkeys(ids))
+
+
+def _subscription(
+    data: Mapping[str, Any], invoice: Mapping[str, Any] | None = None
+) -> Subscription:
+    """Map a subscription; ``invoice`` is its latest invoice when fetched separately."""
+    items = _subscription_items(data)
+    first = items[0] if items else {}
+    price = first.get("price") or {}
+    plan = first.get("plan") or {}
+    latest = data.get("latest_invoice")
+    if invoice is None and isinstance(latest, Mapping):
+        invoice = latest
+    # Newer API versions keep the current period on each item instead of the subscription.
+    period_start = data.get("current_period_start") or first.get("current_period_start")
+    period_end = data.get("current_period_end") or first.get("current_period_end")
+    attempt_count = invoice.get("attempt_count") if invoice else None
+    return Subscription(
+        id=data["id"],
+        customer_id=_id_of(data.get("customer")) or "",
+        status=data["status"],
+        plan_name=_plan_name(first) if first else None,
+        price=_billed_per_interval(items),
+        interval=(price.get("recurring") or {}).get("interval") or plan.get("interval"),
+        current_period_start=_time(period_start),
+        current_period_end=_time(period_end),
+        cancel_at_period_end=bool(data.get("cancel_at_period_end")),
+        cancel_at=_time(data.get("cancel_at")),
+        canceled_at=_time(data.get("canceled_at")),
+        trial_end=_time(data.get("trial_end")),
+        coupon_ids=_coupon_ids(data),
+        latest_invoice_id=_id_of(latest),
+        next_payment_attempt=_time(invoice.get("next_payment_attempt")) if invoice else None,
+        attempt_count=None if attempt_count is None else int(attempt_count),
+    )
+
+
+def _text_match_rank(customer: Customer, text: str) -> int:
+    """How well a search hit matches: tenant ID, then organisation, then name, then other."""
+    wanted = text.casefold()
+    fields = (customer.tenant_id, customer.organization, customer.name)
+    for rank, value in enumerate(fields):
+        if value is not None and value.casefold() == wanted:
+            return rank
+    return len(fields)
 
 
 def make_gateway(settings: Settings) -> StripeGateway:
@@ -138,6 +287,41 @@ class StripeGateway:
         with _stripe_errors(f"reading customer {customer_id}"):
             return _customer(self.client.v1.customers.retrieve(customer_id).to_dict())
 
+    def search_customers(self, text: str, limit: int = 20) -> list[Customer]:
+        """Customers for the sidebar's search box: an ID, an email, a tenant, an org or a name."""
+        text = text.strip()
+        if not text:
+            return []
+        if _CUSTOMER_ID.fullmatch(text):
+            try:
+                with _stripe_errors(f"reading customer {text}"):
+                    data = self.client.v1.customers.retrieve(text).to_dict()
+            except NotFound:
+                return []
+            return [] if data.get("deleted") else [_customer(data)]
+        if "@" in text:
+            return self.find_customers_by_email(text)[:limit]
+        # One OR query rather than one request per field: the sidebar counts its requests.
+        query = " OR ".join(f"{field}:{_quote(text)}" for field in _TEXT_SEARCH_FIELDS)
+        with _stripe_errors("searching customers"):
+            result = self.client.v1.customers.search(
+                params={"query": query, "limit": _page_size(limit)}
+            )
+            found = {item.id: _customer(item.to_dict()) for item in result.data}
+        # sorted() is stable, so equally good matches keep Stripe's order.
+        return sorted(found.values(), key=lambda c: _text_match_rank(c, text))[:limit]
+
+    def find_customers_by_tenant(self, tenant_id: str) -> list[Customer]:
+        """Customers whose ``metadata['tenant_id']`` is exactly this tenant ID."""
+        query = f"metadata['tenant_id']:{_quote(tenant_id)}"
+        with _stripe_errors(f"looking up customers of tenant {tenant_id}"):
+            result = self.client.v1.customers.search(
+                params={"query": query, "limit": STRIPE_MAX_PAGE}
+            )
+            found = [_customer(item.to_dict()) for item in result.data]
+        # Search ignores case, but a tenant ID identifies an account: only the exact ID counts.
+        return [c for c in found if c.tenant_id == tenant_id]
+
     def list_charges(self, customer_id: str, limit: int = 100) -> list[Charge]:
         """The customer's most recent charges, newest first."""
         with _stripe_errors(f"listing charges of {customer_id}"):
@@ -149,6 +333,163 @@ class StripeGateway:
         """One charge by Stripe ID."""
         with _stripe_errors(f"reading charge {charge_id}"):
             return _charge(self.client.v1.charges.retrieve(charge_id).to_dict())
+
+    def charges_on_card(self, fingerprint: str, limit: int = 20) -> list[Charge]:
+        """Recent charges on the card with this fingerprint, whoever the customer, newest first."""
+        query = f"payment_method_details.card.fingerprint:{_quote(fingerprint)}"
+        with _stripe_errors("searching charges by card"):
+            result = self.client.v1.charges.search(
+                params={"query": query, "limit": _page_size(limit)}
+            )
+            charges = [_charge(item.to_dict()) for item in result.data]
+        return sorted(charges, key=lambda c: c.created, reverse=True)
+
+    def list_disputes(self, charge_id: str) -> list[Dispute]:
+        """The disputes and inquiries opened on a charge, newest first."""
+        with _stripe_errors(f"listing disputes of {charge_id}"):
+            page = self.client.v1.disputes.list(
+                params={"charge": charge_id, "limit": STRIPE_MAX_PAGE}
+            )
+            disputes = [_dispute(item.to_dict()) for item in page.data]
+        return sorted(disputes, key=lambda d: d.created, reverse=True)
+
+    def list_subscriptions(self, customer_id: str) -> list[Subscription]:
+        """The customer's subscriptions of every status, newest first."""
+        subscriptions = []
+        with _stripe_errors(f"listing subscriptions of {customer_id}"):
+            page = self.client.v1.subscriptions.list(
+                params={
+                    "customer": customer_id,
+                    "status": "all",
+                    "limit": STRIPE_MAX_PAGE,
+                    "expand": ["data.discounts"],  # newer API versions send discount IDs only
+                }
+            )
+            listed = [item.to_dict() for item in page.data]
+            listed.sort(key=lambda data: int(data.get("created") or 0), reverse=True)
+            for data in listed:
+                invoice = None
+                latest = data.get("latest_invoice")
+                if data["status"] in _FAILING_STATUSES and isinstance(latest, str):
+                    # Only a failing subscription needs its invoice's retry schedule, so only
+                    # those cost an extra request.
+                    invoice = self.client.v1.invoices.retrieve(latest).to_dict()
+                subscriptions.append(_subscription(data, invoice))
+        return subscriptions
+
+    def cancel_subscription(
+        self, subscription_id: str, *, at_period_end: bool, idempotency_key: str
+    ) -> Subscription:
+        """Cancel a subscription at the end of its period or now, once per key."""
+        options: Any = {"idempotency_key": idempotency_key}
+        with _stripe_errors(f"cancelling subscription {subscription_id}"):
+            if at_period_end:
+                subscription = self.client.v1.subscriptions.update(
+                    subscription_id,
+                    params={"cancel_at_period_end": True, "expand": ["discounts"]},
+                    options=options,
+                )
+                return _subscription(subscription.to_dict())
+            try:
+                subscription = self.client.v1.subscriptions.cancel(
+                    subscription_id, params={"expand": ["discounts"]}, options=options
+                )
+            except stripe.InvalidRequestError:
+                # Stripe does not replay DELETEs; a retry after success finds it canceled.
+                subscription = self.client.v1.subscriptions.retrieve(
+                    subscription_id, params={"expand": ["discounts"]}
+                )
+                if subscription.status != "canceled":
+                    raise
+        return _subscription(subscription.to_dict())
+
+    def comp_subscription(
+        self, subscription_id: str, *, duration_in_months: int | None, idempotency_key: str
+    ) -> tuple[str, Subscription]:
+        """Make a subscription free once (or for some months) with a 100%-off coupon."""
+        coupon_id = _comp_coupon_id(idempotency_key)
+        terms: dict[str, Any] = {"percent_off": 100, "duration": "once"}
+        if duration_in_months is not None:
+            terms = {**terms, "duration": "repeating", "duration_in_months": duration_in_months}
+        params: Any = {
+            "id": coupon_id,
+            "name": _COMP_COUPON_NAME,
+            "metadata": {"idempotency_key": idempotency_key},
+            **terms,
+        }
+        with _stripe_errors(f"creating comp coupon {coupon_id}"):
+            try:
+                self.client.v1.coupons.create(
+                    params=params, options={"idempotency_key": f"{idempotency_key}:coupon"}
+                )
+            except stripe.InvalidRequestError as exc:
+                if exc.code != "resource_already_exists":
+                    raise
+                # A retry after Stripe forgot the key: the coupon made last time is ours.
+                existing = self.client.v1.coupons.retrieve(coupon_id).to_dict()
+                if any(existing.get(k) != v for k, v in terms.items()):
+                    raise GatewayError(f"coupon {coupon_id} exists with other terms") from exc
+        with _stripe_errors(f"comping subscription {subscription_id}"):
+            subscription = self.client.v1.subscriptions.update(
+                subscription_id,
+                params={"discounts": [{"coupon": coupon_id}], "expand": ["discounts"]},
+                options={"idempotency_key": idempotency_key},
+            )
+        return coupon_id, _subscription(subscription.to_dict())
+
+    def set_trial_end(
+        self, subscription_id: str, *, trial_end: datetime, idempotency_key: str
+    ) -> Subscription:
+        """Move a subscription's trial end (starting a trial if none), without prorating."""
+        if trial_end.tzinfo is None:
+            trial_end = trial_end.replace(tzinfo=UTC)
+        with _stripe_errors(f"setting the trial end of {subscription_id}"):
+            subscription = self.client.v1.subscriptions.update(
+                subscription_id,
+                params={
+                    "trial_end": int(trial_end.timestamp()),
+                    "proration_behavior": "none",
+                    "expand": ["discounts"],
+                },
+                options={"idempotency_key": idempotency_key},
+            )
+        return _subscription(subscription.to_dict())
+
+    def create_portal_session(self, customer_id: str, *, return_url: str) -> str:
+        """A short-lived billing-portal URL where the customer updates their payment method."""
+        with _stripe_errors(f"opening the billing portal for {customer_id}"):
+            session = self.client.v1.billing_portal.sessions.create(
+                params={
+                    "customer": customer_id,
+                    "return_url": return_url,
+                    "flow_data": {
+                        "type": "payment_method_update",
+                        "after_completion": {
+                            "type": "redirect",
+                            "redirect": {"return_url": return_url},
+                        },
+                    },
+                }
+            )
+        return str(session.url)
+
+    def flag_fraud(
+        self, customer_id: str, *, reason: str, flagged_by: str, idempotency_key: str
+    ) -> Customer:
+        """Mark a customer as suspected fraud in its Stripe metadata, once per key."""
+        metadata = {
+            "billing_desk_fraud_flag": "true",
+            # An empty value would delete the key in Stripe, so say that none was given.
+            "billing_desk_fraud_reason": reason.strip()[:METADATA_VALUE_MAX] or "(none given)",
+            "billing_desk_fraud_flagged_by": flagged_by[:METADATA_VALUE_MAX],
+        }
+        with _stripe_errors(f"flagging customer {customer_id}"):
+            customer = self.client.v1.customers.update(
+                customer_id,
+                params={"metadata": metadata},
+                options={"idempotency_key": idempotency_key},
+            )
+        return _customer(customer.to_dict())
 
     def find_refund(self, charge_id: str, idempotency_key: str) -> Refund | None:
         """A refund on this charge that we made under this key, if any.

@@ -8,15 +8,26 @@ the line reports the real one).
 
 On top of localstripe 1.15.10 it adds:
 
-* ``GET /v1/customers/search`` (``email:``, ``name:``, ``metadata['k']:`` clauses joined by AND);
+* ``GET /v1/customers/search`` (``email:``, ``name:``, ``metadata['k']:`` clauses joined by
+  AND, or all by OR) and ``GET /v1/charges/search`` (``customer:``, ``status:``,
+  ``payment_method_details.card.fingerprint:``, ``metadata['k']:``);
 * ``Idempotency-Key`` replay for POSTs, with ``idempotency_error`` on key reuse;
 * refund ``reason`` and Stripe's over-refund / disputed-charge errors;
 * disputes: ``GET /v1/disputes``, ``GET``/``POST /v1/disputes/{id}``,
   ``POST /v1/disputes/{id}/close`` and the test-support ``POST /_config/disputes``;
-* charge-time decline codes, ``outcome``, ``payment_method_details``, ``disputed`` and
-  ``amount_captured`` on charges;
-* newest-first charge and PaymentIntent lists (``customer=`` filters, ``limit`` <= 100);
-* test-support ``POST /_config/charges/{id}/created`` to backdate a charge.
+* charge-time decline codes, ``outcome``, ``payment_method_details`` (with a Stripe-like card
+  ``fingerprint``), ``disputed``, ``amount_captured`` and ``invoice`` on charges;
+* newest-first charge, PaymentIntent and subscription lists (``limit`` <= 100);
+* subscriptions: ``items[][price]`` as an alias of ``plan``, ``discounts=[{coupon}]`` on create
+  and update, ``trialing`` while ``trial_end`` is ahead, ``proration_behavior``, periods and a
+  ``price`` on items, ``canceled_at`` on cancellation;
+* coupons created without an ``id`` (one is generated), with a ``name``, and Stripe's
+  ``resource_already_exists`` error for a taken id;
+* ``POST /v1/billing_portal/sessions`` and the page it links to, ``GET /_portal/{id}``;
+* test-support ``POST /_config/charges/{id}/created`` to backdate a charge,
+  ``POST /_config/subscriptions/{id}`` (``status``, ``canceled_at``, ``current_period_start``,
+  ``current_period_end``) and ``POST /_config/invoices/{id}`` (``status``,
+  ``next_payment_attempt``, ``attempt_count``).
 
 Importing this module patches nothing; ``install_extensions()`` (called by ``main``) applies
 every patch and route.
@@ -27,18 +38,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import html
+import inspect
 import logging
 import re
+import secrets
 import signal
+import string
 import sys
+import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from dateutil.relativedelta import relativedelta
 from localstripe import resources as ls
 from localstripe import server as ls_server
 from localstripe.errors import UserError
@@ -89,6 +109,42 @@ _SUBMITTED_STATUS = {
     "warning_needs_response": "warning_under_review",
 }
 _CLOSED_STATUS = {"needs_response": "lost", "warning_needs_response": "warning_closed"}
+
+SUBSCRIPTION_STATUSES = frozenset(
+    {
+        "incomplete",
+        "incomplete_expired",
+        "trialing",
+        "active",
+        "past_due",
+        "canceled",
+        "unpaid",
+        "paused",
+    }
+)
+_ENDED_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
+INVOICE_STATUSES = frozenset({"draft", "open", "paid", "uncollectible", "void"})
+PRORATION_BEHAVIORS = frozenset({"always_invoice", "create_prorations", "none"})
+COUPON_ID_LENGTH = 8
+# Smart Retries' usual gap between attempts, for a subscription configured as past_due.
+RETRY_GAP_SECONDS = 3 * 24 * 3600
+
+PORTAL_FLOW_TYPES = frozenset(
+    {
+        "customer_update",
+        "payment_method_update",
+        "subscription_cancel",
+        "subscription_pause",
+        "subscription_update",
+        "subscription_update_confirm",
+    }
+)
+PORTAL_AFTER_COMPLETION_TYPES = frozenset({"hosted_confirmation", "portal_homepage", "redirect"})
+
+# Keyed so that hashing the handful of test card numbers does not tell which card a
+# fingerprint stands for (localstripe's plain SHA-1 prefix would).
+_FINGERPRINT_KEY = b"billing-desk fake stripe card fingerprint"
+_BASE62 = string.ascii_letters + string.digits
 
 
 @dataclass(frozen=True)
@@ -235,6 +291,36 @@ def _charge_source(charge: Any) -> Any | None:
         return ls.PaymentMethod._api_retrieve(charge.payment_method)
     except UserError:
         return None
+
+
+def card_fingerprint(secret: str) -> str:
+    """A Stripe-like fingerprint (16 letters and digits): equal for equal card numbers or IBANs,
+    and never the number itself."""
+    digest = hmac.new(_FINGERPRINT_KEY, secret.encode("utf-8"), hashlib.sha256).digest()
+    value = int.from_bytes(digest, "big")
+    chars = []
+    for _ in range(16):
+        value, index = divmod(value, len(_BASE62))
+        chars.append(_BASE62[index])
+    return "".join(chars)
+
+
+def _timestamp(value: Any, param: str, *, nullable: bool = False) -> int | None:
+    """A unix timestamp parameter (``""`` means null where ``nullable``), or a 400."""
+    if nullable and value in ("", None):
+        return None
+    converted = ls.try_convert_to_int(value)
+    if type(converted) is not int or converted <= 0:
+        raise stripe_error(400, f"{param} must be a unix timestamp", param=param)
+    return converted
+
+
+def _web_url(value: Any, param: str) -> str:
+    """An absolute http(s) URL parameter, or Stripe's ``Not a valid URL`` 400."""
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise stripe_error(400, "Not a valid URL", param=param)
+    return str(value)
 
 
 # --- disputes ------------------------------------------------------------------------------
@@ -496,6 +582,7 @@ def _charge_outcome(charge: Any) -> dict[str, Any] | None:
         return {
             "type": "issuer_declined",
             "reason": decline.decline_code,
+            "advice_code": None,
             "network_status": "declined_by_network",
             "risk_level": "normal",
             "seller_message": decline.seller_message,
@@ -504,6 +591,7 @@ def _charge_outcome(charge: Any) -> dict[str, Any] | None:
         return {
             "type": "authorized",
             "reason": None,
+            "advice_code": None,
             "network_status": "approved_by_network",
             "risk_level": "normal",
             "seller_message": "Payment complete.",
@@ -524,7 +612,7 @@ def _payment_method_details(charge: Any) -> dict[str, Any] | None:
                 "last4": number[-4:],
                 "exp_month": expiry["exp_month"],
                 "exp_year": expiry["exp_year"],
-                "fingerprint": ls.fingerprint(number),
+                "fingerprint": card_fingerprint(number),
                 "funding": "credit",
                 "country": "US",
             },
@@ -544,6 +632,15 @@ def _amount_captured(charge: Any) -> int:
     return getattr(charge, "_amount_captured", charge.amount)
 
 
+def _charge_invoice(charge: Any) -> str | None:
+    """The invoice a charge paid: localstripe only records it on the PaymentIntent."""
+    own = vars(charge).get("_invoice")
+    if own is not None:
+        return str(own)
+    intent = ls.store.get(f"payment_intent:{charge.payment_intent}")
+    return getattr(intent, "invoice", None)
+
+
 def _patch_charge_fields() -> None:
     original_capture = ls.Charge._capture
 
@@ -559,6 +656,15 @@ def _patch_charge_fields() -> None:
     ls.Charge.payment_method_details = property(_payment_method_details)
     ls.Charge.amount_captured = property(_amount_captured)
     ls.Charge.disputed = property(lambda self: bool(disputes_for_charge(self.id)))
+    ls.Charge.invoice = property(
+        _charge_invoice, lambda self, value: setattr(self, "_invoice", value)
+    )
+
+
+def _patch_fingerprints() -> None:
+    # localstripe's fingerprint is a SHA-1 prefix of the number; ours is keyed and Stripe-like.
+    # PaymentMethods, legacy cards and charges all call this module-level function.
+    ls.fingerprint = card_fingerprint
 
 
 def _list_charges(
@@ -602,40 +708,379 @@ def _patch_lists() -> None:
     ls.PaymentIntent._api_list_all = classmethod(_list_payment_intents)
 
 
+# --- coupons --------------------------------------------------------------------------------
+
+
+def _new_coupon_id() -> str:
+    """A random coupon id shaped like Stripe's (``Z4OV52SU``)."""
+    alphabet = string.ascii_uppercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(COUPON_ID_LENGTH))
+
+
+def _patch_coupons() -> None:
+    original_init = ls.Coupon.__init__
+
+    def init(self: Any, name: Any = None, **data: Any) -> None:
+        if name is not None and not isinstance(name, str):
+            raise stripe_error(400, "Invalid name", param="name")
+        original_init(self, **data)
+        self.name = name
+
+    def create(cls: type, /, id: Any = None, **data: Any) -> Any:
+        # Stripe generates an id when none is given; localstripe insists on one.
+        if id is None:
+            id = _new_coupon_id()
+        elif isinstance(id, str) and f"coupon:{id}" in ls.store:
+            raise stripe_error(
+                400, "Coupon already exists.", code="resource_already_exists", param="id"
+            )
+        return cls(id=id, **data)
+
+    ls.Coupon.__init__ = init
+    ls.Coupon._api_create = classmethod(create)
+
+
+# --- subscriptions and invoices -------------------------------------------------------------
+
+
+def _items_with_plans(items: Any) -> Any:
+    """Accept Stripe's ``items[][price]``: in this fake a Plan stands in for a Price."""
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and "price" in item and "plan" not in item:
+                item["plan"] = item.pop("price")
+    return items
+
+
+def _discount_coupons(discounts: Any) -> list[Any]:
+    """The coupons named by ``discounts=[{"coupon": id}, ...]`` (``""`` clears discounts)."""
+    if discounts == "":
+        return []
+    if not isinstance(discounts, list):
+        raise stripe_error(400, "Invalid array", param="discounts")
+    coupons = []
+    for index, entry in enumerate(discounts):
+        coupon_id = entry.get("coupon") if isinstance(entry, dict) else None
+        if not isinstance(coupon_id, str) or not coupon_id or len(entry) != 1:
+            raise stripe_error(
+                400,
+                "This fake Stripe supports only discounts[][coupon].",
+                param=f"discounts[{index}]",
+            )
+        coupon = ls.store.get(f"coupon:{coupon_id}")
+        if coupon is None:
+            raise stripe_error(
+                400,
+                f"No such coupon: '{coupon_id}'",
+                code="resource_missing",
+                param=f"discounts[{index}][coupon]",
+            )
+        coupons.append(coupon)
+    return coupons
+
+
+def _discount(subscription: Any, coupon: Any, now: int) -> dict[str, Any]:
+    """A Stripe discount object applying ``coupon`` to ``subscription`` from ``now``."""
+    end = None
+    if coupon.duration == "repeating":
+        months = relativedelta(months=coupon.duration_in_months)
+        end = int((datetime.fromtimestamp(now) + months).timestamp())
+    return {
+        "id": "di_" + ls.random_id(24),
+        "object": "discount",
+        "coupon": coupon._export(),  # older API versions
+        "source": {"type": "coupon", "coupon": coupon.id},  # newer ones
+        "customer": subscription.customer,
+        "subscription": subscription.id,
+        "subscription_item": None,
+        "invoice": None,
+        "invoice_item": None,
+        "promotion_code": None,
+        "checkout_session": None,
+        "start": now,
+        "end": end,
+    }
+
+
+def _set_discounts(subscription: Any, coupons: list[Any], now: int) -> None:
+    """Replace the discounts (Stripe's array semantics), keeping ones already applied."""
+    applied = {d["source"]["coupon"]: d for d in subscription.discounts}
+    discounts = []
+    for coupon in coupons:
+        if coupon.id not in applied:
+            coupon.times_redeemed += 1
+        discounts.append(applied.get(coupon.id) or _discount(subscription, coupon, now))
+    subscription.discounts = discounts
+    subscription.discount = discounts[0] if discounts else None  # the legacy single field
+
+
+def _merge_metadata(obj: Any, metadata: Any) -> None:
+    """Stripe's metadata update: merge keys, ``""`` deletes a key (or, alone, all of them)."""
+    if metadata == "":
+        obj.metadata = {}
+    elif isinstance(metadata, dict):
+        for key, value in metadata.items():
+            if value == "":
+                obj.metadata.pop(key, None)
+            else:
+                obj.metadata[key] = value
+
+
+def _sync_trial(subscription: Any, now: int) -> None:
+    """``trialing`` while ``trial_end`` is ahead, as in Stripe (localstripe stays put)."""
+    if subscription.status in _ENDED_SUBSCRIPTION_STATUSES:
+        return
+    if subscription.trial_end is not None and subscription.trial_end > now:
+        if subscription.status != "trialing":
+            subscription.trial_start = now
+            subscription.status = "trialing"
+    elif subscription.status == "trialing":
+        subscription.status = "active"
+
+
+def _item_price(item: Any) -> dict[str, Any]:
+    """The Price Stripe shows on a subscription item, made from the item's Plan."""
+    plan = item.plan
+    return {
+        "id": plan.id,
+        "object": "price",
+        "active": plan.active,
+        "billing_scheme": plan.billing_scheme,
+        "created": plan.created,
+        "currency": plan.currency,
+        "livemode": False,
+        "lookup_key": None,
+        "metadata": dict(plan.metadata or {}),
+        "nickname": plan.nickname,
+        "product": plan.product,
+        "recurring": {
+            "interval": plan.interval,
+            "interval_count": plan.interval_count,
+            "usage_type": plan.usage_type,
+        },
+        "tiers_mode": plan.tiers_mode,
+        "type": "recurring",
+        "unit_amount": plan.amount if plan.billing_scheme == "per_unit" else None,
+    }
+
+
+def _list_subscriptions(
+    cls: type,
+    /,
+    url: str,
+    customer: Any = None,
+    status: Any = None,
+    created: Any = None,
+    limit: Any = None,
+    starting_after: Any = None,
+    **unexpected: Any,
+) -> Any:
+    """Subscriptions newest first; all but canceled ones unless ``status`` says otherwise."""
+    _reject_unexpected(unexpected)
+    if status is not None and status != "all" and status not in SUBSCRIPTION_STATUSES:
+        raise stripe_error(400, f"Invalid status: {status}", param="status")
+    if customer is not None:
+        ls.Customer._api_retrieve(customer)  # 404 for unknown customers, like Stripe
+
+    def wanted(sub: Any) -> bool:
+        if status is None:
+            return bool(sub.status != "canceled")
+        return status == "all" or sub.status == status
+
+    in_range = _created_matcher(created)
+    page = ls.List(url, limit=_checked_limit(limit), starting_after=starting_after)
+    page._list = _newest_first(
+        sub
+        for sub in _stored(cls)
+        if in_range(sub.created) and wanted(sub) and customer in (None, sub.customer)
+    )
+    return page
+
+
+def _patch_subscriptions() -> None:
+    original_init = ls.Subscription.__init__
+    original_update = ls.Subscription._update
+    original_cancel = ls.Subscription._api_delete
+    original_period = ls.SubscriptionItem._current_period
+    updatable = set(inspect.signature(original_update).parameters) - {"self"}
+
+    def init(
+        self: Any,
+        discounts: Any = None,
+        items: Any = None,
+        trial_end: Any = None,
+        trial_period_days: Any = None,
+        **data: Any,
+    ) -> None:
+        coupons = [] if discounts is None else _discount_coupons(discounts)
+        days = ls.try_convert_to_int(trial_period_days)
+        if trial_end is None and type(days) is int and days > 0:
+            # Stripe starts the trial now; localstripe would leave the subscription incomplete.
+            trial_end = int(time.time()) + days * 24 * 3600
+        original_init(
+            self,
+            items=_items_with_plans(items),
+            trial_end=trial_end,
+            trial_period_days=trial_period_days,
+            **data,
+        )
+        now = int(time.time())
+        self.discounts = []
+        _set_discounts(self, coupons, now)
+        if self.trial_end is not None and self.trial_end > now:
+            self._period = {"start": self.start_date, "end": self.trial_end}
+        _sync_trial(self, now)
+
+    def update(
+        self: Any,
+        discounts: Any = None,
+        proration_behavior: Any = None,
+        items: Any = None,
+        **data: Any,
+    ) -> None:
+        _reject_unexpected({k: v for k, v in data.items() if k not in updatable})
+        if self.status in _ENDED_SUBSCRIPTION_STATUSES and (
+            set(data) - {"metadata"} or discounts is not None or items is not None
+        ):
+            raise stripe_error(
+                400,
+                "A canceled subscription can only update its cancellation_details and metadata.",
+            )
+        if proration_behavior is not None and proration_behavior not in PRORATION_BEHAVIORS:
+            raise stripe_error(400, "Invalid proration_behavior", param="proration_behavior")
+        coupons = None if discounts is None else _discount_coupons(discounts)
+        period_start = self.current_period_start
+        original_update(self, items=_items_with_plans(items), **data)
+        now = int(time.time())
+        _merge_metadata(self, data.get("metadata"))  # localstripe drops it
+        if coupons is not None:
+            _set_discounts(self, coupons, now)
+        cancel_at_period_end = ls.try_convert_to_bool(data.get("cancel_at_period_end"))
+        if cancel_at_period_end is True:
+            # Stripe records when cancellation was asked for and when it will happen.
+            self.canceled_at = now
+            self.cancel_at = self.current_period_end
+        elif cancel_at_period_end is False and data.get("cancel_at") is None:
+            self.canceled_at = self.cancel_at = None
+        if data.get("trial_end") is not None and self.trial_end > now:
+            # A new trial end also ends the current period there (Stripe moves the anchor).
+            self._period = {"start": period_start, "end": self.trial_end}
+        _sync_trial(self, now)
+
+    def cancel(cls: type, /, id: str) -> Any:
+        subscription = ls.Subscription._api_retrieve(id)
+        if subscription.status == "canceled":
+            return subscription  # cancelling twice changes nothing
+        subscription = original_cancel(id)
+        subscription.canceled_at = subscription.ended_at
+        return subscription
+
+    def current_period(self: Any) -> dict[str, int]:
+        subscription = ls.store.get(f"subscription:{self._subscription}")
+        period = getattr(subscription, "_period", None)
+        return dict(period) if period else original_period(self)
+
+    ls.Subscription.__init__ = init
+    ls.Subscription._update = update
+    ls.Subscription._api_delete = classmethod(cancel)
+    ls.Subscription._api_list_all = classmethod(_list_subscriptions)
+    ls.SubscriptionItem._current_period = current_period
+    # Newer API versions keep the period and the price on the item, not the subscription.
+    ls.SubscriptionItem.current_period_start = property(
+        lambda self: self._current_period()["start"]
+    )
+    ls.SubscriptionItem.current_period_end = property(lambda self: self._current_period()["end"])
+    ls.SubscriptionItem.price = property(_item_price)
+
+
+def _patch_invoices() -> None:
+    original_status = ls.Invoice.status.fget
+    original_next_attempt = ls.Invoice.next_payment_attempt.fget
+
+    def status(self: Any) -> str:
+        return vars(self).get("_status") or original_status(self)
+
+    def next_payment_attempt(self: Any) -> int | None:
+        if "_next_payment_attempt" in vars(self):
+            return self._next_payment_attempt
+        return original_next_attempt(self)
+
+    # Overridable from /_config/invoices/{id}, so tests can stage a failing invoice.
+    ls.Invoice.status = property(status)
+    ls.Invoice.next_payment_attempt = property(next_payment_attempt)
+
+
 def _patch_resources() -> None:
     """Apply every patch to localstripe's resource classes (once, from install_extensions)."""
     _patch_store()
     _patch_refunds()
     _patch_declines()
     _patch_charge_fields()
+    _patch_fingerprints()
     _patch_lists()
+    _patch_coupons()
+    _patch_subscriptions()
+    _patch_invoices()
 
 
-# --- customer search -----------------------------------------------------------------------
+# --- search --------------------------------------------------------------------------------
+
+
+FieldGetter = Callable[[Any], Any]
+
+
+def _charge_fingerprint(charge: Any) -> str | None:
+    card = (_payment_method_details(charge) or {}).get("card") or {}
+    return card.get("fingerprint")
+
+
+CUSTOMER_SEARCH_FIELDS: Mapping[str, FieldGetter] = {
+    "email": lambda customer: customer.email,
+    "name": lambda customer: customer.name,
+}
+CHARGE_SEARCH_FIELDS: Mapping[str, FieldGetter] = {
+    "customer": lambda charge: charge.customer,
+    "status": lambda charge: charge.status,
+    "payment_method_details.card.fingerprint": _charge_fingerprint,
+}
 
 
 @dataclass(frozen=True)
 class SearchClause:
     """One ``field:'value'`` clause of a Stripe search query."""
 
-    field: str  # "email", "name" or "metadata"
+    field: str  # a key of the resource's search fields, or "metadata"
     value: str
     metadata_key: str | None = None
 
-    def matches(self, customer: Any) -> bool:
-        """Whether a customer satisfies the clause (Stripe's ``:`` is case-insensitive)."""
+    def matches(self, obj: Any, fields: Mapping[str, FieldGetter]) -> bool:
+        """Whether an object satisfies the clause (Stripe's ``:`` is case-insensitive)."""
         if self.field == "metadata":
-            actual = (customer.metadata or {}).get(self.metadata_key)
+            actual = (getattr(obj, "metadata", None) or {}).get(self.metadata_key)
         else:
-            actual = getattr(customer, self.field, None)
+            actual = fields[self.field](obj)
         return isinstance(actual, str) and actual.casefold() == self.value.casefold()
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """Clauses joined all by AND or all by OR (Stripe does not allow mixing them)."""
+
+    clauses: tuple[SearchClause, ...]
+    any_clause: bool = False  # OR
+
+    def matches(self, obj: Any, fields: Mapping[str, FieldGetter]) -> bool:
+        """Whether an object satisfies the query."""
+        results = (clause.matches(obj, fields) for clause in self.clauses)
+        return any(results) if self.any_clause else all(results)
 
 
 _QUOTED = r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"'
 _CLAUSE_RE = re.compile(
-    rf"""\s*(?:(?P<field>email|name)|metadata\[(?P<key>{_QUOTED})\])\s*:\s*(?P<value>{_QUOTED})\s*"""
+    rf"""\s*(?:metadata\[(?P<key>{_QUOTED})\]|(?P<field>[a-z_]+(?:\.[a-z_]+)*))"""
+    rf"""\s*:\s*(?P<value>{_QUOTED})\s*"""
 )
-_AND_RE = re.compile(r"AND\b")
+_CONJUNCTION_RE = re.compile(r"(AND|OR)\b")
 
 
 def _unquote(token: str) -> str:
@@ -643,40 +1088,41 @@ def _unquote(token: str) -> str:
     return re.sub(r"\\(.)", r"\1", token[1:-1])
 
 
-def parse_search_query(query: Any) -> list[SearchClause]:
+def parse_search_query(query: Any, fields: Collection[str]) -> SearchQuery:
     """Parse the subset of Stripe's search language this fake supports, or raise a 400."""
     if not isinstance(query, str) or not query.strip():
         raise stripe_error(400, "Missing required param: query.", param="query")
+    supported = ", ".join([*(f"{f}:'...'" for f in fields), "metadata['key']:'...'"])
     clauses: list[SearchClause] = []
+    conjunctions: set[str] = set()
     pos = 0
     while True:
         match = _CLAUSE_RE.match(query, pos)
-        if match is None:
+        field = match["field"] if match else None
+        if match is None or (field is not None and field not in fields):
             raise stripe_error(
                 400,
-                f"Unsupported search query {query!r}: this fake Stripe supports "
-                "email:'...', name:'...' and metadata['key']:'...' clauses joined by AND.",
+                f"Unsupported search query {query!r}: this fake Stripe supports {supported} "
+                "clauses, all joined by AND or all by OR.",
                 param="query",
             )
         key = match["key"]
         clauses.append(
             SearchClause(
-                field=match["field"] or "metadata",
+                field=field or "metadata",
                 value=_unquote(match["value"]),
                 metadata_key=_unquote(key) if key else None,
             )
         )
         pos = match.end()
         if pos == len(query):
-            return clauses
-        conjunction = _AND_RE.match(query, pos)
-        pos = conjunction.end() if conjunction else -1
-        if pos < 0:
-            raise stripe_error(
-                400,
-                f"Unsupported search query {query!r}: only AND is supported between clauses.",
-                param="query",
-            )
+            return SearchQuery(tuple(clauses), any_clause=conjunctions == {"OR"})
+        # Stripe reads clauses separated only by a space as joined by AND.
+        conjunction = _CONJUNCTION_RE.match(query, pos)
+        conjunctions.add(conjunction[1] if conjunction else "AND")
+        if len(conjunctions) > 1:
+            raise stripe_error(400, f"Search query {query!r} cannot mix AND and OR.", param="query")
+        pos = conjunction.end() if conjunction else pos
 
 
 def _page_offset(page: Any) -> int:
@@ -689,27 +1135,174 @@ def _page_offset(page: Any) -> int:
     return int(match[1])
 
 
-async def search_customers(request: web.Request) -> web.Response:
-    """``GET /v1/customers/search``: customers matching every clause, newest first."""
-    params = ls_server.unflatten_data(request.query)
-    clauses = parse_search_query(params.get("query"))
-    limit = _checked_limit(params.get("limit"))
-    offset = _page_offset(params.get("page"))
-    matches = [
-        c
-        for c in _newest_first(_stored(ls.Customer))
-        if all(clause.matches(c) for clause in clauses)
-    ]
-    has_more = len(matches) > offset + limit
-    return ls_server.json_response(
-        {
-            "object": "search_result",
-            "url": "/v1/customers/search",
-            "data": [c._export() for c in matches[offset : offset + limit]],
-            "has_more": has_more,
-            "next_page": f"offset:{offset + limit}" if has_more else None,
+def make_search_handler(
+    cls: Any, url: str, fields: Mapping[str, FieldGetter]
+) -> Callable[[web.Request], Any]:
+    """A ``GET /v1/<objects>/search`` handler: objects matching the query, newest first."""
+
+    async def search(request: web.Request) -> web.Response:
+        params = ls_server.unflatten_data(request.query)
+        query = parse_search_query(params.get("query"), fields)
+        limit = _checked_limit(params.get("limit"))
+        offset = _page_offset(params.get("page"))
+        matches = [obj for obj in _newest_first(_stored(cls)) if query.matches(obj, fields)]
+        has_more = len(matches) > offset + limit
+        return ls_server.json_response(
+            {
+                "object": "search_result",
+                "url": url,
+                "data": [obj._export() for obj in matches[offset : offset + limit]],
+                "has_more": has_more,
+                "next_page": f"offset:{offset + limit}" if has_more else None,
+            }
+        )
+
+    return search
+
+
+# --- billing portal --------------------------------------------------------------------------
+
+
+class BillingPortalSession(ls.StripeObject):
+    """A customer portal session; its ``url`` is a page on this fake server."""
+
+    object = "billing_portal.session"
+    _id_prefix = "bps_"
+
+    def __init__(
+        self,
+        base_url: str,
+        customer: Any = None,
+        return_url: Any = None,
+        flow_data: Any = None,
+        configuration: Any = None,
+        locale: Any = None,
+        on_behalf_of: Any = None,
+        **unexpected: Any,
+    ) -> None:
+        _reject_unexpected(unexpected)
+        if not isinstance(customer, str) or not customer:
+            raise stripe_error(400, "Missing required param: customer.", param="customer")
+        if f"customer:{customer}" not in ls.store:
+            raise stripe_error(
+                404, f"No such customer: '{customer}'", code="resource_missing", param="customer"
+            )
+        if return_url is not None:
+            return_url = _web_url(return_url, "return_url")
+        flow = None if flow_data is None else self._checked_flow(flow_data)
+        super().__init__()
+        self.customer = customer
+        self.return_url = return_url
+        self.flow = flow
+        self.configuration = configuration
+        self.locale = locale
+        self.on_behalf_of = on_behalf_of
+        self.url = f"{base_url}/_portal/{self.id}"
+
+    @staticmethod
+    def _checked_flow(flow_data: Any) -> dict[str, Any]:
+        """Validate ``flow_data`` and return the ``flow`` Stripe echoes on the session."""
+        kind = flow_data.get("type") if isinstance(flow_data, dict) else None
+        if kind not in PORTAL_FLOW_TYPES:
+            raise stripe_error(400, f"Invalid flow_data[type]: {kind}", param="flow_data[type]")
+        after = flow_data.get("after_completion") or {"type": "portal_homepage"}
+        after_type = after.get("type") if isinstance(after, dict) else None
+        if after_type not in PORTAL_AFTER_COMPLETION_TYPES:
+            raise stripe_error(
+                400,
+                f"Invalid flow_data[after_completion][type]: {after_type}",
+                param="flow_data[after_completion][type]",
+            )
+        redirect = None
+        if after_type == "redirect":
+            target = (after.get("redirect") or {}).get("return_url")
+            param = "flow_data[after_completion][redirect][return_url]"
+            redirect = {"return_url": _web_url(target, param)}
+        return {
+            **flow_data,
+            "after_completion": {
+                "type": after_type,
+                "redirect": redirect,
+                "hosted_confirmation": after.get("hosted_confirmation"),
+            },
         }
+
+    def _after_completion_url(self) -> str | None:
+        redirect = ((self.flow or {}).get("after_completion") or {}).get("redirect") or {}
+        return redirect.get("return_url") or self.return_url
+
+
+async def create_portal_session(request: web.Request) -> web.Response:
+    """``POST /v1/billing_portal/sessions``: a session whose URL is served by this fake."""
+    data = await ls_server.get_post_data(request) or {}
+    expand = data.pop("expand", None)
+    base_url = f"{request.scheme}://{request.host}"
+    session = BillingPortalSession(base_url, **data)
+    return ls_server.json_response(session._export(expand=expand))
+
+
+_PORTAL_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Referrer-Policy": "no-referrer",
+}
+_FLOW_TITLES = {
+    "payment_method_update": "Update your payment method",
+    "customer_update": "Update your billing details",
+    "subscription_cancel": "Cancel your subscription",
+    "subscription_pause": "Pause your subscription",
+    "subscription_update": "Change your plan",
+    "subscription_update_confirm": "Confirm your plan change",
+}
+
+
+def _link(url: str | None, text: str) -> str:
+    if not url:
+        return ""
+    return f'<p><a href="{html.escape(url, quote=True)}">{html.escape(text)}</a></p>'
+
+
+async def portal_page(request: web.Request) -> web.Response:
+    """``GET /_portal/{id}``: the page a portal session URL opens (nothing on it is real)."""
+    session = ls.store.get(f"billing_portal.session:{request.match_info['id']}")
+    if session is None:
+        return web.Response(
+            status=404,
+            text="<!doctype html><title>Not found</title><p>No such portal session.</p>",
+            content_type="text/html",
+            headers=_PORTAL_HEADERS,
+        )
+    customer = ls.store.get(f"customer:{session.customer}")
+    who = getattr(customer, "name", None) or getattr(customer, "email", None) or session.customer
+    kind = (session.flow or {}).get("type")
+    title = _FLOW_TITLES.get(kind, "Manage your billing")
+    body = (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)} · fake Stripe billing portal</title></head><body>\n"
+        "<h1>Fake Stripe billing portal</h1>\n"
+        f"<h2>{html.escape(title)}</h2>\n"
+        f"<p>This is the (fake) Stripe billing portal for {html.escape(who)} "
+        f"(<code>{html.escape(session.customer)}</code>), session "
+        f"<code>{html.escape(session.id)}</code>.</p>\n"
+        "<p>Nothing here is real: no card details are collected and nothing changes.</p>\n"
+        f"{_link(session._after_completion_url(), 'Done (pretend the card was updated)')}\n"
+        f"{_link(session.return_url, 'Return without changes')}\n"
+        "</body></html>\n"
     )
+    return web.Response(text=body, content_type="text/html", headers=_PORTAL_HEADERS)
+
+
+def _exempt_portal_pages_from_auth(app: web.Application) -> None:
+    """Let browsers open ``/_portal/{id}`` without an API key, like Stripe's portal URLs."""
+    checked_auth = ls_server.auth_middleware
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "GET" and request.path.startswith("/_portal/"):
+            return await handler(request)
+        return await checked_auth(request, handler)
+
+    app.middlewares[list(app.middlewares).index(checked_auth)] = auth
 
 
 # --- test-support endpoints ----------------------------------------------------------------
@@ -736,6 +1329,84 @@ async def config_backdate_charge(request: web.Request) -> web.Response:
     if intent is not None and intent.latest_charge is charge:
         intent.created = created
     return ls_server.json_response(charge._export())
+
+
+def _reject_unknown_fields(data: Mapping[str, Any], known: Collection[str]) -> None:
+    _reject_unexpected({k: v for k, v in data.items() if k not in known})
+
+
+async def config_subscription(request: web.Request) -> web.Response:
+    """``POST /_config/subscriptions/{id}``: force ``status``, ``canceled_at`` ("" clears it)
+    and the current period, e.g. to stage a past_due subscription.
+
+    As in Stripe, a subscription made past_due or unpaid has an open latest invoice; past_due
+    ones get a next payment attempt in three days unless ``/_config/invoices/{id}`` says else.
+    """
+    data = await ls_server.get_post_data(request) or {}
+    _reject_unknown_fields(
+        data, {"status", "canceled_at", "current_period_start", "current_period_end"}
+    )
+    subscription = ls.Subscription._api_retrieve(request.match_info["id"])
+    status = data.get("status")
+    if status is not None and status not in SUBSCRIPTION_STATUSES:
+        raise stripe_error(400, f"Invalid status: {status}", param="status")
+    canceled_at = None
+    if "canceled_at" in data:
+        canceled_at = _timestamp(data["canceled_at"], "canceled_at", nullable=True)
+    period = {
+        "start": subscription.current_period_start,
+        "end": subscription.current_period_end,
+    }
+    for edge in ("start", "end"):
+        if f"current_period_{edge}" in data:
+            period[edge] = _timestamp(data[f"current_period_{edge}"], f"current_period_{edge}")
+    if period["start"] >= period["end"]:
+        raise stripe_error(400, "current_period_start must come before current_period_end")
+
+    now = int(time.time())
+    subscription._period = period
+    if "canceled_at" in data:
+        subscription.canceled_at = canceled_at
+    if status is not None:
+        subscription.status = status
+        if status == "canceled":
+            subscription.ended_at = subscription.ended_at or now
+            subscription.canceled_at = subscription.canceled_at or subscription.ended_at
+        invoice = ls.store.get(f"invoice:{subscription.latest_invoice}")
+        if status in ("past_due", "unpaid") and invoice is not None:
+            if invoice.status == "paid":
+                invoice._status = "open"
+            if "_next_payment_attempt" not in vars(invoice):
+                invoice._next_payment_attempt = (
+                    now + RETRY_GAP_SECONDS if status == "past_due" else None
+                )
+    return ls_server.json_response(subscription._export())
+
+
+async def config_invoice(request: web.Request) -> web.Response:
+    """``POST /_config/invoices/{id}``: force ``status``, ``next_payment_attempt`` ("" clears
+    it) and ``attempt_count``, as Smart Retries would leave a failing invoice."""
+    data = await ls_server.get_post_data(request) or {}
+    _reject_unknown_fields(data, {"status", "next_payment_attempt", "attempt_count"})
+    invoice = ls.Invoice._api_retrieve(request.match_info["id"])
+    status = data.get("status")
+    if status is not None and status not in INVOICE_STATUSES:
+        raise stripe_error(400, f"Invalid status: {status}", param="status")
+    next_attempt = None
+    if "next_payment_attempt" in data:
+        next_attempt = _timestamp(
+            data["next_payment_attempt"], "next_payment_attempt", nullable=True
+        )
+    attempt_count = ls.try_convert_to_int(data.get("attempt_count", invoice.attempt_count))
+    if type(attempt_count) is not int or attempt_count < 0:
+        raise stripe_error(400, "Invalid attempt_count", param="attempt_count")
+
+    if status is not None:
+        invoice._status = status
+    if "next_payment_attempt" in data:
+        invoice._next_payment_attempt = next_attempt
+    invoice.attempt_count = attempt_count
+    return ls_server.json_response(invoice._export())
 
 
 # --- idempotency ---------------------------------------------------------------------------
@@ -883,7 +1554,16 @@ def make_flush_middleware(cache: IdempotencyCache) -> Middleware:
 
 def _add_routes(app: web.Application) -> None:
     # A plain path is matched before localstripe's /v1/customers/{id} in aiohttp >= 3.9.
-    app.router.add_get("/v1/customers/search", search_customers)
+    app.router.add_get(
+        "/v1/customers/search",
+        make_search_handler(ls.Customer, "/v1/customers/search", CUSTOMER_SEARCH_FIELDS),
+    )
+    app.router.add_get(
+        "/v1/charges/search",
+        make_search_handler(ls.Charge, "/v1/charges/search", CHARGE_SEARCH_FIELDS),
+    )
+    app.router.add_post("/v1/billing_portal/sessions", create_portal_session)
+    app.router.add_get("/_portal/{id}", portal_page)
     app.router.add_get("/v1/disputes", ls_server.api_list_all(Dispute, "/v1/disputes"))
     app.router.add_get("/v1/disputes/{id}", ls_server.api_retrieve(Dispute, "/v1/disputes"))
     app.router.add_post("/v1/disputes/{id}", ls_server.api_update(Dispute, "/v1/disputes"))
@@ -893,6 +1573,8 @@ def _add_routes(app: web.Application) -> None:
     )
     app.router.add_post("/_config/disputes", config_create_dispute)
     app.router.add_post("/_config/charges/{id}/created", config_backdate_charge)
+    app.router.add_post("/_config/subscriptions/{id}", config_subscription)
+    app.router.add_post("/_config/invoices/{id}", config_invoice)
 
 
 def install_extensions() -> web.Application:
@@ -903,6 +1585,7 @@ def install_extensions() -> web.Application:
     _patch_resources()
     cache = IdempotencyCache()
     _add_routes(app)
+    _exempt_portal_pages_from_auth(app)
     app.middlewares.append(make_flush_middleware(cache))
     app.middlewares.append(make_idempotency_middleware(cache))
     app[_INSTALLED] = True
