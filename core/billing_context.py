@@ -157,7 +157,14 @@ def is_verified(
 
 def mark_duplicates(views: list[ChargeView], window: timedelta) -> None:
     """Mark each charge that repeats an earlier one: same amount and card, within the window."""
-    paid = [v for v in views if v.charge.status == "succeeded" and v.charge.captured]
+    # A charge already refunded in full is settled, whatever it duplicated.
+    paid = [
+        v
+        for v in views
+        if v.charge.status == "succeeded"
+        and v.charge.captured
+        and v.charge.amount_refunded < v.charge.amount.amount
+    ]
     paid.sort(key=lambda v: v.charge.created)
     for index, later in enumerate(paid):
         for earlier in reversed(paid[:index]):

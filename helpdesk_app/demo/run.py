@@ -121,7 +121,11 @@ def _run(directory: Path, web_port: int) -> None:
             public_url=f"http://127.0.0.1:{web_port}",
             imap_poll_interval=2,
         )
-        upgrade(make_engine(settings.database_url))
+        engine = make_engine(settings.database_url)
+        upgrade(engine)
+        with session_scope(make_session_factory(engine)) as session:
+            seed.seed_agents(session)
+        engine.dispose()
         seed.seed_stripe(make_stripe_client(STRIPE_KEY, stripe_server.url), stripe_server.url)
         emails = seed.demo_emails()
         _deliver(imap.port, emails)
@@ -140,6 +144,9 @@ def _run(directory: Path, web_port: int) -> None:
         click.echo(
             f"\nBilling Desk demo is running (ready in {time.monotonic() - started:.1f} s).\n\n"
             f"  Inbox        {settings.public_url}/\n"
+            f"  Sign in as   {', '.join(e for e, _, _ in seed.DEMO_AGENTS)}\n"
+            f"               password {seed.DEMO_PASSWORD} (agent, lead, security, account"
+            " manager, finance)\n"
             f"  Fake Stripe  {stripe_server.url}  (key {STRIPE_KEY})\n"
             f"  IMAP         127.0.0.1:{imap.port}  {MAILBOX_USER} / {MAILBOX_PASSWORD}"
             "  (append mail here and it becomes a ticket)\n"

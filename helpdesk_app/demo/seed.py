@@ -35,8 +35,30 @@ ALICE = DemoCustomer(
     "Alice Martin", "alice@example.com", "T-1042", "Northwind Bakery", "4242424242424242"
 )
 BOB = DemoCustomer("Bob Chen", "bob@example.com", "T-1077", "Chen Logistics", "5555555555554444")
-CAROL = DemoCustomer("Carol Diaz", "carol@example.com", "T-1103", "Diaz Studio", "4242424242424242")
+CAROL = DemoCustomer("Carol Diaz", "carol@example.com", "T-1103", "Diaz Studio", "2223003122003222")
 DAN = DemoCustomer("Dan Okafor", "dan@example.com", "T-1120", "Okafor & Sons", "4000056655665556")
+ERIN = DemoCustomer(
+    "Erin Walsh", "erin@example.com", "T-1150", "Walsh Analytics", "5200828282828210"
+)
+FRANK = DemoCustomer("Frank Weber", "frank@example.com", "T-1188", "Weber GmbH", "6011111111111117")
+GRACE = DemoCustomer("Grace Lin", "grace@example.com", "T-1201", "Lin Design", "4012888888881881")
+# One person, two accounts, one card: the playbook's "two separate accounts?" case.
+HENRY_PERSONAL = DemoCustomer(
+    "Henry Park", "henry@example.com", "T-1230", "(personal)", "3566002020360505"
+)
+HENRY_COMPANY = DemoCustomer(
+    "Henry Park", "henry@example.com", "T-1231", "Park Robotics", "3566002020360505"
+)
+
+DEMO_PASSWORD = "billing-desk-demo"
+# The demo's team: one of each role the playbooks name, all with DEMO_PASSWORD.
+DEMO_AGENTS = [
+    ("ann@demo.test", "Ann Agent", "agent"),
+    ("lee@demo.test", "Lee Lead", "support_lead"),
+    ("sam@demo.test", "Sam Security", "security"),
+    ("avery@demo.test", "Avery Account-Manager", "account_manager"),
+    ("fin@demo.test", "Fin Finance", "finance"),
+]
 
 
 def _config_post(api_base: str, path: str, fields: dict[str, Any]) -> None:
@@ -65,6 +87,22 @@ def create_customer(client: stripe.StripeClient, who: DemoCustomer) -> str:
     return customer.id
 
 
+def seed_agents(session: Any) -> None:
+    """The demo's team, one agent per role, all with DEMO_PASSWORD."""
+    from core import agents
+    from core.domain import Role
+
+    for email_address, name, role in DEMO_AGENTS:
+        agents.save_agent(
+            session,
+            email=email_address,
+            name=name,
+            role=Role(role),
+            password=DEMO_PASSWORD,
+            actor="demo",
+        )
+
+
 def create_charge(
     client: stripe.StripeClient,
     api_base: str,
@@ -90,23 +128,67 @@ def create_charge(
     return charge.id
 
 
+def create_subscription(
+    client: stripe.StripeClient,
+    api_base: str,
+    customer: str,
+    product: str,
+    amount: int,
+    interval: str = "month",
+    days_ago: float = 0,
+) -> str:
+    """A paid subscription to a plan (the fake Stripe has plans, not prices), its first
+    invoice's charge optionally backdated."""
+    plan = client.v1.plans.create(
+        params={
+            "amount": amount,
+            "currency": "usd",
+            "interval": interval,  # type: ignore[typeddict-item]
+            "nickname": f"{product} {interval}ly",
+            "product": {"name": product},
+        }
+    )
+    subscription = client.v1.subscriptions.create(
+        params={"customer": customer, "items": [{"price": plan.id}]}
+    )
+    if days_ago:
+        for charge in client.v1.charges.list(params={"customer": customer}).data:
+            if charge.to_dict().get("invoice") == subscription.latest_invoice:
+                created = int(time.time() - days_ago * DAY)
+                _config_post(
+                    api_base, f"/_config/charges/{charge.id}/created", {"created": created}
+                )
+    return subscription.id
+
+
+def set_subscription_state(api_base: str, subscription: str, **fields: Any) -> None:
+    """Put a fake-Stripe subscription into a state (past_due, canceled...) for a scenario."""
+    _config_post(api_base, f"/_config/subscriptions/{subscription}", fields)
+
+
+def open_dispute(api_base: str, charge: str, reason: str = "fraudulent") -> None:
+    """A chargeback on a charge, as a bank would file it."""
+    _config_post(api_base, "/_config/disputes", {"charge": charge, "reason": reason})
+
+
 def seed_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
     """Create the demo customers and their billing history; returns customer IDs by email."""
     ids = {who.email: create_customer(client, who) for who in (ALICE, BOB, CAROL, DAN)}
 
     # Alice: two months of Pro, then this month's renewal taken twice an hour apart.
     alice = ids[ALICE.email]
-    for days in (61, 30.5):
-        create_charge(client, api_base, alice, 4900, "Pro plan — monthly", days_ago=days)
+    create_charge(client, api_base, alice, 4900, "Pro plan — monthly", days_ago=61)
+    create_subscription(client, api_base, alice, "Pro", 4900, days_ago=30.5)
     create_charge(client, api_base, alice, 4900, "Pro plan — monthly", days_ago=0.05)
     create_charge(client, api_base, alice, 4900, "Pro plan — monthly")
 
     # Bob: a normal annual customer with nothing wrong.
-    create_charge(client, api_base, ids[BOB.email], 99000, "Business plan — annual", days_ago=40)
+    create_subscription(client, api_base, ids[BOB.email], "Business", 99000, "year", days_ago=40)
 
     # Carol: last month paid, this month's renewal declined for insufficient funds.
     carol = ids[CAROL.email]
-    create_charge(client, api_base, carol, 2900, "Starter plan — monthly", days_ago=31)
+    carol_sub = create_subscription(client, api_base, carol, "Starter", 2900, days_ago=31)
+    set_subscription_state(api_base, carol_sub, status="past_due")
     declining = client.v1.payment_methods.create(
         params={"type": "card", "card": {"number": "4000000000009995", **CARD_EXPIRY}}  # type: ignore[typeddict-item]
     )
@@ -125,6 +207,28 @@ def seed_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
 
     # Dan: an authorization hold that was never captured.
     create_charge(client, api_base, ids[DAN.email], 12000, "Seat top-up (pending)", capture=False)
+
+    # Erin: an $800 annual plan she wants back: over the limit, so a Support Lead approves.
+    erin = ids[ERIN.email] = create_customer(client, ERIN)
+    create_charge(client, api_base, erin, 80000, "Analytics module — annual", days_ago=6)
+
+    # Frank: filed a chargeback with his bank; the charge must not be refunded around it.
+    frank = ids[FRANK.email] = create_customer(client, FRANK)
+    disputed = create_charge(client, api_base, frank, 19900, "Team plan — monthly", days_ago=12)
+    open_dispute(api_base, disputed)
+
+    # Grace: cancelled ten days ago, still charged by the renewal three days ago.
+    grace = ids[GRACE.email] = create_customer(client, GRACE)
+    grace_sub = create_subscription(client, api_base, grace, "Pro", 4900, days_ago=33)
+    create_charge(client, api_base, grace, 4900, "Pro plan — monthly", days_ago=3)
+    set_subscription_state(
+        api_base, grace_sub, status="canceled", canceled_at=int(time.time() - 10 * DAY)
+    )
+
+    # Henry: two Stripe accounts on one email address; the agent must choose.
+    for who in (HENRY_PERSONAL, HENRY_COMPANY):
+        henry = create_customer(client, who)
+        create_charge(client, api_base, henry, 1900, "Solo plan — monthly", days_ago=2)
     return ids
 
 
@@ -163,6 +267,33 @@ def demo_emails() -> list[bytes]:
             "Hi there, I got a notice that my payment failed this month. The card should be "
             "fine. What happened and what do I need to do?\n\nCarol\n",
             minutes_ago=10,
+        ),
+        _email(
+            ERIN,
+            "Refund for the analytics module",
+            "Hello,\n\nWe bought the analytics module last week ($800) but never activated it. "
+            "Could we get a refund?\n\nErin Walsh\nWalsh Analytics\n",
+            minutes_ago=9,
+        ),
+        _email(
+            FRANK,
+            "Disputed charge",
+            "I did not recognise a $199 charge so I disputed it with my bank. Please stop "
+            "charging me.\n\nFrank\n",
+            minutes_ago=8,
+        ),
+        _email(
+            GRACE,
+            "Charged after I cancelled",
+            "Hi, I cancelled my Pro subscription ten days ago but you still charged me $49 on "
+            "the renewal. Please refund it.\n\nGrace Lin\n",
+            minutes_ago=7,
+        ),
+        _email(
+            HENRY_PERSONAL,
+            "Question about my bill",
+            "Hi, which of my accounts was charged $19 this week?\n\nHenry\n",
+            minutes_ago=6,
         ),
         _email(
             DAN,
