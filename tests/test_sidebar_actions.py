@@ -18,40 +18,11 @@ from core.db.models import Action, AuditEvent, Escalation, Ticket, TicketMessage
 from core.domain import Role
 from helpdesk_app import create_app
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
+from tests.sidebar_client import PASSWORD, open_sidebar
 
 pytestmark = pytest.mark.e2e
 
 ALICE = DemoCustomer("Alice Martin", "alice@example.com", "T-1042", "Northwind", "4242424242424242")
-PASSWORD = "correct horse battery"
-
-
-class Sidebar:
-    """One agent's sidebar on one ticket, speaking to the app as sidebar.js does."""
-
-    def __init__(self, client, token: str) -> None:
-        self.client = client
-        self.headers = {"Authorization": f"Bearer {token}", "X-Sidebar": "1"}
-
-    def get(self, path: str, **kw):
-        return self.client.get(f"/sidebar{path}", headers=self.headers, **kw)
-
-    def post(self, path: str, data: dict, **kw):
-        return self.client.post(f"/sidebar{path}", data=data, headers=self.headers, **kw)
-
-    def verify(self, customer_id: str):
-        data = {"customer_id": customer_id, "email": "on", "organisation": "on", "tenant": "on"}
-        response = self.post("/verify", data)
-        assert response.status_code == 200, response.get_data(as_text=True)
-        return response
-
-    def preview(self, **form) -> tuple[int, str, str | None]:
-        response = self.post("/actions/preview", form)
-        page = response.get_data(as_text=True)
-        intent = re.search(r'name="intent" value="([^"]+)"', page)
-        return response.status_code, page, intent.group(1) if intent else None
-
-    def confirm(self, intent: str):
-        return self.post("/actions", {"intent": intent})
 
 
 @pytest.fixture
@@ -80,16 +51,6 @@ def ticket_id(session_factory):
         session.add(ticket)
         session.flush()
         return ticket.id
-
-
-def open_sidebar(app, email: str, ticket: int) -> Sidebar:
-    client = app.test_client()
-    page = client.get("/login").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    client.post("/login", data={"csrf_token": csrf, "email": email, "password": PASSWORD})
-    page = client.get(f"/sidebar/tickets/{ticket}").get_data(as_text=True)
-    token = re.search(r'name="sidebar-token" content="([^"]+)"', page).group(1)
-    return Sidebar(app.test_client(), token)  # a fresh client: no cookie, only the token
 
 
 @pytest.fixture

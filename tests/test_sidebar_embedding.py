@@ -1,0 +1,332 @@
+"""The sidebar inside Zendesk and Help Scout, account actions, and the update-card link.
+
+Zendesk and Help Scout requests are signed here with keys the tests generate; their APIs are
+pinned with ``responses`` (everything else, Stripe included, goes to the real fake servers).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from dataclasses import replace
+
+import jwt
+import pytest
+import responses
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select
+
+from core import agents
+from core.db import session_scope
+from core.db.models import Action, Ticket
+from core.domain import Role
+from core.links import update_card_token
+from helpdesk_app import create_app
+from helpdesk_app.demo.seed import (
+    DemoCustomer,
+    create_customer,
+    create_subscription,
+)
+from tests.sidebar_client import PASSWORD, Sidebar, open_sidebar
+
+pytestmark = pytest.mark.e2e
+
+SUBDOMAIN, INSTALLATION, ZENDESK_USER = "acme", "360001", "9001"
+HELPSCOUT_SECRET = "helpscout-app-secret-0123"
+BOB = DemoCustomer("Bob Chen", "bob@example.com", "T-1077", "Chen Logistics", "5555555555554444")
+
+
+@pytest.fixture(scope="module")
+def zendesk_key():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return key, public.decode()
+
+
+@pytest.fixture
+def embedded_settings(settings, zendesk_key):
+    return replace(
+        settings,
+        zendesk_subdomain=SUBDOMAIN,
+        zendesk_app_public_key=zendesk_key[1],
+        zendesk_installation_id=INSTALLATION,
+        zendesk_email="bot@acme.example",
+        zendesk_api_token="zendesk-token",
+        helpscout_app_secret=HELPSCOUT_SECRET,
+    )
+
+
+@pytest.fixture
+def app(embedded_settings, db_engine, stripe_client, rt):
+    rt.settings = embedded_settings  # the worker writes back to the same (mocked) helpdesks
+    app = create_app(embedded_settings)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def linked_agent(session_factory):
+    with session_scope(session_factory) as session:
+        ann = agents.save_agent(
+            session, email="ann@example.com", name="Ann", role=Role.AGENT, password=PASSWORD
+        )
+        agents.link_identity(
+            session, ann, helpdesk="zendesk", account=SUBDOMAIN, external_user_id=ZENDESK_USER
+        )
+        agents.link_identity(session, ann, helpdesk="helpscout", account="77", external_user_id="5")
+
+
+def zendesk_token(private_key, **overrides) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": f"{SUBDOMAIN}.zendesk.com",
+        "aud": f"https://{SUBDOMAIN}.zendesk.com/api/v2/apps/installations/{INSTALLATION}.json",
+        "iat": now,
+        "exp": now + 300,
+        "sub": ZENDESK_USER,
+        "context": {"product": "support", "location": "ticket_sidebar"},
+        **overrides,
+    }
+    return jwt.encode(claims, private_key, algorithm="RS256")
+
+
+def open_in_zendesk(client, private_key, ticket_form: dict, **claims):
+    first = client.post(
+        "/zendesk/sidebar?origin=https://acme.zendesk.com&app_guid=x",
+        data={"token": zendesk_token(private_key, **claims)},
+    )
+    if first.status_code != 200:
+        return first, None
+    bootstrap = re.search(r'name="bootstrap" value="([^"]+)"', first.get_data(as_text=True))[1]
+    return first, client.post(
+        "/zendesk/sidebar/ticket", data={"bootstrap": bootstrap, **ticket_form}
+    )
+
+
+ZENDESK_TICKET = {
+    "ticket_id": "4242",
+    "subject": "Refund please",
+    "requester_email": "bob@example.com",
+    "requester_name": "Bob Chen",
+    "organization": "Chen Logistics",
+}
+
+
+def test_zendesk_sidebar_verifies_the_jwt_and_knows_the_agent(
+    app, linked_agent, zendesk_key, stripe_client, session_factory
+):
+    create_customer(stripe_client, BOB)
+    first, sidebar = open_in_zendesk(app.test_client(), zendesk_key[0], ZENDESK_TICKET)
+    assert first.status_code == 200
+    csp = first.headers["Content-Security-Policy"]
+    assert "https://static.zdassets.com/" in csp and "https://acme.zendesk.com" in csp
+    assert sidebar.status_code == 200
+    page = sidebar.get_data(as_text=True)
+    assert 'name="sidebar-token"' in page and "Bob Chen" in page
+    with session_scope(session_factory) as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert (ticket.helpdesk, ticket.helpdesk_account, ticket.external_id) == (
+            "zendesk",
+            SUBDOMAIN,
+            "4242",
+        )
+        assert ticket.organization == "Chen Logistics"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": int(time.time()) - 120},
+        {"aud": f"https://{SUBDOMAIN}.zendesk.com/api/v2/apps/installations/999.json"},
+        {"iss": "evil.zendesk.com"},
+    ],
+    ids=["expired", "other-installation", "other-account"],
+)
+def test_zendesk_refuses_bad_tokens(app, linked_agent, zendesk_key, claims):
+    first, _ = open_in_zendesk(app.test_client(), zendesk_key[0], ZENDESK_TICKET, **claims)
+    assert first.status_code == 401
+
+
+def test_zendesk_refuses_a_token_signed_with_another_key(app, linked_agent):
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    first, _ = open_in_zendesk(app.test_client(), other, ZENDESK_TICKET)
+    assert first.status_code == 401
+
+
+def test_an_unlinked_zendesk_user_is_told_how_to_get_access(app, linked_agent, zendesk_key):
+    _, sidebar = open_in_zendesk(app.test_client(), zendesk_key[0], ZENDESK_TICKET, sub="31337")
+    assert sidebar.status_code == 403
+    assert "billing-desk agents link" in sidebar.get_data(as_text=True)
+
+
+def test_a_forged_bootstrap_is_refused(app, linked_agent):
+    response = app.test_client().post(
+        "/zendesk/sidebar/ticket", data={"bootstrap": "forged", **ZENDESK_TICKET}
+    )
+    assert response.status_code == 401
+
+
+@responses.activate
+def test_a_note_on_a_zendesk_ticket_is_written_to_zendesk(
+    app, linked_agent, zendesk_key, stripe_client, fake_stripe, run_worker
+):
+    responses.add_passthru(fake_stripe.url)
+    put = responses.put(
+        f"https://{SUBDOMAIN}.zendesk.com/api/v2/tickets/4242.json", json={"ticket": {}}
+    )
+    create_customer(stripe_client, BOB)
+    client = app.test_client()
+    _, page = open_in_zendesk(client, zendesk_key[0], ZENDESK_TICKET)
+    token = re.search(r'name="sidebar-token" content="([^"]+)"', page.get_data(as_text=True))[1]
+    sidebar = Sidebar(app.test_client(), token)
+    _, _, intent = sidebar.preview(kind="note", text="Called the customer back")
+    sidebar.confirm(intent)
+    run_worker()
+    assert put.call_count == 1
+    body = json.loads(put.calls[0].request.body)
+    assert body["ticket"]["comment"]["public"] is False
+    assert "Called the customer back" in body["ticket"]["comment"]["body"]
+
+
+def helpscout_url(params: list[tuple[str, str]], secret: str = HELPSCOUT_SECRET) -> str:
+    payload = json.dumps(dict(params), separators=(",", ":")).replace("/", "\\/")
+    signature = base64.b64encode(
+        hmac.new(secret.encode(), payload.encode(), hashlib.sha1).digest()
+    ).decode()
+    from urllib.parse import urlencode
+
+    return "/helpscout/sidebar?" + urlencode([*params, ("X-HelpScout-Signature", signature)])
+
+
+HELPSCOUT_PARAMS = [
+    ("conversationId", "889"),
+    ("customerEmail", "bob@example.com"),
+    ("customerName", "Bob Chen"),
+    ("mailboxId", "77"),
+    ("subject", "Card update"),
+    ("userId", "5"),
+]
+
+
+def test_helpscout_sidebar_verifies_the_signed_query(app, linked_agent, stripe_client):
+    create_customer(stripe_client, BOB)
+    response = app.test_client().get(helpscout_url(HELPSCOUT_PARAMS))
+    assert response.status_code == 200
+    assert "Bob Chen" in response.get_data(as_text=True)
+    assert "https://secure.helpscout.net" in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        helpscout_url(HELPSCOUT_PARAMS, secret="wrong-secret"),
+        helpscout_url(HELPSCOUT_PARAMS).replace("bob%40example.com", "eve%40example.com"),
+        "/helpscout/sidebar?conversationId=889&customerEmail=bob%40example.com&userId=5",
+    ],
+    ids=["wrong-secret", "tampered", "unsigned"],
+)
+def test_helpscout_refuses_unsigned_or_tampered_requests(app, linked_agent, url):
+    assert app.test_client().get(url).status_code == 401
+
+
+# --- account actions through the worker ------------------------------------------------------
+
+
+@pytest.fixture
+def bob(stripe_client, rt, session_factory):
+    customer = create_customer(stripe_client, BOB)
+    subscription = create_subscription(
+        stripe_client, rt.settings.stripe_api_base, customer, "Business", 9900
+    )
+    with session_scope(session_factory) as session:
+        ticket = Ticket(subject="Account", requester_email=BOB.email, status="open")
+        session.add(ticket)
+        session.flush()
+        agents.save_agent(
+            session, email="lee@example.com", name="Lee", role=Role.SUPPORT_LEAD, password=PASSWORD
+        )
+        ticket_id = ticket.id
+    return {"customer": customer, "subscription": subscription, "ticket": ticket_id}
+
+
+def test_cancel_at_period_end_comp_and_trial_extension_reach_stripe(
+    app, bob, stripe_client, run_worker, session_factory
+):
+    sidebar = open_sidebar(app, "lee@example.com", bob["ticket"])
+    sub = bob["subscription"]
+    _, page, _ = sidebar.preview(kind="cancel_subscription", subscription_id=sub)
+    assert "confirm" in page.lower() and "identity" in page  # locked until verified
+    sidebar.verify(bob["customer"])
+    for form in (
+        {"kind": "cancel_subscription", "subscription_id": sub, "mode": "at_period_end"},
+        {"kind": "comp_coupon", "subscription_id": sub, "months": "2"},
+        {"kind": "extend_trial", "subscription_id": sub, "days": "30"},
+    ):
+        _, page, intent = sidebar.preview(**form)
+        assert intent, page
+        sidebar.confirm(intent)
+    run_worker()
+    stripe_sub = stripe_client.v1.subscriptions.retrieve(sub).to_dict()
+    assert stripe_sub["cancel_at_period_end"] is True
+    assert stripe_sub["trial_end"] >= stripe_sub["items"]["data"][0]["current_period_end"]
+    coupons = [
+        d["coupon"] if isinstance(d["coupon"], str) else d["coupon"]["id"]
+        for d in stripe_sub["discounts"]
+    ]
+    assert len(coupons) == 1
+    assert stripe_client.v1.coupons.retrieve(coupons[0]).percent_off == 100
+    with session_scope(session_factory) as session:
+        done = session.scalars(select(Action.status)).all()
+        assert done == ["succeeded"] * 3
+        notes = [m.body for m in session.get(Ticket, bob["ticket"]).messages]
+        assert any("cancelled at period end" in n for n in notes)
+        assert any(coupons[0] in n for n in notes)
+
+
+def test_update_card_link_opens_a_portal_session_when_clicked(
+    app, bob, run_worker, outbox, embedded_settings, fake_stripe
+):
+    sidebar = open_sidebar(app, "lee@example.com", bob["ticket"])
+    sidebar.verify(bob["customer"])
+    _, page, intent = sidebar.preview(kind="send_update_card_link")
+    assert "bob@example.com" in page
+    sidebar.confirm(intent)
+    sidebar.confirm(intent)
+    run_worker()
+    assert len(outbox) == 1
+    text = outbox[0].get_body(("plain",)).get_content()
+    link = re.search(r"http://\S+/billing/update-card/\S+", text)[0]
+    path = link.split("://", 1)[1].split("/", 1)[1]
+    response = app.test_client().get("/" + path)
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith(f"{fake_stripe.url}/_portal/")
+    # A forged link is refused; an expired one explains itself.
+    assert app.test_client().get("/billing/update-card/forged").status_code == 401
+    expired = update_card_token(embedded_settings.secret_key, bob["customer"], 1)
+    short = replace(embedded_settings, update_card_link_ttl_hours=1)
+    stale_app = create_app(short)
+    original = time.time
+    try:
+        time.time = lambda: original() + 2 * 3600  # type: ignore[assignment]
+        stale = stale_app.test_client().get(f"/billing/update-card/{expired}")
+    finally:
+        time.time = original  # type: ignore[assignment]
+    assert stale.status_code == 410 and "expired" in stale.get_data(as_text=True)
+
+
+def test_frame_ancestors_follow_the_configured_helpdesks(settings, db_engine):
+    plain = create_app(settings).test_client().get("/login")
+    assert plain.headers["Content-Security-Policy"].endswith("frame-ancestors 'self'")
+    custom = replace(settings, frame_ancestors=("https://support.example.com",))
+    response = create_app(custom).test_client().get("/login")
+    assert (
+        "frame-ancestors 'self' https://support.example.com"
+        in response.headers["Content-Security-Policy"]
+    )
