@@ -68,6 +68,7 @@ def web(host: str, port: int, workers: int) -> None:
 
     settings = _settings()
     settings.require_stripe()
+    settings.require_secret_key()  # sign-in sessions and sidebar tokens are signed with it
     check_connection(make_engine(settings.database_url))
     app = create_app(settings)
 

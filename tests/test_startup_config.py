@@ -36,6 +36,7 @@ def good_env(tmp_path, redis_url) -> dict[str, str]:
         "IMAP_HOST": "127.0.0.1",
         "IMAP_USER": "u",
         "IMAP_PASSWORD": "p",
+        "SECRET_KEY": "startup-test-secret-0123456789",
     }
 
 
@@ -44,6 +45,8 @@ def good_env(tmp_path, redis_url) -> dict[str, str]:
     [
         ("worker", {"STRIPE_API_KEY": ""}, "STRIPE_API_KEY"),
         ("web", {"STRIPE_API_KEY": ""}, "STRIPE_API_KEY"),
+        ("web", {"SECRET_KEY": ""}, "SECRET_KEY"),
+        ("web", {"SECRET_KEY": "short"}, "SECRET_KEY"),
         ("worker", {"STRIPE_API_KEY": "pk_test_publishable"}, "STRIPE_API_KEY"),
         ("worker", {"REDIS_URL": "redis://127.0.0.1:{free}/0"}, "REDIS_URL"),
         ("poll-mail", {"REDIS_URL": "redis://127.0.0.1:{free}/0"}, "REDIS_URL"),

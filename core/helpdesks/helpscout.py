@@ -9,6 +9,7 @@ once if Help Scout answers 401.
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,12 @@ DEFAULT_BASE_URL = "https://api.helpscout.net"
 # Renew this long before expiry, so a token never lapses between our check and Help Scout's.
 TOKEN_MARGIN_SECONDS = 60.0
 MAX_REDIRECTS = 3
+
+
+def as_html(text: str) -> str:
+    """Plain text for Help Scout's ``text`` fields, which it renders as HTML: our notes quote
+    customers and Stripe, so everything is escaped and only line breaks become markup."""
+    return html.escape(text).replace("\n", "<br>\n")
 
 
 class HelpScoutHelpdesk:
@@ -146,7 +153,7 @@ class HelpScoutHelpdesk:
             "POST",
             self._path(ticket, "/notes"),
             doing=f"adding a note to Help Scout conversation {ticket.external_id}",
-            json={"text": text},
+            json={"text": as_html(text)},
         )
 
     # --- Helpdesk protocol ----------------------------------------------------------------
@@ -176,7 +183,7 @@ class HelpScoutHelpdesk:
                 "POST",
                 self._path(ticket, "/reply"),
                 doing=f"replying on Help Scout conversation {ticket.external_id}",
-                json={"customer": {"email": ticket.requester_email}, "text": body},
+                json={"customer": {"email": ticket.requester_email}, "text": as_html(body)},
             )
         elif kind is MessageKind.NOTE:
             self._note(self._ticket(ticket_id), body)
