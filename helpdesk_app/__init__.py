@@ -24,6 +24,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or Settings.from_env(os.environ)
     app = Flask(__name__)
+    # Block tags leave no blank lines behind: the sidebar is re-sent after every action.
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True
     if settings.secret_key:
         app.secret_key = settings.secret_key
     services.init_app(app, settings)
