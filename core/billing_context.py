@@ -166,10 +166,11 @@ def is_verified(
 
 def mark_duplicates(views: list[ChargeView], window: timedelta) -> None:
     """Mark each charge that repeats an earlier one: same amount and card, within the window."""
-    # A charge already refunded in full is settled, whatever it duplicated.
+    # A charge already refunded in full is settled, whatever it duplicated. Views come newest
+    # first; reversing before the stable sort keeps charges of the same second in true order.
     paid = [
         v
-        for v in views
+        for v in reversed(views)
         if v.charge.status == "succeeded"
         and v.charge.captured
         and v.charge.amount_refunded < v.charge.amount.amount
