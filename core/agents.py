@@ -45,8 +45,12 @@ def check_password(stored: str | None, password: str) -> bool:
     """True when ``password`` matches the stored hash (constant time)."""
     if not stored or not stored.startswith("scrypt$"):
         return False
-    _, salt_hex, digest_hex = stored.split("$", 2)
-    digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), **_SCRYPT)
+    try:
+        _, salt_hex, digest_hex = stored.split("$", 2)
+        salt = bytes.fromhex(salt_hex)
+    except ValueError:
+        return False  # a damaged record refuses the sign-in; it never crashes it
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
     return hmac.compare_digest(digest.hex(), digest_hex)
 
 

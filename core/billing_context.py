@@ -165,7 +165,8 @@ def is_verified(
 
 
 def mark_duplicates(views: list[ChargeView], window: timedelta) -> None:
-    """Mark each charge that repeats an earlier one: same amount and card, within the window."""
+    """Mark each charge that repeats an earlier one: same amount within the window (the
+    playbook's "same day"); the card may differ, as when a customer retries with another."""
     # A charge already refunded in full is settled, whatever it duplicated. Views come newest
     # first; reversing before the stable sort keeps charges of the same second in true order.
     paid = [

@@ -6,6 +6,7 @@ has a word for the same thing, they reuse Stripe's word.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -31,6 +32,7 @@ ZERO_DECIMAL_CURRENCIES = frozenset(
         "xpf",
     ]
 )
+_AMOUNT = re.compile(r"\d+(\.\d+)?")
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "cad": "CA$", "aud": "A$"}
 
 
@@ -64,6 +66,9 @@ class Money:
         from decimal import Decimal, InvalidOperation
 
         cleaned = text.strip().replace(",", "").lstrip("$€£¥")
+        # Plain digits only: Decimal would also take "1e400", "NaN" or "-5".
+        if not _AMOUNT.fullmatch(cleaned):
+            raise ValueError(f"{text!r} is not an amount")
         try:
             value = Decimal(cleaned)
         except InvalidOperation:
@@ -90,10 +95,12 @@ class Money:
         if self.currency in ZERO_DECIMAL_CURRENCIES:
             number = f"{self.amount:,}"
         else:
-            sign = "-" if self.amount < 0 else ""
             whole, cents = divmod(abs(self.amount), 100)
-            number = f"{sign}{whole:,}.{cents:02d}"
-        return f"{symbol}{number}" if symbol else f"{number} {self.currency.upper()}"
+            number = f"{whole:,}.{cents:02d}"
+        sign = "-" if self.amount < 0 else ""
+        if self.currency in ZERO_DECIMAL_CURRENCIES:
+            number = number.lstrip("-")
+        return f"{sign}{symbol}{number}" if symbol else f"{sign}{number} {self.currency.upper()}"
 
     def __str__(self) -> str:
         return self.format()

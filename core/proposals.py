@@ -105,15 +105,15 @@ def _subscription(context: BillingContext, subscription_id: str | None) -> Subsc
 
 def _interval_end(start: datetime, interval: str | None) -> datetime:
     """The end of one billing period that starts at ``start``."""
-    if interval == "year":
-        return start.replace(year=start.year + 1)
     if interval == "week":
         return start + timedelta(weeks=1)
     if interval == "day":
         return start + timedelta(days=1)
-    month = start.month % 12 + 1
-    year = start.year + (start.month == 12)
-    for day in (start.day, 30, 29, 28):  # 31 Jan + 1 month is the end of February
+    if interval == "year":
+        month, year = start.month, start.year + 1
+    else:
+        month, year = start.month % 12 + 1, start.year + (start.month == 12)
+    for day in (start.day, 30, 29, 28):  # 31 Jan + 1 month, or 29 Feb + 1 year, clamp
         try:
             return start.replace(year=year, month=month, day=day)
         except ValueError:
@@ -154,7 +154,7 @@ def propose_refund(
         cancelled = _cancelled_on(form, sub)
         period_end = _interval_end(charge.created, sub.interval if sub else None)
         computed = prorated_refund(
-            charge.amount, charge.refundable, charge.created, period_end, cancelled
+            charge.amount, view.refundable_money, charge.created, period_end, cancelled
         )
         if computed is None:
             raise InvalidInput("Nothing of this charge's period was left after the cancellation.")
@@ -164,7 +164,7 @@ def propose_refund(
     else:
         raw = (form.get("amount") or "").strip()
         try:
-            amount = Money.parse(raw, charge.amount.currency) if raw else charge.refundable
+            amount = Money.parse(raw, charge.amount.currency) if raw else view.refundable_money
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
     category = Category(context.ticket.category) if context.ticket.category else None

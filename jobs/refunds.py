@@ -10,7 +10,8 @@ from core.db.models import Action
 from core.domain import ActionStatus, RefundReason
 from core.errors import BillingDeskError
 from core.helpdesks import helpdesk_for_ticket
-from core.policy import Verdict, evaluate_refund
+from core.policy import Verdict
+from core.policy.guardrails import recheck_refund
 from jobs import queues, runtime
 from jobs.emails import send_refund_confirmation
 
@@ -39,7 +40,9 @@ def issue_refund(action_id: int) -> str:
             if refund is None:
                 # The charge is checked again now: it may have been disputed or refunded
                 # elsewhere since the action was requested (and approved, where needed).
-                decision = evaluate_refund(rt.gateway.get_charge(charge_id), amount, rt.policy)
+                charge = rt.gateway.get_charge(charge_id)
+                disputes = rt.gateway.list_disputes(charge_id) if charge.disputed else []
+                decision = recheck_refund(charge, amount, disputes, rt.policy)
                 if decision.verdict is Verdict.DENY:
                     _fail(rt, action_id, f"Refund not issued: {decision.reason}")
                     return "denied"

@@ -153,7 +153,7 @@ def test_plan_ticket(category, customers, charges, config, step):
     [
         (Money(4900, "usd"), "$49.00"),
         (Money(123456789, "usd"), "$1,234,567.89"),
-        (Money(-550, "usd"), "$-5.50"),
+        (Money(-550, "usd"), "-$5.50"),
         (Money(500, "jpy"), "¥500"),
         (Money(1000, "chf"), "10.00 CHF"),
     ],

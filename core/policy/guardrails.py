@@ -8,7 +8,7 @@ happen anyway.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.domain import ActionKind, Category, Charge, Dispute, Money, RefundReason, Role
 from core.policy.config import PolicyConfig
@@ -85,7 +85,10 @@ def check_refund(ask: RefundAsk, config: PolicyConfig) -> Decision:
             f"Refunds already requested on this charge leave only "
             f"{Money(max(left, 0), ask.amount.currency)} to refund; {ask.amount} was asked.",
         )
-    base = evaluate_refund(ask.charge, ask.amount, config)
+    # An open inquiry that a full refund may settle was judged just above; the rest of the
+    # charge-level rules still apply to it.
+    charge = replace(ask.charge, disputed=False) if refused is not None else ask.charge
+    base = evaluate_refund(charge, ask.amount, config)
     if base.verdict is Verdict.DENY:
         return base
     if refused is not None and ask.role not in (Role.FINANCE, Role.ADMIN):
@@ -103,7 +106,7 @@ def check_refund(ask: RefundAsk, config: PolicyConfig) -> Decision:
             Role.ACCOUNT_MANAGER,
         )
     if base.verdict is Verdict.NEEDS_APPROVAL and ask.role in _ABOVE_THRESHOLD:
-        return Decision(Verdict.ALLOW, f"{base.reason} You are a {ask.role.label}: allowed.")
+        return Decision(Verdict.ALLOW, f"{base.reason} Your role ({ask.role.label}) allows it.")
     return base
 
 
@@ -120,3 +123,14 @@ def check_account_action(kind: ActionKind, role: Role, identity_verified: bool) 
             Verdict.DENY, "Confirm the customer's identity before sending them a billing link."
         )
     return Decision(Verdict.ALLOW, "Allowed.")
+
+
+def recheck_refund(
+    charge: Charge, amount: Money, disputes: Sequence[Dispute], config: PolicyConfig
+) -> Decision:
+    """The charge-level rules again, just before a worker refunds: the charge may have been
+    disputed or refunded since the request (approvals were settled when it was made)."""
+    refused = _dispute_refusal(charge, amount, disputes)
+    if refused is not None and refused.verdict is Verdict.DENY:
+        return refused
+    return evaluate_refund(replace(charge, disputed=False) if refused else charge, amount, config)
