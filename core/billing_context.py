@@ -133,32 +133,32 @@ def identity_checks(ticket: Ticket, customer: Customer) -> list[IdentityCheck]:
     ]
 
 
-def find_candidates(
-    gateway: StripeGateway, ticket: Ticket, chosen: str | None
-) -> tuple[list[Customer], str]:
-    """The ticket's possible customers and how they were found."""
-    wanted = chosen or (ticket.stripe_customer_id if ticket.customer_match != "email" else None)
-    if wanted:
+def find_candidates(gateway: StripeGateway, ticket: Ticket) -> tuple[list[Customer], str]:
+    """The ticket's possible customers and how they were found.
+
+    A customer already on the ticket keeps the way it got there: "explicit" (given by the
+    helpdesk), "agent" (picked in the sidebar) or "email" (matched by the mail agent).
+    """
+    if ticket.stripe_customer_id:
         try:
-            return [gateway.get_customer(wanted)], "agent" if chosen else "explicit"
+            customer = gateway.get_customer(ticket.stripe_customer_id)
+            return [customer], ticket.customer_match or "explicit"
         except NotFound:
             pass
     if ticket.tenant_id:
         found = gateway.find_customers_by_tenant(ticket.tenant_id)
         if found:
             return found, "tenant"
-    if ticket.stripe_customer_id and not chosen:
-        try:
-            return [gateway.get_customer(ticket.stripe_customer_id)], "email"
-        except NotFound:
-            pass
     return gateway.find_customers_by_email(ticket.requester_email), "email"
 
 
 def is_verified(
     ticket: Ticket, customer: Customer, match: str, checks: list[IdentityCheck]
 ) -> bool:
-    """Confirmed by an agent, or found by explicit or tenant ID with nothing conflicting."""
+    """Confirmed by an agent, or found by explicit or tenant ID with nothing conflicting.
+
+    A customer an agent picked from the search box is not proof of anything until confirmed.
+    """
     if ticket.customer_verified_by and ticket.stripe_customer_id == customer.id:
         return True
     return match in ("explicit", "tenant") and not any(c.ok is False for c in checks)
@@ -209,10 +209,9 @@ def load_context(
     session: Session,
     ticket: Ticket,
     config: PolicyConfig,
-    chosen_customer: str | None = None,
 ) -> BillingContext:
     """Gather the customer, subscription, charges, disputes and history for a ticket."""
-    candidates, match = find_candidates(gateway, ticket, chosen_customer)
+    candidates, match = find_candidates(gateway, ticket)
     context = BillingContext(ticket=ticket, candidates=candidates, match=match)
     context.ticket_actions = list(
         session.scalars(select(Action).where(Action.ticket_id == ticket.id).order_by(Action.id))

@@ -44,12 +44,12 @@ def render_sidebar(ticket: Ticket, token: str, agent: Any) -> str:
     return render_template("sidebar.html", token=token, me=agent, **_panel_vars(ticket))
 
 
-def _panel_vars(ticket: Ticket, chosen: str | None = None) -> dict[str, Any]:
+def _panel_vars(ticket: Ticket) -> dict[str, Any]:
     """Everything the panel template shows; Stripe trouble becomes a message, not an error."""
     services = get_services()
     try:
         context: BillingContext | None = load_context(
-            services.gateway, get_session(), ticket, services.policy, chosen
+            services.gateway, get_session(), ticket, services.policy
         )
         problem = None
     except BillingDeskError as exc:
@@ -66,10 +66,8 @@ def _panel_vars(ticket: Ticket, chosen: str | None = None) -> dict[str, Any]:
     }
 
 
-def _panel(session: SidebarSession, chosen: str | None = None) -> str:
-    return render_template(
-        "sidebar/panel.html", me=session.agent, **_panel_vars(session.ticket, chosen)
-    )
+def _panel(session: SidebarSession) -> str:
+    return render_template("sidebar/panel.html", me=session.agent, **_panel_vars(session.ticket))
 
 
 @bp.get("/tickets/<int:ticket_id>")

@@ -183,7 +183,7 @@ def test_a_lead_refunds_over_the_threshold_without_approval(
     _, page, intent = lee.preview(
         kind="refund", charge_id=alice["big"], reason="requested_by_customer"
     )
-    assert "Support Lead: allowed" in page
+    assert "Your role (Support Lead) allows it" in page
     lee.confirm(intent)
     run_worker()
     assert len(refunds(stripe_client, alice["big"])) == 1
@@ -289,3 +289,26 @@ def test_an_intent_for_one_ticket_is_refused_on_another(
     _, _, intent = first.preview(kind="note", text="hello")
     second = open_sidebar(app, "ann@example.com", other_id)
     assert second.confirm(intent).status_code == 403
+
+
+def test_a_customer_picked_from_search_still_needs_confirming(
+    app, people, ticket_id, stripe_client, session_factory
+):
+    """Henry has two accounts on one email: picking one is not proof it is him."""
+    first = create_customer(stripe_client, ALICE)
+    second = create_customer(stripe_client, ALICE)
+    sidebar = open_sidebar(app, "ann@example.com", ticket_id)
+    panel = sidebar.get("/panel").get_data(as_text=True)
+    assert "2 Stripe customers share" in panel and first in panel and second in panel
+    found = sidebar.get("/search", query_string={"q": second}).get_data(as_text=True)
+    assert second in found
+    chosen = sidebar.post("/customer", {"customer_id": second}).get_data(as_text=True)
+    assert second in chosen and first not in chosen and "Not verified" in chosen
+    sidebar.verify(second)
+    assert "Verified" in sidebar.get("/panel").get_data(as_text=True)
+    with session_scope(session_factory) as session:
+        ticket = session.get(Ticket, ticket_id)
+        assert (ticket.stripe_customer_id, ticket.customer_verified_by) == (
+            second,
+            "ann@example.com",
+        )
