@@ -10,6 +10,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sidebar_client import PASSWORD, open_sidebar
 from sqlalchemy import func, select
 
 from core import agents
@@ -18,7 +19,6 @@ from core.db.models import Action, AuditEvent, Escalation, Ticket, TicketMessage
 from core.domain import Role
 from helpdesk_app import create_app
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
-from tests.sidebar_client import PASSWORD, open_sidebar
 
 pytestmark = pytest.mark.e2e
 

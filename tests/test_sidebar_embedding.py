@@ -19,6 +19,7 @@ import pytest
 import responses
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sidebar_client import PASSWORD, Sidebar, open_sidebar
 from sqlalchemy import select
 
 from core import agents
@@ -32,7 +33,6 @@ from helpdesk_app.demo.seed import (
     create_customer,
     create_subscription,
 )
-from tests.sidebar_client import PASSWORD, Sidebar, open_sidebar
 
 pytestmark = pytest.mark.e2e
 
