@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import select
 
 from core import agents as agent_records
 from core import audit
@@ -190,10 +189,3 @@ def init_app(app: Any) -> None:
         SESSION_COOKIE_NAME="billing_desk_session",
     )
     app.context_processor(lambda: {"current_agent": current_agent(), "csrf_token": csrf_token})
-
-
-def agents_with_role(role: Role) -> list[Agent]:
-    """Active agents who hold a role (for "who can approve this")."""
-    return list(
-        get_session().scalars(select(Agent).where(Agent.role == role, Agent.active.is_(True)))
-    )

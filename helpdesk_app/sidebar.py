@@ -15,7 +15,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from core import actions, audit
 from core.billing_context import BillingContext, load_context
-from core.db.models import Action, Ticket, utcnow
+from core.db.models import Action, Agent, Ticket, utcnow
 from core.domain import ActionKind, ActionStatus, Category, Money, RefundReason
 from core.errors import BillingDeskError, Forbidden, InvalidInput, NotFound
 from core.policy.declines import retry_schedule
@@ -39,7 +39,7 @@ INTENT_MAX_AGE = 15 * 60
 _INTENT_SALT = "billing-desk.intent"
 
 
-def render_sidebar(ticket: Ticket, token: str, agent: Any) -> str:
+def render_sidebar(ticket: Ticket, token: str, agent: Agent) -> str:
     """The whole sidebar page for a ticket, token embedded for the script."""
     return render_template("sidebar.html", token=token, me=agent, **_panel_vars(ticket))
 
@@ -60,7 +60,6 @@ def _panel_vars(ticket: Ticket) -> dict[str, Any]:
         "ticket": ticket,
         "retry_schedule": retry_schedule(services.policy),
         "dashboard": services.settings.stripe_dashboard_url,
-        "reasons": list(RefundReason),
         "describe": actions.describe,
         "zip": zip,
     }

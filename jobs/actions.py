@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from rq import Queue
 
@@ -91,7 +92,8 @@ def _record(
             )
 
 
-def _params(rt: runtime.Runtime, action_id: int) -> tuple[Action, dict]:  # type: ignore[type-arg]
+def _params(rt: runtime.Runtime, action_id: int) -> tuple[Action, dict[str, Any]]:
+    """The action (detached, for reading) and its parameters."""
     with session_scope(rt.session_factory) as session:
         action = session.get(Action, action_id)
         assert action is not None
