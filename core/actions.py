@@ -120,7 +120,9 @@ def request_action(
         currency=amount.currency if amount else None,
         reason=reason,
         policy_reason=decision.reason,
-        params=params or {},
+        params={**(params or {}), "approvals_after": [str(r) for r in decision.then]}
+        if pending and decision.then
+        else params or {},
         approval_role=decision.approval_role if pending else None,
     )
     try:
@@ -184,12 +186,16 @@ def decide(session: Session, action: Action, approver: Agent, *, approve: bool, 
         raise Forbidden(f"{approver.email} ({approver.role}) cannot approve for {required}")
     if approver.email.lower() == action.requested_by.lower():
         raise Forbidden("an agent cannot approve their own request")
-    action.status = ActionStatus.QUEUED if approve else ActionStatus.REJECTED
-    action.decided_by = approver.email
-    action.decided_at = utcnow()
-    action.decision_note = note.strip() or None
-    if not approve:
-        action.completed_at = action.decided_at
+    if any(g.startswith(f"{approver.email} (") for g in (action.params or {}).get("approvals", [])):
+        raise Forbidden("each approval must come from a different person")
+    params = dict(action.params or {})
+    given = [*params.get("approvals", []), f"{approver.email} ({required.label})"]
+    # Later steps the approver's own role already covers (an admin covers them all).
+    remaining = [
+        Role(r)
+        for r in params.get("approvals_after", [])
+        if not agents.satisfies(Role(approver.role), Role(r))
+    ]
     audit.record(
         session,
         actor=approver.email,
@@ -198,8 +204,25 @@ def decide(session: Session, action: Action, approver: Agent, *, approve: bool, 
         action_id=action.id,
         stripe_customer_id=action.stripe_customer_id,
         summary=describe(action),
-        note=action.decision_note,
+        role=str(required),
+        note=note.strip() or None,
     )
+    if approve and remaining:
+        # A new dict: SQLAlchemy's JSON column only notices reassignment.
+        action.params = {
+            **params,
+            "approvals": given,
+            "approvals_after": [str(r) for r in remaining[1:]],
+        }
+        action.approval_role = remaining[0]
+        return
+    action.params = {**params, "approvals": given if approve else params.get("approvals", [])}
+    action.status = ActionStatus.QUEUED if approve else ActionStatus.REJECTED
+    action.decided_by = approver.email
+    action.decided_at = utcnow()
+    action.decision_note = note.strip() or None
+    if not approve:
+        action.completed_at = action.decided_at
 
 
 def record_succeeded(

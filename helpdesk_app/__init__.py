@@ -6,6 +6,7 @@ import os
 
 from flask import Flask
 
+from core.domain import Role
 from core.settings import Settings
 
 
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Block tags leave no blank lines behind: the sidebar is re-sent after every action.
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
+    app.jinja_env.filters["role"] = lambda name: Role(name).label
     if settings.secret_key:
         app.secret_key = settings.secret_key
     services.init_app(app, settings)

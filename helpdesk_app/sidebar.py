@@ -236,10 +236,10 @@ def confirm() -> str:
 def _dispatch(action: Action) -> None:
     """Queue the work for an action's current state: run it, and note approvals on the ticket."""
     queue = get_services().actions_queue
+    if action.approval_role:  # first, so the approval is noted before the outcome
+        enqueue_decision_note(queue, action)
     if action.status == ActionStatus.QUEUED:
         enqueue_action(queue, action.id)
-    if action.approval_role:
-        enqueue_decision_note(queue, action)
 
 
 @bp.get("/actions/<int:action_id>")
@@ -272,4 +272,5 @@ def decide(action_id: int) -> str:
     )
     db.commit()
     _dispatch(action)
-    return _panel(session)
+    # The sheet follows the action until it is done; the panel refreshes after.
+    return render_template("sidebar/action.html", action=action, describe=actions.describe)

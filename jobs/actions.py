@@ -17,7 +17,7 @@ from rq import Queue
 from core import actions
 from core.db import session_scope
 from core.db.models import Action, Escalation, Ticket, utcnow
-from core.domain import ActionKind, ActionStatus, EscalationTarget
+from core.domain import ActionKind, ActionStatus, EscalationTarget, Role
 from core.errors import BillingDeskError
 from core.helpdesks import helpdesk_for_ticket
 from core.policy.escalations import sla_due, sla_text
@@ -35,7 +35,7 @@ def enqueue_action(queue: Queue, action_id: int) -> None:
 
 def enqueue_decision_note(queue: Queue, action: Action) -> None:
     """Queue the ticket note for an action's approval state (once per state)."""
-    state = "decided" if action.decided_by else "pending"
+    state = "decided" if action.decided_by else f"pending-{action.approval_role}"
     queues.enqueue_once(queue, note_decision, action.id, job_id=f"note-{state}-{action.id}")
 
 
@@ -218,14 +218,19 @@ def note_decision(action_id: int) -> str:
         if action is None or action.ticket_id is None:
             return "nothing to note"
         summary = actions.describe(action)
+        given = (action.params or {}).get("approvals", [])
         if action.decided_by is None:
+            so_far = f" Approved so far by {', '.join(given)}." if given else ""
             text = (
                 f"Approval needed: {summary}, requested by {action.requested_by}. "
-                f"Waiting for {action.approval_role}. Policy: {action.policy_reason}"
+                f"Waiting for {Role(action.approval_role or 'support_lead').label}.{so_far} "
+                f"Policy: {action.policy_reason}"
             )
         else:
             verb = "rejected" if action.status == ActionStatus.REJECTED else "approved"
             extra = f" Note: {action.decision_note}" if action.decision_note else ""
+            if verb == "approved" and len(given) > 1:
+                extra = f" Approvals: {', '.join(given)}.{extra}"
             at = f"{action.decided_at:%Y-%m-%d %H:%M} UTC"
             text = (
                 f"{summary} {verb} by {action.decided_by} at {at} "

@@ -383,10 +383,12 @@ def test_a_large_refund_waits_for_a_lead_who_approves_it(
     confirm_identity(sidebar)
     sheet = review_refund(sidebar, alice["big"], reason="requested_by_customer")
     expect(sheet.locator(".amount")).to_have_text("$800.00")
-    expect(sheet).to_contain_text("Confirming sends it to a support lead for approval")
+    expect(sheet).to_contain_text("Confirming sends it to the Support Lead for approval")
     expect(sheet.get_by_role("button", name="Confirm", exact=True)).to_have_count(0)
     sheet.get_by_role("button", name="Request approval").click()
-    expect(sheet.locator(".action-status")).to_contain_text("Waiting for a support lead")
+    expect(sheet.locator(".action-status")).to_contain_text(
+        "Waiting for approval by the Support Lead"
+    )
     worker.settle()
     assert refunds(stripe_client, alice["big"]) == []
 

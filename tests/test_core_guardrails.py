@@ -395,3 +395,19 @@ def test_agent_for_identity(ann):
         found.active = False
     with session_scope(ann) as session, pytest.raises(NotFound):
         agents.agent_for_identity(session, **ZENDESK, external_user_id="42")
+
+
+@pytest.mark.parametrize(
+    ("category", "role", "first", "then"),
+    [
+        (Category.UNUSED_MODULE, Role.AGENT, Role.ACCOUNT_MANAGER, (Role.SUPPORT_LEAD,)),
+        (Category.UNUSED_MODULE, Role.SUPPORT_LEAD, Role.ACCOUNT_MANAGER, ()),
+        (Category.UNUSED_MODULE, Role.ACCOUNT_MANAGER, Role.SUPPORT_LEAD, ()),
+        (Category.CARD_NOT_RECOGNIZED, Role.AGENT, Role.SECURITY, (Role.SUPPORT_LEAD,)),
+    ],
+)
+def test_a_refund_over_the_limit_collects_every_approval_it_needs(category, role, first, then):
+    """One approver never stands in for another role: the $500 limit still needs a lead."""
+    decision = check_refund(ask(50_001, role=role, charge=BIG, category=category), CONFIG)
+    assert decision.verdict is APPROVAL
+    assert (decision.approval_role, decision.then) == (first, then)

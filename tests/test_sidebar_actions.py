@@ -40,6 +40,7 @@ def people(session_factory):
             ("lee@example.com", "Lee Lead", Role.SUPPORT_LEAD),
             ("sam@example.com", "Sam Security", Role.SECURITY),
             ("otto@example.com", "Otto Other", Role.AGENT),
+            ("avery@example.com", "Avery Manager", Role.ACCOUNT_MANAGER),
         ]:
             agents.save_agent(session, email=email, name=name, role=role, password=PASSWORD)
 
@@ -148,7 +149,7 @@ def test_an_agents_large_refund_waits_for_a_lead_who_approves_it(
     )
     assert "$800.00" in page and "need a Support Lead" in page and "Request approval" in page
     answer = ann.confirm(intent).get_data(as_text=True)
-    assert "Waiting for a support lead" in answer
+    assert "Waiting for approval by the Support Lead" in answer
     run_worker()
     assert refunds(stripe_client, alice["big"]) == []
     action_id = int(re.search(r'data-action-id="(\d+)"', answer)[1])
@@ -311,4 +312,39 @@ def test_a_customer_picked_from_search_still_needs_confirming(
         assert (ticket.stripe_customer_id, ticket.customer_verified_by) == (
             second,
             "ann@example.com",
+        )
+
+
+def test_an_unused_module_refund_over_the_limit_needs_both_approvals(
+    app, people, ticket_id, alice, stripe_client, run_worker, session_factory
+):
+    """The account manager approves the module refund; the $500 limit still needs a lead."""
+    with session_scope(session_factory) as session:
+        session.get(Ticket, ticket_id).category = "unused_module"
+    ann = open_sidebar(app, "ann@example.com", ticket_id)
+    ann.verify(alice["customer"])
+    _, page, intent = ann.preview(
+        kind="refund", charge_id=alice["big"], reason="requested_by_customer"
+    )
+    assert "account manager" in page and "Support Lead" in page
+    answer = ann.confirm(intent).get_data(as_text=True)
+    action_id = int(re.search(r'data-action-id="(\d+)"', answer)[1])
+    lee = open_sidebar(app, "lee@example.com", ticket_id)
+    # The lead is not the account manager: the first approval is not theirs to give.
+    assert lee.post(f"/actions/{action_id}/decision", {"decision": "approve"}).status_code == 403
+    avery = open_sidebar(app, "avery@example.com", ticket_id)
+    avery.post(f"/actions/{action_id}/decision", {"decision": "approve"})
+    run_worker()
+    assert refunds(stripe_client, alice["big"]) == []
+    assert avery.post(f"/actions/{action_id}/decision", {"decision": "approve"}).status_code == 403
+    lee.post(f"/actions/{action_id}/decision", {"decision": "approve"})
+    run_worker()
+    assert len(refunds(stripe_client, alice["big"])) == 1
+    with session_scope(session_factory) as session:
+        notes = [m.body for m in session.get(Ticket, ticket_id).messages if m.kind == "note"]
+        assert any(
+            "Waiting for Support Lead. Approved so far by avery@example.com" in n for n in notes
+        )
+        assert any(
+            "Approvals: avery@example.com (Account manager), lee@example.com" in n for n in notes
         )

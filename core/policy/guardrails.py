@@ -91,21 +91,36 @@ def check_refund(ask: RefundAsk, config: PolicyConfig) -> Decision:
     base = evaluate_refund(charge, ask.amount, config)
     if base.verdict is Verdict.DENY:
         return base
+    # Every approval the refund needs, in the order people should give them: one approver
+    # never stands in for another role (an account manager cannot lift the $500 limit).
+    needed: list[tuple[Role, str]] = []
     if refused is not None and ask.role not in (Role.FINANCE, Role.ADMIN):
-        return refused
+        needed.append((Role.FINANCE, refused.reason))
     if ask.category is Category.CARD_NOT_RECOGNIZED and ask.role not in _SECURITY:
-        return Decision(
-            Verdict.NEEDS_APPROVAL,
-            "Card not recognised: treated as possible fraud. No refund until Security clears it.",
-            Role.SECURITY,
+        needed.append(
+            (
+                Role.SECURITY,
+                "Card not recognised: treated as possible fraud. No refund until Security "
+                "clears it.",
+            )
         )
     if ask.category is Category.UNUSED_MODULE and ask.role not in _ACCOUNT_MANAGERS:
+        needed.append(
+            (
+                Role.ACCOUNT_MANAGER,
+                "Refunds for unused modules need the account manager's approval.",
+            )
+        )
+    if base.verdict is Verdict.NEEDS_APPROVAL and ask.role not in _ABOVE_THRESHOLD:
+        needed.append((base.approval_role or Role.SUPPORT_LEAD, base.reason))
+    if needed:
         return Decision(
             Verdict.NEEDS_APPROVAL,
-            "Refunds for unused modules need the account manager's approval.",
-            Role.ACCOUNT_MANAGER,
+            " ".join(reason for _, reason in needed),
+            needed[0][0],
+            then=tuple(role for role, _ in needed[1:]),
         )
-    if base.verdict is Verdict.NEEDS_APPROVAL and ask.role in _ABOVE_THRESHOLD:
+    if base.verdict is Verdict.NEEDS_APPROVAL:
         return Decision(Verdict.ALLOW, f"{base.reason} Your role ({ask.role.label}) allows it.")
     return base
 

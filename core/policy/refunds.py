@@ -23,8 +23,9 @@ class Decision:
 
     verdict: Verdict
     reason: str
-    # Who must approve, when the verdict is NEEDS_APPROVAL.
+    # Who must approve, when the verdict is NEEDS_APPROVAL, and who after them.
     approval_role: Role | None = None
+    then: tuple[Role, ...] = ()
 
     @property
     def allowed(self) -> bool:
