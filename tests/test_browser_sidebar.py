@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import stripe
 from playwright.sync_api import Browser, FrameLocator, Page, expect, sync_playwright
 from rq import SimpleWorker
 from rq.timeouts import TimerDeathPenalty
@@ -31,10 +30,10 @@ from core.db.models import Action, Ticket, TicketMessage
 from core.domain import Role
 from helpdesk_app import create_app
 from helpdesk_app.demo.seed import (
-    CARD_EXPIRY,
     DemoCustomer,
     create_charge,
     create_customer,
+    create_declined_charge,
     create_subscription,
     open_dispute,
 )
@@ -485,20 +484,7 @@ def rich_customer(stripe_client, rt) -> dict[str, str]:
     open_dispute(base, disputed)
     partial = create_charge(stripe_client, base, customer, 9900, "Annual upgrade", days_ago=40)
     stripe_client.v1.refunds.create(params={"charge": partial, "amount": 2500})
-    declining = stripe_client.v1.payment_methods.create(
-        params={"type": "card", "card": {"number": "4000000000009995", **CARD_EXPIRY}}  # type: ignore[typeddict-item]
-    )
-    stripe_client.v1.payment_methods.attach(declining.id, params={"customer": customer})
-    with pytest.raises(stripe.CardError):
-        stripe_client.v1.charges.create(
-            params={
-                "customer": customer,
-                "source": declining.id,
-                "amount": 4900,
-                "currency": "usd",
-                "description": "Pro plan — monthly",
-            }
-        )
+    create_declined_charge(stripe_client, customer, 4900, "Pro plan — monthly")
     return {"customer": customer, "doubled": doubled}
 
 

@@ -5,7 +5,6 @@ Demo tooling only: it writes straight to the fake Stripe, which the product neve
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import time
 import urllib.parse
@@ -128,6 +127,34 @@ def create_charge(
     return charge.id
 
 
+def create_declined_charge(
+    client: stripe.StripeClient,
+    customer: str,
+    amount: int,
+    description: str,
+    card: str = "4000000000009995",
+) -> str:
+    """A payment the bank declined (insufficient funds by default); returns the failed charge."""
+    method = client.v1.payment_methods.create(
+        params={"type": "card", "card": {"number": card, **CARD_EXPIRY}}  # type: ignore[typeddict-item]
+    )
+    client.v1.payment_methods.attach(method.id, params={"customer": customer})
+    try:
+        client.v1.charges.create(
+            params={
+                "customer": customer,
+                "source": method.id,
+                "amount": amount,
+                "currency": "usd",
+                "description": description,
+            }
+        )
+    except stripe.CardError as exc:
+        assert exc.json_body is not None
+        return str(exc.json_body["error"]["charge"])
+    raise AssertionError(f"card {card} was not declined")
+
+
 def create_subscription(
     client: stripe.StripeClient,
     api_base: str,
@@ -189,21 +216,8 @@ def seed_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
     carol = ids[CAROL.email]
     carol_sub = create_subscription(client, api_base, carol, "Starter", 2900, days_ago=31)
     set_subscription_state(api_base, carol_sub, status="past_due")
-    declining = client.v1.payment_methods.create(
-        params={"type": "card", "card": {"number": "4000000000009995", **CARD_EXPIRY}}  # type: ignore[typeddict-item]
-    )
-    client.v1.payment_methods.attach(declining.id, params={"customer": carol})
     # The point of Carol: a failed payment with a decline code.
-    with contextlib.suppress(stripe.CardError):
-        client.v1.charges.create(
-            params={
-                "customer": carol,
-                "source": declining.id,
-                "amount": 2900,
-                "currency": "usd",
-                "description": "Starter plan — monthly",
-            }
-        )
+    create_declined_charge(client, carol, 2900, "Starter plan — monthly")
 
     # Dan: an authorization hold that was never captured.
     create_charge(client, api_base, ids[DAN.email], 12000, "Seat top-up (pending)", capture=False)
