@@ -80,6 +80,10 @@ class Ticket(Base):
     customer_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     tenant_id: Mapped[str | None] = mapped_column(String(64))
     organization: Mapped[str | None] = mapped_column(String(200))
+    # What the mail agent read in the customer's words: amounts, dates, last 4, Stripe IDs...
+    entities: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Why automation stood back (e.g. the tenant ID in the email names another customer).
+    automation_blocked: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -104,6 +108,8 @@ class TicketMessage(Base):
     inbound_email_id: Mapped[int | None] = mapped_column(
         ForeignKey("inbound_emails.id"), unique=True
     )
+    # Attachments of a customer email, listed (filename, content type, size), never stored.
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages")
