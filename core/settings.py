@@ -81,6 +81,15 @@ class Settings:
     imap_password: str | None = None
     imap_folder: str = "INBOX"
     imap_poll_interval: int = 60
+    # Further folders to read besides imap_folder (several support mailboxes in one account).
+    imap_extra_folders: tuple[str, ...] = ()
+    # Where processed mail is moved, if anywhere (never deleted).
+    imap_processed_folder: str | None = None
+    imap_idle: bool = True
+    # Larger messages are not downloaded: the ticket says so (RFC822.SIZE is checked first).
+    max_message_bytes: int = 25 * 1024 * 1024
+    # Automatic replies to one address per hour, at most (a loop breaker of last resort).
+    auto_reply_limit_per_hour: int = 5
 
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -131,6 +140,15 @@ class Settings:
             imap_password=_str(environ, "IMAP_PASSWORD"),
             imap_folder=_str(environ, "IMAP_FOLDER", "INBOX") or "INBOX",
             imap_poll_interval=_int(environ, "IMAP_POLL_INTERVAL", 60, minimum=1),
+            imap_extra_folders=tuple(
+                f.strip()
+                for f in (_str(environ, "IMAP_EXTRA_FOLDERS") or "").split(",")
+                if f.strip()
+            ),
+            imap_processed_folder=_str(environ, "IMAP_PROCESSED_FOLDER"),
+            imap_idle=_bool(environ, "IMAP_IDLE", True),
+            max_message_bytes=_int(environ, "MAX_MESSAGE_BYTES", 25 * 1024 * 1024, minimum=1024),
+            auto_reply_limit_per_hour=_int(environ, "AUTO_REPLY_LIMIT_PER_HOUR", 5, minimum=0),
             smtp_host=_str(environ, "SMTP_HOST"),
             smtp_port=_int(environ, "SMTP_PORT", 587, minimum=1),
             smtp_starttls=_bool(environ, "SMTP_STARTTLS", True),
@@ -222,7 +240,7 @@ class Settings:
             if isinstance(value, bool):
                 env[key] = "true" if value else "false"
             elif isinstance(value, tuple):
-                env[key] = " ".join(value)
+                env[key] = ("," if f.name == "imap_extra_folders" else " ").join(value)
             else:
                 env[key] = str(value)
         return env
