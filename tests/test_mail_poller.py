@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import func, select, update
 
 from core.db import session_scope
 from core.db.models import InboundEmail, MailboxCursor, Ticket
+from core.errors import ConfigError
 from mail import poller
 from mail.imap import ImapConfig, Mailbox
 
@@ -63,7 +66,7 @@ def test_stored_mail_not_yet_queued_is_queued_when_the_poller_starts(
     queued: list[int] = []
 
     poller.run(
-        lambda: Mailbox.connect(config),
+        [config],
         rt.session_factory,
         queued.append,
         interval=3600,
@@ -86,3 +89,71 @@ def test_malformed_mail_becomes_a_ticket_and_the_next_message_still_arrives(
         assert session.scalar(select(func.count()).select_from(Ticket)) == 2
         statuses = session.scalars(select(InboundEmail.status)).all()
         assert statuses == ["processed", "processed"]
+
+
+class MailboxWithoutMove(Mailbox):
+    """A server that does not advertise MOVE (RFC 6851), as many older ones do not."""
+
+    def supports_move(self) -> bool:
+        return False
+
+
+def test_without_move_stored_mail_is_copied_once_and_the_original_left_alone(
+    mailbox_client, rt, settings
+):
+    config = ImapConfig.from_settings(replace(settings, imap_processed_folder="Processed"))
+    if mailbox_client.folder_exists("Processed"):  # the server lives as long as the session
+        mailbox_client.delete_folder("Processed")
+    mailbox_client.append("INBOX", mail(1), flags=[b"\\Seen"])
+    mailbox_client.append("INBOX", mail(2))
+
+    def poll():
+        return poller.poll_mailbox_once(
+            config, rt.session_factory, lambda _id: None, connect=MailboxWithoutMove.connect
+        )
+
+    assert (poll().moved, poll().moved) == (2, 0)  # never copied again on later polls
+    flags = mailbox_client.get_flags(mailbox_client.search(["ALL"]))  # nothing deleted,
+    assert sorted(b"\\Seen" in f for f in flags.values()) == [False, True]  # nor marked
+    mailbox_client.select_folder("Processed", readonly=True)
+    assert len(mailbox_client.search(["ALL"])) == 2
+    assert stored_count(rt) == 2
+
+
+def test_the_processed_folder_may_not_be_a_folder_that_is_read(settings):
+    reading = replace(settings, imap_extra_folders=("Refunds", "INBOX"))
+    assert [c.folder for c in ImapConfig.all_from_settings(reading)] == ["INBOX", "Refunds"]
+    with pytest.raises(ConfigError, match="IMAP_PROCESSED_FOLDER"):
+        ImapConfig.all_from_settings(replace(reading, imap_processed_folder="Refunds"))
+
+
+def test_mail_stored_while_the_queue_was_down_is_handed_on_once_it_is_back(
+    mailbox_client, rt, settings
+):
+    mailbox_client.append("INBOX", mail(1))
+    mailbox_client.append("INBOX", mail(2))
+    handed_on: list[int] = []
+    failures = iter([ConnectionError("Redis is down")])  # after storing, before handing on
+
+    def hand_on(email_id: int) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        handed_on.append(email_id)
+
+    stop = threading.Event()
+    config = ImapConfig.from_settings(settings)
+    watching = threading.Thread(
+        target=poller.watch,
+        args=(config, rt.session_factory, hand_on),
+        kwargs={"interval": 0.1, "idle": False, "stop": stop},
+    )
+    watching.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(set(handed_on)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        watching.join(10)
+    assert len(set(handed_on)) == 2 and stored_count(rt) == 2

@@ -127,6 +127,117 @@ def start_imap_server(
     return spawn("imap", argv, log_path, port=port)
 
 
+def start_dovecot(
+    user: str, password: str, directory: Path | None = None, port: int | None = None
+) -> ChildServer:
+    """Dovecot (Debian's dovecot-imapd) with one user and a scratch config, in a child process.
+
+    Its master must run as root: it starts its login and mail processes as other users
+    (dovecot, dovenull, and nobody for the mail files), so ``directory`` and its parents must
+    be traversable by them (pytest's tmp_path is not); the default is a fresh directory under
+    the system's temp dir, which the caller removes. Stop it with ``stop_process_group``:
+    Dovecot's master leaves its mail processes running. Mail is kept in ``directory``
+    (maildir), so it survives a restart on the same directory. The log is
+    ``directory/dovecot.log``; ``doveadm(directory, ...)`` administers it.
+    """
+    import grp
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    dovecot = shutil.which("dovecot") or shutil.which("dovecot", path="/usr/sbin")
+    if dovecot is None:
+        raise RuntimeError("dovecot is not installed (apt-get install dovecot-imapd)")
+    if os.geteuid() != 0:
+        raise RuntimeError("dovecot can only be started as root here")
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="billing-desk-dovecot-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o711)
+    mail_dir = directory / "mail"
+    mail_dir.mkdir(exist_ok=True)
+    os.chown(mail_dir, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    (directory / "passwd").write_text(f"{user}:{{PLAIN}}{password}::::::\n")
+    port = port or free_port()
+    (directory / "dovecot.conf").write_text(
+        f"""\
+base_dir = {directory}/run
+state_dir = {directory}/state
+log_path = {directory}/dovecot.log
+protocols = imap
+listen = {LOOPBACK}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{mail_dir}/%u
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {directory}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {directory}/passwd
+  default_fields = uid=nobody gid=nogroup home={mail_dir}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = {LOOPBACK}
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"""
+    )
+    argv = [dovecot, "-F", "-c", str(directory / "dovecot.conf")]
+    return spawn("dovecot", argv, directory / "dovecot.stdout.log", port=port)
+
+
+def doveadm(directory: Path, *args: str) -> str:
+    """Run doveadm against the Dovecot started in ``directory``; its output."""
+    argv = ["doveadm", "-c", str(directory / "dovecot.conf"), *args]
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def stop_process_group(server: ChildServer, timeout: float = 10) -> None:
+    """Stop a child server and every process it started, connections and all.
+
+    Dovecot's master leaves its running mail processes (and their clients' connections)
+    behind when it stops; a server that goes away should take them with it.
+    """
+    import os
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.process.pid, sig)  # spawn() made it a process group leader
+        except ProcessLookupError:
+            break
+        try:
+            server.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def restart_server(server: ChildServer, timeout: float = 20) -> ChildServer:
+    """Stop a child server with all its processes and start it again on the same port."""
+    stop_process_group(server)
+    argv = [str(arg) for arg in server.process.args]  # type: ignore[union-attr]
+    deadline = time.monotonic() + timeout
+    while True:
+        process = spawn(server.name, argv, None).process
+        try:
+            wait_for_port(server.port, process, timeout=max(deadline - time.monotonic(), 1))
+        except RuntimeError:
+            # It exited at once: the port (or Dovecot's pid file) was not free yet.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+            continue
+        return ChildServer(server.name, server.port, process)
+
+
 @dataclass
 class SmtpSink:
     """An aiosmtpd server keeping every message it receives: in memory and, if asked, on disk."""
