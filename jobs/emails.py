@@ -24,6 +24,7 @@ from core.links import update_card_token
 from jobs import queues, runtime
 from jobs.tickets import close_after_refund
 from mail.conversations import subject_token
+from mail.loop_guard import RATE_LIMITED, auto_reply_limit_reason
 from mail.outgoing import render_email
 from mail.smtp import send_message
 
@@ -97,11 +98,45 @@ def _send_once(
     assert action.ticket_id is not None
     key = f"{template}:{action.id}"
     outbound = session.scalar(select(OutboundEmail).where(OutboundEmail.dedupe_key == key))
-    if outbound is not None and outbound.status == "sent":
+    if outbound is not None and outbound.status in ("sent", RATE_LIMITED):
         return
     ticket = session.get(Ticket, action.ticket_id)
     assert ticket is not None
     message = _build(session, rt, ticket, template, subject, context, to, outbound)
+    # A first attempt only: a retry after a crash was counted, and may have gone out already.
+    over_limit = outbound is None and auto_reply_limit_reason(
+        session, str(message["To"]), rt.settings.auto_reply_limit_per_hour
+    )
+    if over_limit:
+        # Recorded as held back, so a rerun of the job does not try (or note) it again.
+        session.add(
+            OutboundEmail(
+                dedupe_key=key,
+                ticket_id=ticket.id,
+                action_id=action.id,
+                to_address=str(message["To"]),
+                subject=str(message["Subject"]),
+                message_id=str(message["Message-ID"]),
+                status=RATE_LIMITED,
+            )
+        )
+        helpdesk_for_ticket(session, ticket.id, rt.settings).add_internal_note(
+            ticket.id,
+            f"Not sent: the {template.replace('_', ' ')} email. {over_limit} "
+            "Send it by hand if the customer still needs it.",
+            author="billing-desk",
+        )
+        audit.record(
+            session,
+            actor="billing-desk",
+            event="email.rate_limited",
+            ticket_id=ticket.id,
+            action_id=action.id,
+            stripe_customer_id=action.stripe_customer_id,
+            template=template,
+            to=str(message["To"]),
+        )
+        return
     if outbound is None:
         outbound = OutboundEmail(
             dedupe_key=key,

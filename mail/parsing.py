@@ -1,26 +1,72 @@
 """Raw bytes to ParsedEmail, with the standard library's modern email policy.
 
-A malformed message must never stop the pipeline: every header and body read has a fallback.
+A malformed message must never stop the pipeline: every header and body read has a fallback,
+and parse_email itself never raises. Card numbers never leave this module: the subject and
+text it returns are already redacted (mail.redact).
 """
 
 from __future__ import annotations
 
 import email
+import email.header
 import email.utils
 import hashlib
+import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage, Message
+from typing import Any
 
-from mail.sanitize import html_to_text
+from mail.redact import card_data_in, redact_cards
+from mail.sanitize import clean_text, decode_bytes, decode_part, html_to_text
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_CHARS = 100_000
+# Bounds on what one message may make us walk: parts listed, and multipart nesting followed.
+MAX_PARTS = 500
+MAX_DEPTH = 20
+MAX_ATTACHMENTS_LISTED = 100
+MAX_FILENAME_CHARS = 255
+# Headers the loop guard reads (by prefix, lowercased).
+_KEPT_HEADERS = (
+    "auto-",
+    "precedence",
+    "list-",
+    "x-auto",
+    "x-loop",
+    "x-billing",
+    "x-failed-recipients",
+    "return-path",
+    "content-type",
+)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """An attachment as listed on a ticket: never its content, which is not stored."""
+
+    filename: str | None
+    content_type: str
+    size: int  # bytes, decoded (estimated from the encoded length for base64)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored on the ticket message."""
+        return {"filename": self.filename, "content_type": self.content_type, "size": self.size}
 
 
 @dataclass(frozen=True)
 class ParsedEmail:
-    """The parts of an email that Billing Desk uses."""
+    """The parts of an email that Billing Desk uses.
+
+    ``text`` is the whole readable body (HTML reduced to text), card numbers removed; it is
+    what the ticket shows. ``for_classification`` is the sender's own new words: the same text
+    without quoted replies, forwarded blocks and signature. ``card_data_found`` says a card
+    number or security code was seen anywhere in the message (subject, body or a text
+    attachment), so the stored raw copy must be redacted too.
+    """
 
     message_id: str | None
     subject: str
@@ -31,49 +77,314 @@ class ParsedEmail:
     references: tuple[str, ...]
     text: str
     headers: dict[str, str] = field(default_factory=dict)
+    for_classification: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    card_data_found: bool = False
+
+
+# --- headers ------------------------------------------------------------------------------
+
+
+def _raw_header(message: Message, name: str) -> str | None:
+    wanted = name.lower()
+    return next((str(v) for k, v in message.raw_items() if k.lower() == wanted), None)
+
+
+def _decode_raw_header(raw: str) -> str:
+    """A header as stored, decoded by hand: raw 8-bit bytes and RFC 2047 words in unknown
+    charsets are read as decode_bytes reads them."""
+    data = raw.encode("utf-8", "surrogateescape")
+    text = decode_bytes(data)
+    try:
+        chunks = email.header.decode_header(text)
+    except Exception:  # a broken encoded word: keep the text as it is
+        return text
+    return "".join(
+        decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk
+        for chunk, charset in chunks
+    )
 
 
 def _header(message: Message, name: str) -> str:
     try:
         value = message.get(name)
-    except (ValueError, TypeError, IndexError, LookupError):
-        # A header the modern parser cannot make sense of: use it as stored, unparsed.
-        wanted = name.lower()
-        value = next((v for k, v in message.raw_items() if k.lower() == wanted), None)
-    return " ".join(str(value).split()) if value is not None else ""
+        text = str(value) if value is not None else None
+    except Exception:  # a header the modern parser cannot make sense of
+        text = "\ufffd"
+    if text is not None and "\ufffd" in text:
+        # Undecodable bytes or an unknown charset: decode the stored value ourselves.
+        raw = _raw_header(message, name)
+        text = _decode_raw_header(raw) if raw is not None else text
+    return " ".join(clean_text(text).split()) if text is not None else ""
 
 
 def _message_ids(value: str) -> tuple[str, ...]:
     return tuple(part for part in value.replace(",", " ").split() if part.startswith("<"))
 
 
-def _decode_part(part: Message) -> str:
+# --- parts --------------------------------------------------------------------------------
+
+
+def _leaf_parts(message: Message) -> list[Message]:
+    """The message's non-multipart parts in order, a forwarded message/rfc822 counting as one;
+    bounded in count and depth so a hostile nesting cannot keep us busy."""
+    leaves: list[Message] = []
+    pending: list[tuple[Message, int]] = [(message, 0)]
+    while pending and len(leaves) < MAX_PARTS:
+        part, depth = pending.pop(0)
+        if part.get_content_maintype() == "multipart":
+            children = part.get_payload()
+            if isinstance(children, list) and depth < MAX_DEPTH:
+                pending[0:0] = [
+                    (child, depth + 1) for child in children if isinstance(child, Message)
+                ]
+            continue
+        leaves.append(part)
+    return leaves
+
+
+def _size_of(part: Message) -> int:
     try:
-        content = part.get_content()  # type: ignore[attr-defined]
-    except (LookupError, ValueError, AssertionError, TypeError):
-        # Unknown or broken charset: keep what can be read rather than lose the mail.
-        payload = part.get_payload(decode=True)
-        content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
-    return content if isinstance(content, str) else ""
+        payload = part.get_payload()
+        if isinstance(payload, list):  # message/rfc822: one message inside
+            return sum(len(item.as_bytes()) for item in payload if isinstance(item, Message))
+        if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64":
+            # Counting beats decoding a 30 MB attachment just to measure it.
+            encoded = re.sub(r"[^A-Za-z0-9+/]", "", str(payload))
+            return len(encoded) * 3 // 4
+        decoded = part.get_payload(decode=True)
+        return len(decoded) if isinstance(decoded, bytes) else len(str(payload))
+    except Exception:  # a size is a courtesy; a broken part must not stop us
+        return 0
 
 
-def _body_text(message: EmailMessage) -> str:
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:  # hostile RFC 2231 parameters
+        return None
+    if not name:
+        return None
+    # Only the last path component, on one line: a filename is shown, never used as a path.
+    name = " ".join(clean_text(str(name)).split())
+    name = re.split(r"[\\/]", name)[-1].strip()
+    return name[:MAX_FILENAME_CHARS] or None
+
+
+def _is_attachment(part: Message) -> bool:
+    if part.get_content_maintype() != "text":
+        return True
+    return part.get_content_disposition() == "attachment" or _filename(part) is not None
+
+
+def _attachments(leaves: list[Message], body: Message | None) -> tuple[Attachment, ...]:
+    listed = [
+        Attachment(_filename(part), part.get_content_type(), _size_of(part))
+        for part in leaves
+        if part is not body and _is_attachment(part)
+    ]
+    return tuple(listed[:MAX_ATTACHMENTS_LISTED])
+
+
+def _body_part(message: EmailMessage, leaves: list[Message]) -> Message | None:
+    body: Message | None
     try:
         body = message.get_body(preferencelist=("plain", "html"))
-    except (KeyError, ValueError, TypeError):
+    except Exception:  # a broken structure: fall back to the first text part
         body = None
     if body is None:
+        body = next(
+            (
+                part
+                for part in leaves
+                if part.get_content_maintype() == "text" and not _is_attachment(part)
+            ),
+            None,
+        )
+    return body
+
+
+def _body_text(body: Message | None) -> str:
+    if body is None:
         return ""
-    text = _decode_part(body)
+    text = decode_part(body)
     if body.get_content_type() == "text/html":
         text = html_to_text(text)
-    return text[:MAX_BODY_CHARS].strip()
+    return clean_text(text)
+
+
+# --- quoted replies and signatures ----------------------------------------------------------
+
+_REPLY_HEADER = re.compile(
+    r"^\s*(on|le|am|el|il|op|em)\s.{0,300}?\b"
+    r"(wrote|writes|a écrit|schrieb|escribió|ha scritto|schreef|escreveu)\s*:\s*$",
+    re.IGNORECASE,
+)
+_BLOCK_MARKER = re.compile(
+    r"^\s*(-{2,}|_{2,}|={2,})?\s*("
+    r"original message|forwarded message|begin forwarded message|ursprüngliche nachricht|"
+    r"message d'origine|mensaje original|weitergeleitete nachricht|message transféré"
+    r")\s*:?\s*(-{2,}|_{2,}|={2,})?\s*$",
+    re.IGNORECASE,
+)
+_OUTLOOK_RULE = re.compile(r"^\s*_{10,}\s*$")
+_HEADER_FROM = re.compile(r"^\s*\*?(from|de|von|van|da)\s*:\*?\s+\S", re.IGNORECASE)
+_HEADER_OTHER = re.compile(
+    r"^\s*\*?(sent|date|to|subject|cc|envoyé|gesendet|enviado|objet|betreff|an|à|asunto)"
+    r"\s*:\*?\s",
+    re.IGNORECASE,
+)
+_SIGNATURE_DASHES = re.compile(r"^--\s*$")
+_MOBILE_FOOTER = re.compile(
+    r"^\s*(sent from my \w[\w ]{0,30}|sent from (outlook|mail|yahoo mail|gmail|proton ?mail)"
+    r"\b.{0,40}|get outlook for \w+.{0,20})\s*$",
+    re.IGNORECASE,
+)
+_CLOSING = re.compile(
+    r"^\s*((best|kind|warm|warmest|many|with)\s+(regards|wishes|thanks)|regards|best|cheers|"
+    r"thanks|thank you|thanks again|thanks in advance|thank you in advance|many thanks|"
+    r"sincerely|yours sincerely|yours truly|yours faithfully|respectfully|all the best|"
+    r"take care|br|mvh|cordialement|saludos|grüße|viele grüße|mit freundlichen grüßen)"
+    r"\s*[,.!]?\s*$",
+    re.IGNORECASE,
+)
+MAX_NAME_BLOCK_LINES = 6
+_ABBREVIATION_END = re.compile(r"\b(inc|ltd|co|corp|llc|plc|jr|sr|s\.a|b\.v|gmbh)\.$", re.I)
+
+
+def _is_name_line(line: str) -> bool:
+    """A line that can belong to a signature: short, and not a sentence or a question."""
+    stripped = line.strip()
+    if len(stripped) > 72 or len(stripped.split()) > 8 or stripped.endswith(("?", "!", ":")):
+        return False
+    # Names, companies, titles and phone numbers start with a capital, a digit or "+";
+    # "for nothing, charged twice" does not.
+    if not (stripped[:1].isupper() or stripped[:1].isdigit() or stripped[:1] in "+(["):
+        return "@" in stripped or "www." in stripped or "://" in stripped
+    return not stripped.endswith(".") or bool(_ABBREVIATION_END.search(stripped))
+
+
+def _is_name_block(lines: list[str]) -> bool:
+    filled = [line for line in lines if line.strip()]
+    return len(filled) <= MAX_NAME_BLOCK_LINES and all(
+        _is_name_line(line) or _MOBILE_FOOTER.match(line) for line in filled
+    )
+
+
+def _quote_start(lines: list[str]) -> int | None:
+    """Index of the first line of a quoted reply or forwarded block, if any."""
+    for index, line in enumerate(lines):
+        if _BLOCK_MARKER.match(line) or _OUTLOOK_RULE.match(line):
+            return index
+        if line.lstrip().lower().startswith(("on ", "le ", "am ", "el ", "il ", "op ", "em ")):
+            # Clients wrap "On Mon, 3 Mar 2026 at 10:00, Alice <a@x> wrote:" over lines.
+            for width in (1, 2, 3):
+                candidate = " ".join(part.strip() for part in lines[index : index + width])
+                if _REPLY_HEADER.match(candidate):
+                    return index
+        if _HEADER_FROM.match(line):
+            # Outlook's reply header: From:, then Sent:/Date:/To:/Subject: lines right after.
+            following = [x for x in lines[index + 1 : index + 5] if x.strip()]
+            if sum(1 for x in following if _HEADER_OTHER.match(x)) >= 2:
+                return index
+    return None
+
+
+def _signature_start(lines: list[str]) -> int | None:
+    """Index of the first line of the signature, if one can be told apart from the text."""
+    # Non-blank lines after each line: a closing far from the end cannot start a name block.
+    filled_after = [0] * len(lines)
+    for index in range(len(lines) - 2, -1, -1):
+        filled_after[index] = filled_after[index + 1] + bool(lines[index + 1].strip())
+    for index, line in enumerate(lines):
+        if _SIGNATURE_DASHES.match(line) or _MOBILE_FOOTER.match(line):
+            return index
+        if (
+            filled_after[index] <= MAX_NAME_BLOCK_LINES
+            and _CLOSING.match(line)
+            and _is_name_block(lines[index + 1 :])
+        ):
+            return index
+    return None
+
+
+def split_reply(text: str) -> tuple[str, str]:
+    """The sender's own words and their signature block, quoted and forwarded text dropped.
+
+    Rules, in order: everything from the first reply header ("On … wrote:", Outlook's
+    "-----Original Message-----", a "From:" line followed by "Sent:"/"To:"/"Subject:" lines, a
+    line of underscores, a forwarded-message marker) is dropped; lines starting with ">" are
+    dropped; the signature starts at a "-- " line, a mobile footer ("Sent from my iPhone"), or
+    a closing line ("Best regards,", "Thanks,") followed only by a short name block (at most
+    six short lines that are not sentences).
+    """
+    lines = text.splitlines()
+    cut = _quote_start(lines)
+    if cut is not None:
+        lines = lines[:cut]
+    lines = [line for line in lines if not line.lstrip().startswith(">")]
+    signature_at = _signature_start(lines)
+    if signature_at is None:
+        return "\n".join(lines).strip(), ""
+    return "\n".join(lines[:signature_at]).strip(), "\n".join(lines[signature_at:]).strip()
+
+
+def text_for_classification(text: str) -> str:
+    """The sender's own words; the whole text (without ">" marks) if nothing would be left."""
+    own, _signature = split_reply(text)
+    if own:
+        return own
+    return "\n".join(line.lstrip().lstrip(">").strip() for line in text.splitlines()).strip()
+
+
+# --- the message ----------------------------------------------------------------------------
 
 
 def parse_email(raw: bytes) -> ParsedEmail:
     """Parse a raw RFC 5322 message; never raises for malformed input."""
+    try:
+        return _parse(raw)
+    except Exception:  # one bad message must never stop the pipeline
+        log.exception("could not parse a message; keeping its bytes as text")
+        text, cards = redact_cards(raw[:MAX_BODY_CHARS].decode("utf-8", "replace"))
+        return ParsedEmail(
+            message_id=None,
+            subject="",
+            from_address="",
+            from_name=None,
+            date=None,
+            in_reply_to=None,
+            references=(),
+            text=text,
+            for_classification=text,
+            card_data_found=cards > 0,
+        )
+
+
+_BOUNDARY_LINE = re.compile(r"^--([^\s]{1,70}?)(?:--)?[ \t\r]*$", re.MULTILINE)
+
+
+def _read_message(raw: bytes) -> EmailMessage:
+    """The message; a multipart whose boundary parameter is missing or wrong is read again
+    with the boundary its body actually uses."""
     message = email.message_from_bytes(raw, policy=policy.default)
     assert isinstance(message, EmailMessage)
+    payload = message.get_payload()
+    if message.get_content_maintype() == "multipart" and isinstance(payload, str):
+        found = _BOUNDARY_LINE.search(payload)
+        if found:
+            try:
+                message.set_param("boundary", found.group(1))
+                reread = email.message_from_bytes(message.as_bytes(), policy=policy.default)
+            except Exception:  # the repair is a bonus; the original still reads
+                return message
+            if isinstance(reread, EmailMessage) and isinstance(reread.get_payload(), list):
+                return reread
+    return message
+
+
+def _parse(raw: bytes) -> ParsedEmail:
+    message = _read_message(raw)
     from_name, from_address = email.utils.parseaddr(_header(message, "From"))
     try:
         date = email.utils.parsedate_to_datetime(_header(message, "Date"))
@@ -82,21 +393,30 @@ def parse_email(raw: bytes) -> ParsedEmail:
     headers = {
         name.lower(): _header(message, name)
         for name in set(message.keys())
-        if name.lower().startswith(
-            ("auto-", "precedence", "list-", "x-auto", "x-loop", "x-billing")
-        )
+        if name.lower().startswith(_KEPT_HEADERS)
     }
     in_reply_to = _message_ids(_header(message, "In-Reply-To"))
+    leaves = _leaf_parts(message)
+    body = _body_part(message, leaves)
+    # Redact before cutting to length, so a number at the cut cannot survive in part.
+    text, cards_in_text = redact_cards(_body_text(body))
+    text = text[:MAX_BODY_CHARS].strip()
+    subject, cards_in_subject = redact_cards(_header(message, "Subject"))
+    from_name, cards_in_name = redact_cards(from_name)
+    card_data_found = bool(cards_in_text or cards_in_subject or cards_in_name)
     return ParsedEmail(
         message_id=(_message_ids(_header(message, "Message-ID")) or (None,))[0],
-        subject=_header(message, "Subject"),
+        subject=subject,
         from_address=from_address.strip().lower(),
         from_name=from_name.strip() or None,
         date=date,
         in_reply_to=in_reply_to[0] if in_reply_to else None,
         references=_message_ids(_header(message, "References")),
-        text=_body_text(message),
+        text=text,
         headers=headers,
+        for_classification=text_for_classification(text),
+        attachments=_attachments(leaves, body),
+        card_data_found=card_data_found or card_data_in(message, leaves),
     )
 
 

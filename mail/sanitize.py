@@ -1,9 +1,21 @@
-"""HTML to plain text. Every email's HTML is hostile: nothing of it is ever rendered as HTML."""
+"""Email content to safe plain text. Every email is hostile: its HTML is never rendered as
+HTML, its charsets may be lies, and its text may hide characters that change how it reads."""
 
 from __future__ import annotations
 
 import re
+from email.message import Message
 from html.parser import HTMLParser
+
+# HTML beyond this is not parsed: a body this long is not a person writing to support.
+MAX_HTML_CHARS = 2_000_000
+# Zero-width and bidirectional-control characters: invisible, yet they reorder what an agent
+# reads or split a card number so that no pattern sees it. Other control characters too.
+_INVISIBLE = re.compile(
+    "[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+)
+# Spaces people paste from other applications: non-breaking, figure, narrow, ideographic...
+_ODD_SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 
 _BLOCK_TAGS = frozenset(
     [
@@ -50,12 +62,44 @@ class _TextExtractor(HTMLParser):
             self.parts.append(data)
 
 
+def decode_bytes(data: bytes, charset: str | None = None) -> str:
+    """Text from bytes whose declared charset may be unknown or a lie: the declared charset if
+    Python knows it and the bytes fit, else UTF-8, else Windows-1252 (which reads any 8-bit
+    Western text, and marks what it cannot with replacement characters)."""
+    for candidate in (charset, "utf-8"):
+        if not candidate:
+            continue
+        try:
+            return data.decode(candidate)
+        except (LookupError, UnicodeError, ValueError, TypeError):
+            continue  # unknown name, a non-text codec ("base64", "rot13"), or bytes that lie
+    return data.decode("cp1252", errors="replace")
+
+
+def decode_part(part: Message) -> str:
+    """The text of a MIME part. Never raises: a broken transfer encoding gives what could be
+    decoded, and an unknown or lying charset is read as decode_bytes reads it."""
+    try:
+        payload = part.get_payload(decode=True)
+        charset = part.get_content_charset()
+    except Exception:  # hostile input: a part we cannot read has no text
+        return ""
+    return decode_bytes(payload, charset) if isinstance(payload, bytes) else ""
+
+
+def clean_text(text: str) -> str:
+    """Text with invisible and control characters removed, odd spaces made plain spaces, and
+    every line ending a plain newline."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _ODD_SPACES.sub(" ", _INVISIBLE.sub("", text))
+
+
 def html_to_text(html: str) -> str:
     """The readable text of an HTML body: tags, scripts and styles dropped, blank runs squeezed."""
     extractor = _TextExtractor()
-    extractor.feed(html)
+    extractor.feed(html[:MAX_HTML_CHARS])
     extractor.close()
-    text = "".join(extractor.parts)
+    text = clean_text("".join(extractor.parts))
     text = re.sub(r"[ \t\r\f\v]+", " ", text)
     text = re.sub(r" *\n *", "\n", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
