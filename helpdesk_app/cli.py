@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
@@ -102,20 +103,21 @@ def worker(burst: bool) -> None:
 @click.option("--once", is_flag=True, help="Poll one time and exit.")
 @click.option("--interval", type=int, default=None, help="Seconds between polls.")
 def poll_mail(once: bool, interval: int | None) -> None:
-    """Store new mail from the IMAP mailbox and queue it for processing."""
+    """Store new mail from the IMAP folders and queue it for processing (IDLE where offered)."""
     from jobs.inbound import enqueue_inbound
     from jobs.runtime import build_runtime
     from mail import poller
-    from mail.imap import ImapConfig, Mailbox
+    from mail.imap import ImapConfig
 
     settings = _settings()
-    config = ImapConfig.from_settings(settings)
+    configs = ImapConfig.all_from_settings(settings)
     rt = build_runtime(settings)
     poller.run(
-        lambda: Mailbox.connect(config),
+        configs,
         rt.session_factory,
         lambda email_id: enqueue_inbound(rt, email_id),
         interval=interval or settings.imap_poll_interval,
+        idle=settings.imap_idle,
         stop=_stop_on_signals(),
         once=once,
     )
@@ -126,8 +128,6 @@ def poll_mail(once: bool, interval: int | None) -> None:
 @click.option("--dir", "directory", default=".demo", show_default=True, help="Scratch directory.")
 def demo(port: int, directory: str) -> None:
     """Run the whole product on embedded servers with demo data."""
-    from pathlib import Path
-
     from helpdesk_app.demo.run import run_demo
 
     run_demo(Path(directory), web_port=port)
@@ -140,12 +140,42 @@ def demo(port: int, directory: str) -> None:
 @click.option("--url", default=None, help="Public https URL of Billing Desk [BILLING_DESK_URL].")
 def zendesk_app(out: str, url: str | None) -> None:
     """Build the Zendesk private-app zip that puts the sidebar on tickets."""
-    from pathlib import Path
 
     from helpdesk_app.zendesk_package import build_zendesk_app
 
     # Bad URLs raise InvalidInput, which main() turns into one line, like ConfigError.
     click.echo(build_zendesk_app(url or _settings().public_url, Path(out)))
+
+
+@cli.command("classify")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def classify_file(path: Path) -> None:
+    """Classify the `text` column of a CSV; CSV of text,category,confidence to stdout."""
+    from mail.classifier import classify_many
+    from mail.evaluation import read_rows, write_predictions
+
+    rows = read_rows(path, ["text"])
+    results = classify_many([("", row["text"] or "") for row in rows])
+    write_predictions(
+        click.get_text_stream("stdout"),
+        (
+            (row["text"], str(r.category), r.confidence)
+            for row, r in zip(rows, results, strict=True)
+        ),
+    )
+
+
+@cli.command("eval-classifier")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def eval_classifier(path: Path) -> None:
+    """Score the classifier on a CSV of text,label: accuracy, macro-F1, per category, confusion."""
+    from mail.classifier import classify_many
+    from mail.evaluation import evaluate, read_rows
+
+    rows = read_rows(path, ["text", "label"])
+    results = classify_many([("", row["text"] or "") for row in rows])
+    report = evaluate([row["label"] for row in rows], [str(r.category) for r in results])
+    click.echo(report.render())
 
 
 @cli.group()

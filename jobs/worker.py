@@ -7,11 +7,14 @@ import logging
 from rq import SimpleWorker, Worker
 
 from jobs import queues, runtime
+from mail import classifier
 
 
 def run_worker(rt: runtime.Runtime, *, burst: bool = False) -> bool:
     """Work the queues (actions first) until stopped, or until empty with ``burst``."""
     runtime.install(rt)
+    # Train the classifier once here: RQ forks a work-horse per job, and each inherits it.
+    classifier.load()
     logging.getLogger("rq.worker").setLevel(logging.INFO)
     worker = Worker([rt.queue(name) for name in queues.ALL_QUEUES], connection=rt.redis)
     return worker.work(burst=burst, with_scheduler=True)

@@ -453,3 +453,18 @@ def test_bad_new_settings_name_the_key(tmp_path, toml, key):
 
 def test_smart_retries_may_be_switched_off():
     assert policy_from_mapping({"smart_retry_attempts": 0}).smart_retry_attempts == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [(0.7, True), (0, True), (1, True), (1.5, False), ("x", False), (True, False)]
+)
+def test_the_classifier_confidence_threshold_is_a_fraction(value, ok):
+    """min_classifier_confidence is configurable and refused outside 0..1, naming the key."""
+    if ok:
+        assert (
+            policy_from_mapping({"min_classifier_confidence": value}).min_classifier_confidence
+            == value
+        )
+    else:
+        with pytest.raises(ConfigError, match="min_classifier_confidence"):
+            policy_from_mapping({"min_classifier_confidence": value})

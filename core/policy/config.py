@@ -59,6 +59,8 @@ class PolicyConfig:
     # Charges this close together, same amount, count as a possible duplicate.
     duplicate_window_hours: int = 24
     category_modes: dict[Category, Mode] = field(default_factory=_default_modes)
+    # Below this classifier confidence the ticket goes to a person, whatever the category.
+    min_classifier_confidence: float = 0.5
     # Minutes each escalation target has to pick a ticket up.
     escalation_sla_minutes: dict[EscalationTarget, int] = field(
         default_factory=_default_sla_minutes
@@ -97,6 +99,12 @@ def _positive_int(key: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(key, "must be a positive whole number")
     return value
+
+
+def _fraction(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(key, "must be a number between 0 and 1")
+    return float(value)
 
 
 def _modes(key: str, value: Any) -> dict[Category, Mode]:
@@ -140,6 +148,7 @@ _PARSERS = {
     "dispute_accept_below": _money_table,
     "duplicate_window_hours": _positive_int,
     "category_modes": _modes,
+    "min_classifier_confidence": _fraction,
     "escalation_sla_minutes": _sla_minutes,
     # 0 means Smart Retries are off in the Stripe Dashboard.
     "smart_retry_attempts": _non_negative_int,
