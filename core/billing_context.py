@@ -155,13 +155,14 @@ def find_candidates(gateway: StripeGateway, ticket: Ticket) -> tuple[list[Custom
 def is_verified(
     ticket: Ticket, customer: Customer, match: str, checks: list[IdentityCheck]
 ) -> bool:
-    """Confirmed by an agent, or found by explicit or tenant ID with nothing conflicting.
+    """Confirmed by an agent, or named explicitly by the helpdesk with nothing conflicting.
 
-    A customer an agent picked from the search box is not proof of anything until confirmed.
+    A tenant ID read from the customer's email is the sender's word, like the From address,
+    and a customer picked from the search box proves nothing: both wait for the agent.
     """
     if ticket.customer_verified_by and ticket.stripe_customer_id == customer.id:
         return True
-    return match in ("explicit", "tenant") and not any(c.ok is False for c in checks)
+    return match == "explicit" and not any(c.ok is False for c in checks)
 
 
 def mark_duplicates(views: list[ChargeView], window: timedelta) -> None:

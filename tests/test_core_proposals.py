@@ -693,9 +693,10 @@ CONFIRMED = {"customer_verified_by": "lead@example.com", "stripe_customer_id": "
 @pytest.mark.parametrize(
     ("ticket_fields", "match", "verified"),
     [
-        (AGREEING, "tenant", True),
+        # A tenant ID read from the email is the sender's word: it waits for an agent too.
+        (AGREEING, "tenant", False),
         (AGREEING, "explicit", True),
-        ({"requester_email": "ann@example.com"}, "tenant", True),  # unknowns do not conflict
+        ({"requester_email": "ann@example.com"}, "explicit", True),  # unknowns do not conflict
         (CONFLICTING, "tenant", False),
         (CONFLICTING, "explicit", False),
         # Email alone, or an agent's pick, is not proof...
@@ -710,7 +711,7 @@ CONFIRMED = {"customer_verified_by": "lead@example.com", "stripe_customer_id": "
     ],
 )
 def test_is_verified(ticket_fields, match, verified):
-    """Verified by an agent's confirmation of this customer, or an ID match with no conflict."""
+    """Verified by an agent's confirmation of this customer, or an explicit ID with no conflict."""
     stripe_customer = customer(tenant_id="t-1")
     row = ticket(**ticket_fields)
     checks = identity_checks(row, stripe_customer)
