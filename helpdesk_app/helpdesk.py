@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, render_template
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from core.db.models import Ticket
+from core.db.models import InboundEmail, Ticket
 from helpdesk_app.auth import login_required
 from helpdesk_app.services import get_session
+from mail.parsing import parse_email
 
 bp = Blueprint("helpdesk", __name__)
 
@@ -24,7 +25,25 @@ def inbox() -> str:
         .all()
     )
     open_count = sum(1 for t in tickets if t.status == "open")
-    return render_template("inbox.html", tickets=tickets, open_count=open_count)
+    quarantined = get_session().scalar(
+        select(func.count()).where(InboundEmail.status == "quarantined")
+    )
+    return render_template(
+        "inbox.html", tickets=tickets, open_count=open_count, quarantined=quarantined
+    )
+
+
+@bp.get("/quarantine")
+@login_required
+def quarantine() -> str:
+    """Mail the server would not hand over whole: kept, listed here, never silently skipped."""
+    emails = get_session().scalars(
+        select(InboundEmail)
+        .where(InboundEmail.status == "quarantined")
+        .order_by(InboundEmail.received_at.desc())
+    )
+    items = [(e, parse_email(e.raw)) for e in emails]
+    return render_template("quarantine.html", items=items)
 
 
 @bp.get("/tickets/<int:ticket_id>")

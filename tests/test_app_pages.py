@@ -125,3 +125,21 @@ def test_sign_in_refuses_a_form_without_its_csrf_token(anonymous, client):
 def test_sign_in_never_redirects_off_site(anonymous, client, target):
     response = sign_in(anonymous, "ann@example.com", next_path=target)
     assert response.headers["Location"] == "/"
+
+
+def test_quarantined_mail_is_listed_for_agents_escaped(client, session_factory):
+    from core.db.models import InboundEmail
+
+    raw = f"From: Eve <eve@example.com>\r\nSubject: Broken {XSS}\r\n\r\n".encode()
+    with session_scope(session_factory) as session:
+        session.add(
+            InboundEmail(
+                mailbox="INBOX", uidvalidity=1, uid=7, dedupe_key="q1", raw=raw, size=len(raw),
+                status="quarantined", error="The server failed FETCH twice.",
+            )
+        )  # fmt: skip
+    inbox = client.get("/").get_data(as_text=True)
+    assert "1 email in quarantine" in inbox
+    page = client.get("/quarantine").get_data(as_text=True)
+    assert "eve@example.com" in page and "The server failed FETCH twice." in page
+    assert "<script>alert(2)" not in page and "&lt;script&gt;" in page
