@@ -1,8 +1,7 @@
 """Help Scout: notes, replies and closing for conversations mirrored from a Help Scout account.
 
-Like Zendesk, a conversation becomes a local ``Ticket`` row (helpdesk="helpscout",
-external_id = the conversation ID) when an agent opens our sidebar on it; every method calls
-the Mailbox API 2.0 first, then mirrors the change locally. Authentication is OAuth2 client
+The mirror row's external_id is the conversation ID; the Mailbox API 2.0 is called first, then
+the change is mirrored (``core.helpdesks.mirrored``). Authentication is OAuth2 client
 credentials; the access token is cached until shortly before it expires and fetched again
 once if Help Scout answers 401.
 """
@@ -20,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from core.db.models import Ticket
 from core.domain import MessageKind
-from core.errors import HelpdeskError, NotFound
+from core.errors import HelpdeskError
 from core.helpdesks.http import check, send
-from core.helpdesks.local import LocalHelpdesk
+from core.helpdesks.mirrored import MirroredHelpdesk
 
 HELPDESK = "helpscout"
 SERVICE = "Help Scout"
@@ -38,8 +37,10 @@ def as_html(text: str) -> str:
     return html.escape(text).replace("\n", "<br>\n")
 
 
-class HelpScoutHelpdesk:
+class HelpScoutHelpdesk(MirroredHelpdesk):
     """Helpdesk over the Help Scout Mailbox API 2.0, authenticated as an OAuth2 client."""
+
+    helpdesk, service, ticket_word = HELPDESK, SERVICE, "conversation"
 
     def __init__(
         self,
@@ -51,8 +52,7 @@ class HelpScoutHelpdesk:
         base_url: str = DEFAULT_BASE_URL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.session = session
-        self.local = LocalHelpdesk(session)
+        super().__init__(session)
         self.http = http or requests.Session()
         self.base_url = base_url.rstrip("/")
         self._client_id = client_id
@@ -134,15 +134,6 @@ class HelpScoutHelpdesk:
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _ticket(self, ticket_id: int) -> Ticket:
-        """The local mirror row, which must be a Help Scout conversation."""
-        ticket = self.session.get(Ticket, ticket_id)
-        if ticket is None:
-            raise NotFound(f"ticket {ticket_id} does not exist")
-        if ticket.helpdesk != HELPDESK or not ticket.external_id:
-            raise HelpdeskError(f"ticket {ticket_id} is not a Help Scout conversation")
-        return ticket
-
     @staticmethod
     def _path(ticket: Ticket, suffix: str = "") -> str:
         return f"/v2/conversations/{quote(ticket.external_id or '', safe='')}{suffix}"
@@ -158,65 +149,17 @@ class HelpScoutHelpdesk:
 
     # --- Helpdesk protocol ----------------------------------------------------------------
 
-    def open_ticket(self, *, subject: str, requester_email: str, requester_name: str | None) -> int:
-        """Refuse: conversations are created in Help Scout, and mirrored when an agent opens one."""
-        raise HelpdeskError(
-            "Help Scout conversations are created in Help Scout, not by Billing Desk"
-        )
-
-    def add_message(
-        self,
-        ticket_id: int,
-        *,
-        kind: MessageKind,
-        author: str,
-        body: str,
-        message_id: str | None = None,
-        inbound_email_id: int | None = None,
-        reopen: bool = True,
-    ) -> None:
-        """Send a reply to the customer or post a note; customer mail is only mirrored, since
-        Help Scout already has it."""
+    def _post(self, ticket: Ticket, kind: MessageKind, body: str) -> None:
+        """A reply goes to the customer by email; a note stays with agents."""
         if kind is MessageKind.OUTBOUND:
-            ticket = self._ticket(ticket_id)
             self._call(
                 "POST",
                 self._path(ticket, "/reply"),
                 doing=f"replying on Help Scout conversation {ticket.external_id}",
                 json={"customer": {"email": ticket.requester_email}, "text": as_html(body)},
             )
-        elif kind is MessageKind.NOTE:
-            self._note(self._ticket(ticket_id), body)
-        self.local.add_message(
-            ticket_id,
-            kind=kind,
-            author=author,
-            body=body,
-            message_id=message_id,
-            inbound_email_id=inbound_email_id,
-            reopen=reopen,
-        )
-
-    def add_internal_note(self, ticket_id: int, body: str, *, author: str) -> None:
-        """Add a note only agents see."""
-        self.add_message(ticket_id, kind=MessageKind.NOTE, author=author, body=body)
-
-    def set_triage(
-        self,
-        ticket_id: int,
-        *,
-        category: str,
-        confidence: float,
-        stripe_customer_id: str | None,
-    ) -> None:
-        """Record the category and Stripe customer on the local mirror only."""
-        self._ticket(ticket_id)
-        self.local.set_triage(
-            ticket_id,
-            category=category,
-            confidence=confidence,
-            stripe_customer_id=stripe_customer_id,
-        )
+        else:
+            self._note(ticket, body)
 
     def close(self, ticket_id: int, *, resolution: str, actor: str) -> None:
         """Close the conversation, then note the resolution on it."""

@@ -1,10 +1,7 @@
 """Zendesk: notes, replies and solving for tickets mirrored from a Zendesk account.
 
-A Zendesk ticket becomes a local ``Ticket`` row (helpdesk="zendesk", helpdesk_account = the
-subdomain, external_id = Zendesk's ticket ID) when an agent opens our sidebar on it. Every
-method takes that local ID, calls the Ticket API, then mirrors the change locally so our own
-history and audit trail stay complete. Zendesk is called first: if it fails, nothing local
-changes and the caller's job can retry.
+The mirror row has helpdesk_account = the subdomain and external_id = Zendesk's ticket ID;
+the Ticket API is called first, then the change is mirrored (``core.helpdesks.mirrored``).
 """
 
 from __future__ import annotations
@@ -17,17 +14,19 @@ from sqlalchemy.orm import Session
 
 from core.db.models import Ticket
 from core.domain import MessageKind
-from core.errors import HelpdeskError, NotFound
+from core.errors import HelpdeskError
 from core.helpdesks.http import check, send
-from core.helpdesks.local import LocalHelpdesk
+from core.helpdesks.mirrored import MirroredHelpdesk
 
 HELPDESK = "zendesk"
 SERVICE = "Zendesk"
 CLOSE_TAGS = ("billing_desk",)
 
 
-class ZendeskHelpdesk:
+class ZendeskHelpdesk(MirroredHelpdesk):
     """Helpdesk over the Zendesk Ticket API for one account, authenticated with an API token."""
+
+    helpdesk, service, ticket_word = HELPDESK, SERVICE, "ticket"
 
     def __init__(
         self,
@@ -39,20 +38,15 @@ class ZendeskHelpdesk:
         http: requests.Session | None = None,
         base_url: str | None = None,
     ) -> None:
-        self.session = session
+        super().__init__(session)
         self.subdomain = subdomain
-        self.local = LocalHelpdesk(session)
         self.http = http or requests.Session()
         self.base_url = (base_url or f"https://{subdomain}.zendesk.com").rstrip("/")
         self._auth = (f"{email}/token", api_token)
 
     def _ticket(self, ticket_id: int) -> Ticket:
         """The local mirror row, which must belong to this Zendesk account."""
-        ticket = self.session.get(Ticket, ticket_id)
-        if ticket is None:
-            raise NotFound(f"ticket {ticket_id} does not exist")
-        if ticket.helpdesk != HELPDESK or not ticket.external_id:
-            raise HelpdeskError(f"ticket {ticket_id} is not a Zendesk ticket")
+        ticket = super()._ticket(ticket_id)
         # The same numeric ID names a different ticket in another account.
         if ticket.helpdesk_account.lower() != self.subdomain.lower():
             raise HelpdeskError(
@@ -76,59 +70,13 @@ class ZendeskHelpdesk:
         )
         check(response, service=SERVICE, doing=doing)
 
-    def open_ticket(self, *, subject: str, requester_email: str, requester_name: str | None) -> int:
-        """Refuse: Zendesk tickets are created in Zendesk, and mirrored when an agent opens one."""
-        raise HelpdeskError("Zendesk tickets are created in Zendesk, not by Billing Desk")
-
-    def add_message(
-        self,
-        ticket_id: int,
-        *,
-        kind: MessageKind,
-        author: str,
-        body: str,
-        message_id: str | None = None,
-        inbound_email_id: int | None = None,
-        reopen: bool = True,
-    ) -> None:
-        """Post a reply as a public comment or a note as a private one; customer mail is only
-        mirrored, since Zendesk already has it."""
-        if kind is not MessageKind.INBOUND:
-            public = kind is MessageKind.OUTBOUND
-            self._update(
-                self._ticket(ticket_id),
-                {"comment": {"body": body, "public": public}},
-                doing="replying on" if public else "adding a note to",
-            )
-        self.local.add_message(
-            ticket_id,
-            kind=kind,
-            author=author,
-            body=body,
-            message_id=message_id,
-            inbound_email_id=inbound_email_id,
-            reopen=reopen,
-        )
-
-    def add_internal_note(self, ticket_id: int, body: str, *, author: str) -> None:
-        """Add a private comment only agents see."""
-        self.add_message(ticket_id, kind=MessageKind.NOTE, author=author, body=body)
-
-    def set_triage(
-        self,
-        ticket_id: int,
-        *,
-        category: str,
-        confidence: float,
-        stripe_customer_id: str | None,
-    ) -> None:
-        """Record the category and Stripe customer on the local mirror only."""
-        self._ticket(ticket_id)
-        self.local.set_triage(
-            ticket_id,
-            category=category,
-            confidence=confidence,
-            stripe_customer_id=stripe_customer_id,
+    def _post(self, ticket: Ticket, kind: MessageKind, body: str) -> None:
+        """A reply is a public comment, a note a private one."""
+        public = kind is MessageKind.OUTBOUND
+        self._update(
+            ticket,
+            {"comment": {"body": body, "public": public}},
+            doing="replying on" if public else "adding a note to",
         )
 
     def close(self, ticket_id: int, *, resolution: str, actor: str) -> None:
