@@ -19,6 +19,21 @@ from core.errors import Forbidden, InvalidInput, PolicyDenied
 from core.policy.refunds import Decision, Verdict
 
 
+def _audit(
+    session: Session, action: Action, event: str, actor: str | None = None, **detail: Any
+) -> None:
+    """Audit an event of an action, with the action's ticket and customer."""
+    audit.record(
+        session,
+        actor=actor or action.requested_by,
+        event=f"{action.kind}.{event}",
+        ticket_id=action.ticket_id,
+        action_id=action.id,
+        stripe_customer_id=action.stripe_customer_id,
+        **detail,
+    )
+
+
 def action_by_key(session: Session, idempotency_key: str) -> Action | None:
     """The action with this idempotency key, if one was ever requested."""
     return session.scalar(select(Action).where(Action.idempotency_key == idempotency_key))
@@ -133,13 +148,10 @@ def request_action(
         winner = action_by_key(session, idempotency_key)
         assert winner is not None
         return winner, False
-    audit.record(
+    _audit(
         session,
-        actor=requested_by,
-        event=f"{kind}.requested",
-        ticket_id=ticket_id,
-        action_id=action.id,
-        stripe_customer_id=customer_id,
+        action,
+        "requested",
         summary=describe(action),
         policy=decision.reason,
         status=str(action.status),
@@ -196,13 +208,11 @@ def decide(session: Session, action: Action, approver: Agent, *, approve: bool, 
         for r in params.get("approvals_after", [])
         if not agents.satisfies(Role(approver.role), Role(r))
     ]
-    audit.record(
+    _audit(
         session,
+        action,
+        "approved" if approve else "rejected",
         actor=approver.email,
-        event=f"{action.kind}.{'approved' if approve else 'rejected'}",
-        ticket_id=action.ticket_id,
-        action_id=action.id,
-        stripe_customer_id=action.stripe_customer_id,
         summary=describe(action),
         role=str(required),
         note=note.strip() or None,
@@ -233,13 +243,10 @@ def record_succeeded(
     action.stripe_object_id = stripe_object_id
     action.error = None
     action.completed_at = utcnow()
-    audit.record(
+    _audit(
         session,
-        actor=action.requested_by,
-        event=f"{action.kind}.succeeded",
-        ticket_id=action.ticket_id,
-        action_id=action.id,
-        stripe_customer_id=action.stripe_customer_id,
+        action,
+        "succeeded",
         summary=describe(action),
         stripe_object=stripe_object_id,
         **detail,
@@ -274,17 +281,10 @@ def describe(action: Action) -> str:
 
 def record_refund_succeeded(session: Session, action: Action, refund: Refund) -> None:
     """Mark a refund action done, keeping Stripe's refund ID, and audit it."""
-    action.status = ActionStatus.SUCCEEDED
-    action.stripe_object_id = refund.id
-    action.error = None
-    action.completed_at = utcnow()
-    audit.record(
+    record_succeeded(
         session,
-        actor=action.requested_by,
-        event="refund.succeeded",
-        ticket_id=action.ticket_id,
-        action_id=action.id,
-        stripe_customer_id=action.stripe_customer_id,
+        action,
+        refund.id,
         refund=refund.id,
         charge=refund.charge_id,
         amount=refund.amount.amount,
@@ -297,15 +297,7 @@ def record_action_failed(session: Session, action: Action, error: str) -> None:
     action.status = ActionStatus.FAILED
     action.error = error
     action.completed_at = utcnow()
-    audit.record(
-        session,
-        actor=action.requested_by,
-        event=f"{action.kind}.failed",
-        ticket_id=action.ticket_id,
-        action_id=action.id,
-        stripe_customer_id=action.stripe_customer_id,
-        error=error,
-    )
+    _audit(session, action, "failed", error=error)
 
 
 def action_amount(action: Action) -> Money:
