@@ -134,6 +134,44 @@ def _cancelled_on(form: Mapping[str, str], sub: Subscription | None) -> datetime
     raise InvalidInput("Enter the confirmed cancellation date.")
 
 
+def _refund_decision(
+    context: BillingContext,
+    view: ChargeView,
+    amount: Money,
+    reason: RefundReason,
+    role: Role,
+    config: PolicyConfig,
+) -> Decision:
+    """Policy's view of refunding ``amount`` of one of the context's charges."""
+    category = Category(context.ticket.category) if context.ticket.category else None
+    return check_refund(
+        RefundAsk(
+            charge=view.charge,
+            amount=amount,
+            reason=reason,
+            role=role,
+            identity_verified=context.verified,
+            category=category,
+            disputes=view.disputes,
+            in_flight=view.in_flight,
+        ),
+        config,
+    )
+
+
+def recheck(
+    context: BillingContext, intent: dict[str, Any], role: Role, config: PolicyConfig
+) -> Decision:
+    """Policy again at confirmation, on fresh data: the charge may have been disputed or
+    refunded, or the identity confirmation withdrawn, since the preview."""
+    kind = ActionKind(intent["kind"])
+    if kind is not ActionKind.REFUND:
+        return check_account_action(kind, role, context.verified)
+    view = _charge(context, intent["charge"])
+    amount = Money(intent["amount"], intent["currency"])
+    return _refund_decision(context, view, amount, RefundReason(intent["reason"]), role, config)
+
+
 def propose_refund(
     context: BillingContext,
     form: Mapping[str, str],
@@ -167,20 +205,7 @@ def propose_refund(
             amount = Money.parse(raw, charge.amount.currency) if raw else view.refundable_money
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-    category = Category(context.ticket.category) if context.ticket.category else None
-    decision = check_refund(
-        RefundAsk(
-            charge=charge,
-            amount=amount,
-            reason=reason,
-            role=role,
-            identity_verified=context.verified,
-            category=category,
-            disputes=view.disputes,
-            in_flight=view.in_flight,
-        ),
-        config,
-    )
+    decision = _refund_decision(context, view, amount, reason, role, config)
     card = (
         f"{(charge.card_brand or 'card').title()} ·{charge.card_last4}" if charge.card_last4 else ""
     )

@@ -16,12 +16,10 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from core import actions, audit
 from core.billing_context import BillingContext, load_context
 from core.db.models import Action, Agent, Ticket, utcnow
-from core.domain import ActionKind, ActionStatus, Category, Money, RefundReason
-from core.errors import BillingDeskError, Forbidden, InvalidInput, NotFound
+from core.domain import ActionKind, ActionStatus, Money
+from core.errors import BillingDeskError, Forbidden, InvalidInput
 from core.policy.declines import retry_schedule
-from core.policy.guardrails import RefundAsk, check_account_action, check_refund
-from core.policy.refunds import Decision
-from core.proposals import propose
+from core.proposals import propose, recheck
 from helpdesk_app.auth import (
     SidebarSession,
     current_agent,
@@ -175,31 +173,6 @@ def preview() -> str:
     return render_template("sidebar/confirm.html", proposal=proposal, intent=intent)
 
 
-def _recheck(session: SidebarSession, intent: dict[str, Any]) -> Decision:
-    """Policy again at confirmation: the charge may have been disputed or refunded meanwhile."""
-    services = get_services()
-    context = load_context(services.gateway, get_session(), session.ticket, services.policy)
-    kind = ActionKind(intent["kind"])
-    if kind is not ActionKind.REFUND:
-        return check_account_action(kind, session.role, context.verified)
-    view = next((v for v in context.charges if v.charge.id == intent["charge"]), None)
-    if view is None:
-        raise NotFound("That charge is no longer on this customer.")
-    return check_refund(
-        RefundAsk(
-            charge=view.charge,
-            amount=Money(intent["amount"], intent["currency"]),
-            reason=RefundReason(intent["reason"]),
-            role=session.role,
-            identity_verified=context.verified,
-            category=Category(session.ticket.category) if session.ticket.category else None,
-            disputes=view.disputes,
-            in_flight=view.in_flight,
-        ),
-        services.policy,
-    )
-
-
 @bp.post("/actions")
 def confirm() -> str:
     """Carry out a confirmed proposal: one Action per idempotency key, queued for a worker."""
@@ -213,7 +186,9 @@ def confirm() -> str:
     db = get_session()
     existing = actions.action_by_key(db, intent["key"])
     if existing is None:
-        decision = _recheck(session, intent)
+        services = get_services()
+        context = load_context(services.gateway, db, session.ticket, services.policy)
+        decision = recheck(context, intent, session.role, services.policy)
         amount = Money(intent["amount"], intent["currency"]) if intent["amount"] else None
         existing, _ = actions.request_action(
             db,
