@@ -126,16 +126,7 @@ def _send_once(
             "Send it by hand if the customer still needs it.",
             author="billing-desk",
         )
-        audit.record(
-            session,
-            actor="billing-desk",
-            event="email.rate_limited",
-            ticket_id=ticket.id,
-            action_id=action.id,
-            stripe_customer_id=action.stripe_customer_id,
-            template=template,
-            to=str(message["To"]),
-        )
+        _audit_email(session, action, "email.rate_limited", template, str(message["To"]))
         return
     if outbound is None:
         outbound = OutboundEmail(
@@ -164,15 +155,19 @@ def _send_once(
     )
     outbound.status = "sent"
     outbound.sent_at = utcnow()
+    _audit_email(session, action, "email.sent", template, outbound.to_address)
+
+
+def _audit_email(session: Session, action: Action, event: str, template: str, to: str) -> None:
     audit.record(
         session,
         actor="billing-desk",
-        event="email.sent",
-        ticket_id=ticket.id,
+        event=event,
+        ticket_id=action.ticket_id,
         action_id=action.id,
         stripe_customer_id=action.stripe_customer_id,
         template=template,
-        to=outbound.to_address,
+        to=to,
     )
 
 
