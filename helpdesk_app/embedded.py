@@ -14,7 +14,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from core.agents import agent_for_identity
 from core.errors import ConfigError, NotFound, Unauthorized
-from core.helpdesks.mirror import mirror_ticket
+from core.helpdesks.mirrored import mirror_ticket
 from helpdesk_app.auth import mint_sidebar_token
 from helpdesk_app.services import get_services, get_session
 from helpdesk_app.sidebar import render_sidebar
