@@ -147,9 +147,12 @@ class RefundReason(StrEnum):
 
 
 class ActionKind(StrEnum):
-    """Things Billing Desk does to Stripe or a ticket on someone's behalf."""
+    """Things Billing Desk does to Stripe, a ticket or a customer on someone's behalf: each is
+    one step of a plan, with its own module in ``core.actions``."""
 
     REFUND = "refund"
+    CONFIRM_REFUND = "confirm_refund"  # the customer's email with the refund ID
+    CLOSE = "close"  # close the ticket with a resolution
     CANCEL_SUBSCRIPTION = "cancel_subscription"
     COMP_COUPON = "comp_coupon"
     EXTEND_TRIAL = "extend_trial"
@@ -158,25 +161,87 @@ class ActionKind(StrEnum):
     ESCALATE = "escalate"
     NOTE = "note"
 
-    @property
-    def moves_money(self) -> bool:
-        """Actions locked until the customer's identity is confirmed."""
-        return self in (ActionKind.REFUND, ActionKind.COMP_COUPON, ActionKind.EXTEND_TRIAL)
-
 
 class ActionStatus(StrEnum):
-    """Where an action is in its life."""
+    """Where an action (a plan step) is in its life."""
 
+    PLANNED = "planned"  # a later step of a plan: waits for the steps before it
     PENDING_APPROVAL = "pending_approval"
-    QUEUED = "queued"
+    QUEUED = "queued"  # judged and ready: a worker runs it
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REJECTED = "rejected"
+    SKIPPED = "skipped"  # its plan stopped before reaching it
 
     @property
     def finished(self) -> bool:
         """True once nothing more will happen to the action."""
-        return self in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.REJECTED)
+        return self in _FINISHED_ACTIONS
+
+    @property
+    def in_flight(self) -> bool:
+        """Requested and not yet done or refused: it still counts against limits."""
+        return self in (ActionStatus.PLANNED, ActionStatus.PENDING_APPROVAL, ActionStatus.QUEUED)
+
+
+_FINISHED_ACTIONS = frozenset(
+    [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.REJECTED, ActionStatus.SKIPPED]
+)
+
+
+class PlanStatus(StrEnum):
+    """Where a stored plan stands."""
+
+    SUGGESTED = "suggested"  # prepared by the mail agent: an agent starts it, or not
+    RUNNING = "running"  # a step is queued or running
+    WAITING = "waiting"  # a step waits for someone's approval
+    DONE = "done"  # every step succeeded
+    STOPPED = "stopped"  # a step failed or was rejected; the steps after it were skipped
+
+    @property
+    def finished(self) -> bool:
+        """True once the plan will advance no further."""
+        return self in (PlanStatus.DONE, PlanStatus.STOPPED)
+
+
+class HelpdeskName(StrEnum):
+    """Where a ticket lives: our built-in helpdesk, or a hosted one we mirror."""
+
+    LOCAL = "local"
+    ZENDESK = "zendesk"
+    HELPSCOUT = "helpscout"
+
+
+class MatchKind(StrEnum):
+    """How a ticket's Stripe customer was found; only some of these prove who it is."""
+
+    EXPLICIT = "explicit"  # the helpdesk named the Stripe customer
+    TENANT = "tenant"  # a tenant ID on the ticket
+    EMAIL = "email"  # the requester's email address: not proof of identity
+    AGENT = "agent"  # picked by an agent in the sidebar: not proof either
+    NONE = "none"
+
+
+class InboundStatus(StrEnum):
+    """Where a stored raw email is in intake (the poller writes the first three)."""
+
+    RECEIVED = "received"  # stored whole, waiting for its job
+    OVERSIZED = "oversized"  # too large to download: headers only
+    QUARANTINED = "quarantined"  # the server would not hand it over whole: for a person
+    PROCESSED = "processed"
+
+    @property
+    def waiting(self) -> bool:
+        """Stored and not yet turned into a ticket."""
+        return self in (InboundStatus.RECEIVED, InboundStatus.OVERSIZED)
+
+
+class OutboundStatus(StrEnum):
+    """Where an email we send is: recorded before sending, so a retry sends it once."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    RATE_LIMITED = "rate_limited"  # held back by the hourly cap (a loop breaker)
 
 
 class EscalationTarget(StrEnum):

@@ -100,7 +100,6 @@ class Settings:
     smtp_timeout: int = 30
     mail_from: str = "Billing Support <billing@example.com>"
 
-    helpdesk: str = "local"
     policy_file: str | None = None
 
     # Embedding: who may frame the sidebar, and how long our own sidebar token lives.
@@ -157,7 +156,6 @@ class Settings:
             smtp_password=_str(environ, "SMTP_PASSWORD"),
             smtp_timeout=_int(environ, "SMTP_TIMEOUT", 30, minimum=1),
             mail_from=_str(environ, "MAIL_FROM", cls.mail_from) or cls.mail_from,
-            helpdesk=(_str(environ, "HELPDESK", "local") or "local").lower(),
             policy_file=_str(environ, "POLICY_FILE"),
             frame_ancestors=tuple((_str(environ, "FRAME_ANCESTORS") or "").split()),
             sidebar_token_ttl=_int(environ, "SIDEBAR_TOKEN_TTL", 1800, minimum=60),

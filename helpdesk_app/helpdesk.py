@@ -6,6 +6,7 @@ from flask import Blueprint, abort, render_template
 from sqlalchemy import func, select
 
 from core.db.models import InboundEmail, Ticket
+from core.domain import HelpdeskName, InboundStatus, TicketStatus
 from helpdesk_app.auth import login_required
 from helpdesk_app.services import get_session
 from mail.parsing import parse_email
@@ -20,13 +21,15 @@ def inbox() -> str:
     tickets = (
         get_session()
         .scalars(
-            select(Ticket).where(Ticket.helpdesk == "local").order_by(Ticket.updated_at.desc())
+            select(Ticket)
+            .where(Ticket.helpdesk == HelpdeskName.LOCAL)
+            .order_by(Ticket.updated_at.desc())
         )
         .all()
     )
-    open_count = sum(1 for t in tickets if t.status == "open")
+    open_count = sum(1 for t in tickets if t.status == TicketStatus.OPEN)
     quarantined = get_session().scalar(
-        select(func.count()).where(InboundEmail.status == "quarantined")
+        select(func.count()).where(InboundEmail.status == InboundStatus.QUARANTINED)
     )
     return render_template(
         "inbox.html", tickets=tickets, open_count=open_count, quarantined=quarantined
@@ -39,7 +42,7 @@ def quarantine() -> str:
     """Mail the server would not hand over whole: kept, listed here, never silently skipped."""
     emails = get_session().scalars(
         select(InboundEmail)
-        .where(InboundEmail.status == "quarantined")
+        .where(InboundEmail.status == InboundStatus.QUARANTINED)
         .order_by(InboundEmail.received_at.desc())
     )
     items = [(e, parse_email(e.raw)) for e in emails]

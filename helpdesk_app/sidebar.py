@@ -16,7 +16,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from core import actions, audit
 from core.billing_context import BillingContext, load_context
 from core.db.models import Action, Agent, Ticket, utcnow
-from core.domain import ActionKind, ActionStatus, Money
+from core.domain import ActionKind, ActionStatus, HelpdeskName, Money
 from core.errors import BillingDeskError, Forbidden, InvalidInput
 from core.policy.declines import retry_schedule
 from core.proposals import propose, recheck
@@ -72,7 +72,7 @@ def _panel(session: SidebarSession) -> str:
 def local_sidebar(ticket_id: int) -> str:
     """The built-in helpdesk's sidebar: the signed-in agent on one of our tickets."""
     ticket = get_session().get(Ticket, ticket_id)
-    if ticket is None or ticket.helpdesk != "local":
+    if ticket is None or ticket.helpdesk != HelpdeskName.LOCAL:
         abort(404, "No such ticket.")
     agent = current_agent()
     assert agent is not None

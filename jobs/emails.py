@@ -18,13 +18,13 @@ from sqlalchemy.orm import Session
 from core import actions, audit
 from core.db import session_scope
 from core.db.models import Action, OutboundEmail, Ticket, TicketMessage, utcnow
-from core.domain import ActionStatus, MessageKind
+from core.domain import ActionStatus, HelpdeskName, MessageKind, OutboundStatus
 from core.helpdesks import helpdesk_for_ticket
 from core.links import update_card_token
 from jobs import queues, runtime
 from jobs.tickets import close_after_refund
 from mail.conversations import subject_token
-from mail.loop_guard import RATE_LIMITED, auto_reply_limit_reason
+from mail.loop_guard import auto_reply_limit_reason
 from mail.outgoing import render_email
 from mail.smtp import send_message
 
@@ -98,7 +98,10 @@ def _send_once(
     assert action.ticket_id is not None
     key = f"{template}:{action.id}"
     outbound = session.scalar(select(OutboundEmail).where(OutboundEmail.dedupe_key == key))
-    if outbound is not None and outbound.status in ("sent", RATE_LIMITED):
+    if outbound is not None and outbound.status in (
+        OutboundStatus.SENT,
+        OutboundStatus.RATE_LIMITED,
+    ):
         return
     ticket = session.get(Ticket, action.ticket_id)
     assert ticket is not None
@@ -117,7 +120,7 @@ def _send_once(
                 to_address=str(message["To"]),
                 subject=str(message["Subject"]),
                 message_id=str(message["Message-ID"]),
-                status=RATE_LIMITED,
+                status=OutboundStatus.RATE_LIMITED,
             )
         )
         helpdesk_for_ticket(session, ticket.id, rt.settings).add_internal_note(
@@ -141,7 +144,7 @@ def _send_once(
     session.commit()
     body = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     helpdesk = helpdesk_for_ticket(session, ticket.id, rt.settings)
-    if ticket.helpdesk == "local":
+    if ticket.helpdesk == HelpdeskName.LOCAL:
         # A crash between this send and the commit below means one resend with the same
         # Message-ID on retry: mail is at-least-once, never silently lost.
         send_message(message, rt.smtp)
@@ -153,7 +156,7 @@ def _send_once(
         body=body,
         message_id=outbound.message_id,
     )
-    outbound.status = "sent"
+    outbound.status = OutboundStatus.SENT
     outbound.sent_at = utcnow()
     _audit_email(session, action, "email.sent", template, outbound.to_address)
 

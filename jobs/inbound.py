@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import actions, audit
 from core.db import session_scope
 from core.db.models import InboundEmail, Ticket, TicketMessage, utcnow
-from core.domain import Category, MessageKind
+from core.domain import Category, HelpdeskName, InboundStatus, MessageKind
 from core.errors import BillingDeskError
 from core.helpdesks import make_helpdesk
 from core.playbooks import CHARGEBACK_FILED, CustomerMatch, Plan, Step, match_customer, plan_ticket
@@ -36,10 +36,6 @@ from mail.redact import redact_raw_message
 log = logging.getLogger(__name__)
 ACTOR = "mail-agent"
 EARLIER_REFUNDS_DAYS = 30
-# InboundEmail.status values this job works on (mail.poller writes them): a whole message,
-# and one too large to download, of which only the headers are stored.
-RECEIVED = "received"
-OVERSIZED = "oversized"
 
 
 def enqueue_inbound(rt: runtime.Runtime, email_id: int) -> None:
@@ -57,11 +53,11 @@ def process_inbound_email(email_id: int) -> str:
         if stored is None:
             log.error("inbound email %s does not exist", email_id)
             return "missing"
-        if stored.status == "processed":
+        if stored.status == InboundStatus.PROCESSED:
             # A run that died after its commit may not have queued its refund yet.
             _enqueue_refunds(rt, stored.ticket_id)
             return "already processed"
-        if stored.status not in (RECEIVED, OVERSIZED):
+        if not InboundStatus(stored.status).waiting:
             # Quarantined mail waits for a person; nothing of it can be read here.
             log.warning("inbound email %s is %s: not processed", email_id, stored.status)
             return stored.status
@@ -69,10 +65,10 @@ def process_inbound_email(email_id: int) -> str:
         if parsed.card_data_found:
             # PCI: no card number is kept, in the stored copy any more than on the ticket.
             stored.raw = redact_raw_message(stored.raw, parsed.text)
-        oversized = stored.status == OVERSIZED
+        oversized = stored.status == InboundStatus.OVERSIZED
         automated = automated_reason(parsed, email.utils.parseaddr(rt.settings.mail_from)[1])
         body = _oversized_body(stored, parsed) if oversized else parsed.text
-        ticket_id = _thread(session, "local", stored, parsed, automated, body)
+        ticket_id = _thread(session, HelpdeskName.LOCAL, stored, parsed, automated, body)
         is_new = _opened_by(session, ticket_id, email_id)
         email_day = (parsed.date or stored.received_at).date()
 
@@ -92,7 +88,7 @@ def process_inbound_email(email_id: int) -> str:
     match, plan = _plan(rt, parsed, classification, entities)
     with session_scope(rt.session_factory) as session:
         # Tickets opened from email live in the built-in helpdesk.
-        helpdesk = make_helpdesk("local", session)
+        helpdesk = make_helpdesk(HelpdeskName.LOCAL, session)
         helpdesk.set_triage(
             ticket_id,
             category=classification.category,
@@ -314,5 +310,5 @@ def _mark_processed(session: Session, email_id: int) -> None:
     stored = session.get(InboundEmail, email_id)
     assert stored is not None
     # An oversized email keeps its error sentence, which says so.
-    stored.status = "processed"
+    stored.status = InboundStatus.PROCESSED
     stored.processed_at = utcnow()

@@ -15,11 +15,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from core.db.models import OutboundEmail, utcnow
+from core.domain import OutboundStatus
 from mail.parsing import ParsedEmail
 
 OUR_MARK_HEADER = "x-billing-desk"
-# OutboundEmail.status of an email the hourly cap kept from being sent.
-RATE_LIMITED = "rate_limited"
 
 _BOUNCE_SENDERS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "bounce", "bounces"})
 _BOUNCE_SUBJECT = re.compile(
@@ -106,7 +105,7 @@ def auto_reply_limit_reason(
         .where(
             or_(stored == address, stored.like(f"%<{escaped}>", escape="\\")),
             OutboundEmail.created_at >= since,
-            OutboundEmail.status != RATE_LIMITED,
+            OutboundEmail.status != OutboundStatus.RATE_LIMITED,
         )
     )
     if (sent or 0) < limit_per_hour:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import session_scope
 from core.db.models import InboundEmail, MailboxCursor
+from core.domain import InboundStatus
 from core.errors import MailboxError
 from mail.imap import IDLE_RENEW_SECONDS, ImapConfig, Mailbox
 from mail.parsing import dedupe_key, message_id_of
@@ -45,7 +46,7 @@ MIN_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 300.0
 FETCH_ATTEMPTS = 2
 # Statuses the inbound job still has to see; re-queued when a poller starts.
-UNPROCESSED = ("received", "oversized")
+UNPROCESSED = tuple(s for s in InboundStatus if s.waiting)
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Incoming:
     size: int
     message_id: str | None
     key: str
-    status: str = "received"
+    status: InboundStatus = InboundStatus.RECEIVED
     error: str | None = None
 
 
@@ -124,14 +125,14 @@ def poll_once(
                 result.duplicates += 1
                 continue
             result.stored += 1
-            if message.status == "quarantined":
+            if message.status is InboundStatus.QUARANTINED:
                 result.quarantined += 1
                 continue  # nothing to process: it waits for a person
-            if message.status == "oversized":
+            if message.status is InboundStatus.OVERSIZED:
                 result.oversized += 1
             on_stored(email_id)
         if mailbox.config.processed_folder:
-            stored = [m.uid for m in incoming if m.status != "quarantined"]
+            stored = [m.uid for m in incoming if m.status is not InboundStatus.QUARANTINED]
             result.moved += _move(mailbox, stored)
     return result
 
@@ -170,7 +171,7 @@ def _move_left_behind(
                 select(InboundEmail.uid).where(
                     InboundEmail.mailbox == mailbox.config.name,
                     InboundEmail.uidvalidity == mailbox.uidvalidity,
-                    InboundEmail.status == "quarantined",
+                    InboundEmail.status == InboundStatus.QUARANTINED,
                 )
             )
         )
@@ -255,7 +256,7 @@ def _oversized(mailbox: Mailbox, uid: int, headers: bytes, size: int) -> Incomin
         f"Message of {_human_size(size)} is over the {_human_size(limit)} limit; "
         "it was not downloaded."
     )
-    return _partial(mailbox, uid, headers, size, "oversized", error)
+    return _partial(mailbox, uid, headers, size, InboundStatus.OVERSIZED, error)
 
 
 def _quarantined(mailbox: Mailbox, uid: int, error: MailboxError | None) -> Incoming:
@@ -273,11 +274,11 @@ def _quarantined(mailbox: Mailbox, uid: int, error: MailboxError | None) -> Inco
         f"The mail server would not send this message ({error}); it was left in the "
         "mailbox and not downloaded."
     )
-    return _partial(mailbox, uid, headers, size or len(headers), "quarantined", reason)
+    return _partial(mailbox, uid, headers, size or len(headers), InboundStatus.QUARANTINED, reason)
 
 
 def _partial(
-    mailbox: Mailbox, uid: int, headers: bytes, size: int, status: str, error: str
+    mailbox: Mailbox, uid: int, headers: bytes, size: int, status: InboundStatus, error: str
 ) -> Incoming:
     """A message stored without its body; its dedupe key must still be stable across rescans."""
     message_id = message_id_of(headers) if headers else None

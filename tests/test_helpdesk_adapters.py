@@ -385,14 +385,18 @@ def test_registry_builds_each_supported_helpdesk(session):
         ("zendesk", "zendesk_api_token", "ZENDESK_API_TOKEN"),
         ("helpscout", "helpscout_client_id", "HELPSCOUT_CLIENT_ID"),
         ("helpscout", "helpscout_client_secret", "HELPSCOUT_CLIENT_SECRET"),
-        ("nope", None, "HELPDESK"),
     ],
 )
 def test_registry_names_the_missing_setting(session, name, blank, setting):
-    settings = dataclasses.replace(SETTINGS, **{blank: None}) if blank else SETTINGS
+    settings = dataclasses.replace(SETTINGS, **{blank: None})
     with pytest.raises(ConfigError) as raised:
         make_helpdesk(name, session, settings)
     assert raised.value.setting == setting
+
+
+def test_a_ticket_of_an_unknown_helpdesk_is_refused(session):
+    with pytest.raises(HelpdeskError, match="unknown helpdesk 'nope'"):
+        make_helpdesk("nope", session, SETTINGS)
 
 
 @pytest.mark.parametrize("name", ["zendesk", "helpscout"])

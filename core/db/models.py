@@ -23,6 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import JSON
 
+from core.domain import HelpdeskName, InboundStatus, OutboundStatus
+
 
 def utcnow() -> datetime:
     """The current time, timezone-aware, in UTC."""
@@ -62,7 +64,7 @@ class Ticket(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    helpdesk: Mapped[str] = mapped_column(String(20), default="local")
+    helpdesk: Mapped[str] = mapped_column(String(20), default=HelpdeskName.LOCAL)
     helpdesk_account: Mapped[str] = mapped_column(String(200), default="")
     external_id: Mapped[str | None] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(998))
@@ -130,7 +132,7 @@ class InboundEmail(Base):
     dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="received", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=InboundStatus.RECEIVED, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -256,6 +258,6 @@ class OutboundEmail(Base):
     to_address: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(998))
     message_id: Mapped[str] = mapped_column(String(998))
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default=OutboundStatus.PENDING)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,5 +1,5 @@
-"""Helpdesk adapters behind one protocol: chosen by the HELPDESK setting, or by a ticket's own
-``helpdesk`` column for tickets mirrored from Zendesk or Help Scout."""
+"""Helpdesk adapters behind one protocol, chosen by a ticket's own ``helpdesk`` column: the
+built-in helpdesk, or Zendesk and Help Scout for the tickets mirrored from them."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import requests
 from sqlalchemy.orm import Session
 
 from core.db.models import Ticket
-from core.errors import ConfigError, NotFound
+from core.domain import HelpdeskName
+from core.errors import ConfigError, HelpdeskError, NotFound
 from core.helpdesks.base import Helpdesk
 from core.helpdesks.helpscout import HelpScoutHelpdesk
 from core.helpdesks.local import LocalHelpdesk
 from core.helpdesks.zendesk import ZendeskHelpdesk
 from core.settings import Settings
 
-SUPPORTED = ("local", "zendesk", "helpscout")
+SUPPORTED = tuple(HelpdeskName)
 
 
 def _required(settings: Settings | None, *names: str) -> list[str]:
@@ -35,23 +36,23 @@ def make_helpdesk(
     http: requests.Session | None = None,
 ) -> Helpdesk:
     """The helpdesk adapter called ``name``; hosted helpdesks take credentials from settings."""
-    if name == "local":
+    if name == HelpdeskName.LOCAL:
         return LocalHelpdesk(session)
-    if name == "zendesk":
+    if name == HelpdeskName.ZENDESK:
         subdomain, email, api_token = _required(
             settings, "zendesk_subdomain", "zendesk_email", "zendesk_api_token"
         )
         return ZendeskHelpdesk(
             session, subdomain=subdomain, email=email, api_token=api_token, http=http
         )
-    if name == "helpscout":
+    if name == HelpdeskName.HELPSCOUT:
         client_id, client_secret = _required(
             settings, "helpscout_client_id", "helpscout_client_secret"
         )
         return HelpScoutHelpdesk(
             session, client_id=client_id, client_secret=client_secret, http=http
         )
-    raise ConfigError("HELPDESK", f"unknown helpdesk {name!r} (supported: {', '.join(SUPPORTED)})")
+    raise HelpdeskError(f"unknown helpdesk {name!r} (supported: {', '.join(SUPPORTED)})")
 
 
 def helpdesk_for_ticket(

@@ -18,12 +18,12 @@ import requests
 from sqlalchemy.orm import Session
 
 from core.db.models import Ticket
-from core.domain import MessageKind
+from core.domain import HelpdeskName, MessageKind
 from core.errors import HelpdeskError
 from core.helpdesks.http import check, send
 from core.helpdesks.mirrored import MirroredHelpdesk
 
-HELPDESK = "helpscout"
+HELPDESK = HelpdeskName.HELPSCOUT
 SERVICE = "Help Scout"
 DEFAULT_BASE_URL = "https://api.helpscout.net"
 # Renew this long before expiry, so a token never lapses between our check and Help Scout's.

@@ -13,12 +13,12 @@ import requests
 from sqlalchemy.orm import Session
 
 from core.db.models import Ticket
-from core.domain import MessageKind
+from core.domain import HelpdeskName, MessageKind
 from core.errors import HelpdeskError
 from core.helpdesks.http import check, send
 from core.helpdesks.mirrored import MirroredHelpdesk
 
-HELPDESK = "zendesk"
+HELPDESK = HelpdeskName.ZENDESK
 SERVICE = "Zendesk"
 CLOSE_TAGS = ("billing_desk",)
 

@@ -127,7 +127,7 @@ def check_refund(ask: RefundAsk, config: PolicyConfig) -> Decision:
 
 def check_account_action(kind: ActionKind, role: Role, identity_verified: bool) -> Decision:
     """Cancel, comp, update-card link, flag, escalate or note: who may, and when."""
-    if kind.moves_money and not identity_verified:
+    if kind in (ActionKind.COMP_COUPON, ActionKind.EXTEND_TRIAL) and not identity_verified:
         return Decision(Verdict.DENY, UNVERIFIED)
     if kind is ActionKind.CANCEL_SUBSCRIPTION and not identity_verified:
         return Decision(

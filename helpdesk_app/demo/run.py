@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from core.db import make_engine, make_session_factory, session_scope, upgrade
 from core.db.models import InboundEmail
+from core.domain import InboundStatus
 from core.settings import Settings
 from core.stripe_gateway import make_stripe_client
 from helpdesk_app.demo import seed
@@ -62,7 +63,9 @@ def _wait_until_processed(settings: Settings, expected: int, children: list[Chil
                     f"the {child.name} process stopped; see its log in the demo directory"
                 )
         with session_scope(factory) as session:
-            done = session.scalar(select(func.count()).where(InboundEmail.status == "processed"))
+            done = session.scalar(
+                select(func.count()).where(InboundEmail.status == InboundStatus.PROCESSED)
+            )
         if done is not None and done >= expected:
             return
         time.sleep(0.25)
