@@ -1,219 +1,149 @@
-"""Guardrails on sidebar actions, and the agent records behind the roles they check."""
+"""Judgements of the actions other than refunds (core.policy.actions), who may approve
+(core.policy.approvals), and the agent records behind the roles they check.
+
+The refund judgement has its own tables: tests/test_core_refund_judgement.py."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 from itertools import product
 
 import pytest
 
 from core import agents
 from core.db import session_scope
-from core.domain import (
-    ActionKind,
-    Category,
-    Charge,
-    Dispute,
-    Money,
-    RefundReason,
-    Role,
-)
+from core.domain import ActionKind, Role
 from core.errors import InvalidInput, NotFound
-from core.policy.config import PolicyConfig
-from core.policy.guardrails import RefundAsk, check_account_action, check_refund
-from core.policy.refunds import Verdict
+from core.policy import (
+    ActionQuestion,
+    Approval,
+    Asker,
+    PolicyConfig,
+    Verdict,
+    judge_action,
+    may_decide,
+    satisfies,
+)
 
-NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 CONFIG = PolicyConfig()
 ALLOW, APPROVAL, DENY = Verdict.ALLOW, Verdict.NEEDS_APPROVAL, Verdict.DENY
 AGENT, LEAD, FINANCE, ADMIN = Role.AGENT, Role.SUPPORT_LEAD, Role.FINANCE, Role.ADMIN
 MANAGER, SECURITY = Role.ACCOUNT_MANAGER, Role.SECURITY
 
 
-def charge(amount: int = 4900, currency: str = "usd", **changes) -> Charge:
-    """A captured, succeeded, unrefunded charge of ``amount`` minor units."""
-    base = Charge(
-        id="ch_1",
-        customer_id="cus_1",
-        amount=Money(amount, currency),
-        amount_refunded=0,
-        created=NOON,
-        status="succeeded",
-        captured=True,
-        disputed=False,
+def action(kind: ActionKind, role: Role | None = AGENT, **changes) -> ActionQuestion:
+    """A verified agent asking for ``kind`` on a customer with an email address."""
+    base = ActionQuestion(
+        kind=kind,
+        asker=Asker.PREVIEW,
+        requester_role=role,
+        identity_confirmed=True,
+        customer_email="ann@example.com",
     )
     return replace(base, **changes)
-
-
-def dispute(status: str = "needs_response", **changes) -> Dispute:
-    """A dispute on ch_1."""
-    base = Dispute(
-        id="dp_1",
-        charge_id="ch_1",
-        amount=Money(4900, "usd"),
-        reason="fraudulent",
-        status=status,
-        created=NOON,
-    )
-    return replace(base, **changes)
-
-
-# An inquiry (pre-dispute) that a full refund may still settle.
-INQUIRY = dispute("warning_needs_response", is_charge_refundable=True)
-
-
-def ask(amount: int = 4900, role: Role = AGENT, **changes) -> RefundAsk:
-    """A verified agent asking to refund ``amount`` of the default charge."""
-    changes.setdefault("charge", charge())
-    currency = changes["charge"].amount.currency
-    base = RefundAsk(
-        charge=changes.pop("charge"),
-        amount=Money(amount, currency),
-        reason=RefundReason.REQUESTED_BY_CUSTOMER,
-        role=role,
-        identity_verified=True,
-    )
-    return replace(base, **changes)
-
-
-FRAUDULENT = RefundReason.FRAUDULENT
-BIG = charge(80_000)
 
 
 @pytest.mark.parametrize(
-    ("refund", "verdict", "approver", "words"),
+    ("kind", "needs_identity"),
     [
-        # Identity comes first, whoever asks and whatever else is wrong.
-        (ask(identity_verified=False), DENY, None, ["confirm their identity"]),
-        (ask(role=ADMIN, identity_verified=False), DENY, None, ["confirm their identity"]),
-        (
-            ask(identity_verified=False, disputes=[dispute()]),
-            DENY,
-            None,
-            ["confirm their identity"],
-        ),
-        # Only Security (or an admin) refunds as fraudulent.
-        (ask(reason=FRAUDULENT), DENY, None, ["Only Security"]),
-        (ask(role=LEAD, reason=FRAUDULENT), DENY, None, ["Only Security"]),
-        (ask(role=FINANCE, reason=FRAUDULENT), DENY, None, ["Only Security"]),
-        (ask(role=SECURITY, reason=FRAUDULENT), ALLOW, None, ["limit"]),
-        (ask(role=ADMIN, reason=FRAUDULENT), ALLOW, None, ["limit"]),
-        # An open dispute is handled through the dispute, by every role.
-        (
-            ask(charge=charge(disputed=True), disputes=[dispute()]),
-            DENY,
-            None,
-            ["dp_1", "dispute process", "needs_response"],
-        ),
-        (
-            ask(role=ADMIN, charge=charge(disputed=True), disputes=[dispute("under_review")]),
-            DENY,
-            None,
-            ["dp_1", "dispute process"],
-        ),
-        (
-            ask(disputes=[dispute(evidence_due_by=datetime(2026, 3, 20, tzinfo=UTC))]),
-            DENY,
-            None,
-            ["evidence due 20 Mar 2026"],
-        ),
-        # An inquiry Stripe no longer lets us refund is a dispute like any other.
-        (
-            ask(disputes=[replace(INQUIRY, is_charge_refundable=False)]),
-            DENY,
-            None,
-            ["dp_1", "dispute process"],
-        ),
-        # An inquiry: a full refund settles it, and Finance decides.
-        (ask(disputes=[INQUIRY]), APPROVAL, FINANCE, ["Inquiry dp_1", "Finance decides"]),
-        (ask(role=LEAD, disputes=[INQUIRY]), APPROVAL, FINANCE, ["Finance decides"]),
-        (ask(role=FINANCE, disputes=[INQUIRY]), ALLOW, None, ["limit"]),
-        (ask(role=ADMIN, disputes=[INQUIRY]), ALLOW, None, ["limit"]),
-        (ask(4000, disputes=[INQUIRY]), DENY, None, ["only a full refund"]),
-        (ask(4000, role=FINANCE, disputes=[INQUIRY]), DENY, None, ["only a full refund"]),
-        # Nothing was taken.
-        (ask(charge=charge(captured=False)), DENY, None, ["authorization hold"]),
-        (ask(charge=charge(status="failed")), DENY, None, ["failed"]),
-        # Never more than is left.
-        (ask(1000, charge=charge(amount_refunded=4000)), DENY, None, ["Only $9.00"]),
-        (ask(900, charge=charge(amount_refunded=4000)), ALLOW, None, ["limit"]),
-        (ask(2000, in_flight=3000), DENY, None, ["leave only $19.00", "$20.00 was asked"]),
-        (ask(1900, in_flight=3000), ALLOW, None, ["limit"]),
-        (ask(100, in_flight=6000), DENY, None, ["leave only $0.00"]),
-        (ask(0), DENY, None, ["positive"]),
-        # "Only Support Leads and above can issue refunds over $500."
-        (ask(50_000, charge=BIG), ALLOW, None, ["$500.00 refund limit"]),
-        (ask(50_001, charge=BIG), APPROVAL, LEAD, ["over $500.00"]),
-        (ask(50_001, role=SECURITY, charge=BIG), APPROVAL, LEAD, ["over $500.00"]),
-        (ask(50_001, role=MANAGER, charge=BIG), APPROVAL, LEAD, ["over $500.00"]),
-        (ask(50_001, role=LEAD, charge=BIG), ALLOW, None, ["Your role (Support Lead) allows it"]),
-        (ask(50_001, role=FINANCE, charge=BIG), ALLOW, None, ["Your role (Finance) allows it"]),
-        (ask(50_001, role=ADMIN, charge=BIG), ALLOW, None, ["Your role (Admin) allows it"]),
-        # Hard refusals come before approvals.
-        (ask(80_001, charge=BIG), DENY, None, ["Only $800.00"]),
-        (
-            ask(charge=charge(captured=False), category=Category.CARD_NOT_RECOGNIZED),
-            DENY,
-            None,
-            ["authorization hold"],
-        ),
-        # Card not recognised: possible fraud, Security clears it.
-        (ask(category=Category.CARD_NOT_RECOGNIZED), APPROVAL, SECURITY, ["Security"]),
-        (ask(role=LEAD, category=Category.CARD_NOT_RECOGNIZED), APPROVAL, SECURITY, []),
-        (ask(role=SECURITY, category=Category.CARD_NOT_RECOGNIZED), ALLOW, None, ["limit"]),
-        (ask(role=ADMIN, category=Category.CARD_NOT_RECOGNIZED), ALLOW, None, ["limit"]),
-        # Unused modules: the account manager approves.
-        (ask(category=Category.UNUSED_MODULE), APPROVAL, MANAGER, ["account manager"]),
-        (ask(role=LEAD, category=Category.UNUSED_MODULE), APPROVAL, MANAGER, []),
-        (ask(role=MANAGER, category=Category.UNUSED_MODULE), ALLOW, None, ["limit"]),
-        (ask(role=ADMIN, category=Category.UNUSED_MODULE), ALLOW, None, ["limit"]),
-        # A currency with no threshold configured: a Support Lead decides.
-        (ask(charge=charge(currency="eur")), APPROVAL, LEAD, ["No approval threshold", "EUR"]),
-        (
-            ask(role=LEAD, charge=charge(currency="eur")),
-            ALLOW,
-            None,
-            ["Your role (Support Lead) allows it"],
-        ),
-    ],
-)
-def test_check_refund(refund, verdict, approver, words):
-    """Each ask gets the playbooks' verdict, names who approves, and says why."""
-    decision = check_refund(refund, CONFIG)
-    assert (decision.verdict, decision.approval_role) == (verdict, approver)
-    for word in words:
-        assert word in decision.reason
-
-
-def test_an_inquiry_on_a_charge_stripe_marks_disputed_can_still_be_settled_by_finance():
-    """A full refund of a refundable inquiry goes to Finance, as Stripe really reports it."""
-    refund = ask(charge=charge(disputed=True), disputes=[INQUIRY])
-    decision = check_refund(refund, CONFIG)
-    assert (decision.verdict, decision.approval_role) == (APPROVAL, FINANCE)
-
-
-@pytest.mark.parametrize(
-    ("kind", "needs_identity", "words"),
-    [
-        (ActionKind.REFUND, True, "confirm their identity"),
-        (ActionKind.COMP_COUPON, True, "confirm their identity"),
-        (ActionKind.EXTEND_TRIAL, True, "confirm their identity"),
-        (ActionKind.CANCEL_SUBSCRIPTION, True, "changing their subscription"),
-        (ActionKind.SEND_UPDATE_CARD_LINK, True, "billing link"),
-        (ActionKind.ESCALATE, False, None),
-        (ActionKind.NOTE, False, None),
-        (ActionKind.FLAG_FRAUD, False, None),
+        (ActionKind.COMP_COUPON, True),
+        (ActionKind.EXTEND_TRIAL, True),
+        (ActionKind.CANCEL_SUBSCRIPTION, True),
+        (ActionKind.SEND_UPDATE_CARD_LINK, True),
+        (ActionKind.ESCALATE, False),
+        (ActionKind.NOTE, False),
+        (ActionKind.FLAG_FRAUD, False),
     ],
 )
 @pytest.mark.parametrize("role", [AGENT, ADMIN])
-def test_check_account_action(kind, needs_identity, words, role):
-    """Actions on the customer's account wait for identity; escalating, notes and flags do not."""
-    assert check_account_action(kind, role, identity_verified=True).verdict is ALLOW
-    unverified = check_account_action(kind, role, identity_verified=False)
+def test_account_actions_wait_for_identity(kind, needs_identity, role):
+    """Actions on the customer's account wait for identity, and a conflict refuses them;
+    escalating, notes and flags do not."""
+    assert judge_action(action(kind, role), CONFIG).verdict is ALLOW
+    unverified = judge_action(action(kind, role, identity_confirmed=False), CONFIG)
     assert unverified.verdict is (DENY if needs_identity else ALLOW)
-    if words:
-        assert words in unverified.reason
+    if needs_identity:
+        assert "confirm their identity" in unverified.reason
+    conflict = judge_action(action(kind, role, identity_conflict="Tenant ID: T-1 vs T-2"), CONFIG)
+    assert conflict.verdict is (DENY if needs_identity else ALLOW)
+
+
+def test_a_billing_link_goes_only_to_the_customers_own_address():
+    """With no email in Stripe, nothing is sent: never to an address only the ticket gives."""
+    decision = judge_action(action(ActionKind.SEND_UPDATE_CARD_LINK, customer_email=None), CONFIG)
+    assert decision.verdict is DENY and "own address" in decision.reason
+
+
+COMP, TRIAL = ActionKind.COMP_COUPON, ActionKind.EXTEND_TRIAL
+
+
+@pytest.mark.parametrize(
+    ("question", "verdict", "words"),
+    [
+        (action(COMP), ALLOW, "Within"),
+        (action(COMP, months=1), ALLOW, "Within"),
+        (action(COMP, months=12), APPROVAL, "12 months"),
+        (action(TRIAL, days=30), ALLOW, "Within"),
+        (action(TRIAL, days=365), APPROVAL, "365 free days"),
+        # However small, the second grant in the window needs a lead: three +30s are not
+        # one +90.
+        (action(TRIAL, days=30, grants_in_window=1), APPROVAL, "already had 1"),
+        (action(COMP, grants_in_window=2), APPROVAL, "already had 2"),
+        # A Support Lead (or Finance, or an admin) gives more alone...
+        (action(COMP, LEAD, months=12), ALLOW, "Your role (Support Lead)"),
+        (action(TRIAL, ADMIN, days=365, grants_in_window=3), ALLOW, "Your role (Admin)"),
+        # ...an account manager or Security does not.
+        (action(TRIAL, MANAGER, days=365), APPROVAL, "Support Lead approves"),
+        # The worker counts the lead's approval given since.
+        (
+            action(
+                TRIAL,
+                days=365,
+                asker=Asker.WORKER,
+                approvals=(Approval("lee@x.test", LEAD, LEAD),),
+            ),
+            ALLOW,
+            "Approved by lee@x.test",
+        ),
+    ],
+)
+def test_comps_and_free_time_have_limits(question, verdict, words):
+    """Size and count per customer per window, above which a Support Lead approves."""
+    decision = judge_action(question, CONFIG)
+    assert decision.verdict is verdict
+    assert words in decision.reason
+    if verdict is APPROVAL:
+        assert decision.approval_role is LEAD
+
+
+def test_free_time_limits_are_policy():
+    """A team that comps generously raises the limits in policy.toml."""
+    generous = replace(CONFIG, comp_max_months=12, free_time_grants_per_customer=5)
+    assert judge_action(action(COMP, months=12, grants_in_window=4), generous).verdict is ALLOW
+
+
+@pytest.mark.parametrize(
+    ("approver", "role", "required", "given", "allowed", "words"),
+    [
+        ("lee@x.test", LEAD, LEAD, (), True, ""),
+        ("ann@x.test", AGENT, LEAD, (), False, "cannot approve"),
+        # Nobody approves their own request, nor twice.
+        ("req@x.test", LEAD, LEAD, (), False, "own request"),
+        ("Lee@X.test", LEAD, LEAD, (Approval("lee@x.test", LEAD, MANAGER),), False, "different"),
+        ("avery@x.test", MANAGER, LEAD, (), False, "cannot approve"),
+    ],
+)
+def test_may_decide(approver, role, required, given, allowed, words):
+    """The right role, a second pair of eyes, a different person each time."""
+    decision = may_decide(
+        approver=approver,
+        approver_role=role,
+        required=required,
+        requested_by="req@x.test",
+        given=given,
+    )
+    assert decision.allowed is allowed
+    assert words in decision.reason
 
 
 # --- roles ---------------------------------------------------------------------------------
@@ -233,7 +163,7 @@ APPROVERS = {
 @pytest.mark.parametrize(("required", "role"), list(product(APPROVERS, Role)))
 def test_satisfies(required, role):
     """Each role may stand in exactly where the approval table says."""
-    assert agents.satisfies(role, required) is (role in APPROVERS[required])
+    assert satisfies(role, required) is (role in APPROVERS[required])
 
 
 @pytest.mark.parametrize(
@@ -395,19 +325,3 @@ def test_agent_for_identity(ann):
         found.active = False
     with session_scope(ann) as session, pytest.raises(NotFound):
         agents.agent_for_identity(session, **ZENDESK, external_user_id="42")
-
-
-@pytest.mark.parametrize(
-    ("category", "role", "first", "then"),
-    [
-        (Category.UNUSED_MODULE, Role.AGENT, Role.ACCOUNT_MANAGER, (Role.SUPPORT_LEAD,)),
-        (Category.UNUSED_MODULE, Role.SUPPORT_LEAD, Role.ACCOUNT_MANAGER, ()),
-        (Category.UNUSED_MODULE, Role.ACCOUNT_MANAGER, Role.SUPPORT_LEAD, ()),
-        (Category.CARD_NOT_RECOGNIZED, Role.AGENT, Role.SECURITY, (Role.SUPPORT_LEAD,)),
-    ],
-)
-def test_a_refund_over_the_limit_collects_every_approval_it_needs(category, role, first, then):
-    """One approver never stands in for another role: the $500 limit still needs a lead."""
-    decision = check_refund(ask(50_001, role=role, charge=BIG, category=category), CONFIG)
-    assert decision.verdict is APPROVAL
-    assert (decision.approval_role, decision.then) == (first, then)

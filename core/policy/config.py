@@ -50,10 +50,27 @@ def _default_sla_minutes() -> dict[EscalationTarget, int]:
 class PolicyConfig:
     """The rules Billing Desk applies to money; pure data."""
 
-    # Servinix playbook: "Only Support Leads and above can issue refunds over $500."
+    # Servinix playbook: "Only Support Leads and above can issue refunds over $500." Counted
+    # per charge however a refund is split: what a charge has had back, plus the new refund.
     refund_approval_threshold: dict[str, int] = field(default_factory=lambda: {"usd": 50_000})
-    # PenguinMails guide: refunds "within 7 days of accidental renewal".
+    # The same rule per customer, across their charges: refunds in a rolling window beyond
+    # this need a Support Lead ($500 in 30 days by default, so splitting across charges
+    # cannot get around the per-charge limit).
+    customer_refund_limit: dict[str, int] = field(default_factory=lambda: {"usd": 50_000})
+    customer_refund_window_days: int = 30
+    # What the mail agent may refund on its own, per refund; above it, it asks an agent.
+    auto_refund_limit: dict[str, int] = field(default_factory=lambda: {"usd": 50_000})
+    # PenguinMails guide: "Refunds are approved for technical errors or within 7 days of
+    # accidental renewal": a refund asked for by the customer on an older charge goes to a
+    # Support Lead (duplicates and charges after a cancellation are errors, never late).
     refund_window_days: int = 7
+    # Comps and free time ("support recovery or VIPs"): an agent alone may give a 100%-off
+    # coupon of up to this many months, or move a trial end by up to this many days (the
+    # guide's example is "+30 days"), and this many such grants per customer in the window.
+    comp_max_months: int = 1
+    trial_extension_max_days: int = 30
+    free_time_grants_per_customer: int = 1
+    free_time_window_days: int = 90
     # PenguinMails guide: accept a dispute "if amount is small (<$20)".
     dispute_accept_below: dict[str, int] = field(default_factory=lambda: {"usd": 2_000})
     # Charges this close together, same amount, count as a possible duplicate.
@@ -71,9 +88,20 @@ class PolicyConfig:
     smart_retry_days: int = 14
 
     def approval_threshold(self, currency: str) -> Money | None:
-        """The largest refund an agent or automation may issue alone; None if unconfigured."""
-        limit = self.refund_approval_threshold.get(currency.lower())
-        return None if limit is None else Money(limit, currency)
+        """The most a charge may have refunded without a Support Lead; None if unconfigured."""
+        return _money(self.refund_approval_threshold, currency)
+
+    def customer_refund_cap(self, currency: str) -> Money | None:
+        """The most one customer may have refunded in the window without a Support Lead."""
+        return _money(self.customer_refund_limit, currency)
+
+    def auto_refund_cap(self, currency: str) -> Money | None:
+        """The largest refund the mail agent issues on its own; None: never on its own."""
+        return _money(self.auto_refund_limit, currency)
+
+    def dispute_accept_cap(self, currency: str) -> Money | None:
+        """Disputes below this are accepted rather than challenged; None: always challenge."""
+        return _money(self.dispute_accept_below, currency)
 
     def mode_for(self, category: Category) -> Mode:
         """How far the playbook for ``category`` may go on its own."""
@@ -82,6 +110,11 @@ class PolicyConfig:
     def sla_minutes(self, target: EscalationTarget) -> int:
         """Minutes ``target`` has to pick up an escalation; the playbooks' value if unset."""
         return self.escalation_sla_minutes.get(target, _default_sla_minutes()[target])
+
+
+def _money(table: dict[str, int], currency: str) -> Money | None:
+    amount = table.get(currency.lower())
+    return None if amount is None else Money(amount, currency)
 
 
 def _money_table(key: str, value: Any) -> dict[str, int]:
@@ -144,7 +177,14 @@ def _sla_minutes(key: str, value: Any) -> dict[EscalationTarget, int]:
 
 _PARSERS = {
     "refund_approval_threshold": _money_table,
+    "customer_refund_limit": _money_table,
+    "customer_refund_window_days": _positive_int,
+    "auto_refund_limit": _money_table,
     "refund_window_days": _positive_int,
+    "comp_max_months": _non_negative_int,
+    "trial_extension_max_days": _non_negative_int,
+    "free_time_grants_per_customer": _non_negative_int,
+    "free_time_window_days": _positive_int,
     "dispute_accept_below": _money_table,
     "duplicate_window_hours": _positive_int,
     "category_modes": _modes,
