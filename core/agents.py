@@ -1,7 +1,8 @@
 """Agent records: who works tickets, with which role, and who they are in each helpdesk.
 
 Roles live here and only here. A helpdesk tells us which of its users is looking (after we
-verify its signature); this module says what that person may do.
+verify its signature); this module says who that person is and which role they have, and
+core.policy.approvals what each role may approve.
 """
 
 from __future__ import annotations
@@ -18,20 +19,7 @@ from core.db.models import Agent, AgentIdentity
 from core.domain import Role
 from core.errors import InvalidInput, NotFound
 
-# Who may approve what policy sends for approval. Admins stand in for every role.
-_APPROVERS: dict[Role, frozenset[Role]] = {
-    Role.SUPPORT_LEAD: frozenset([Role.SUPPORT_LEAD, Role.FINANCE, Role.ADMIN]),
-    Role.ACCOUNT_MANAGER: frozenset([Role.ACCOUNT_MANAGER, Role.ADMIN]),
-    Role.SECURITY: frozenset([Role.SECURITY, Role.ADMIN]),
-    Role.FINANCE: frozenset([Role.FINANCE, Role.ADMIN]),
-}
-
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-
-
-def satisfies(role: Role, required: Role) -> bool:
-    """True when someone with ``role`` may act where ``required`` is asked for."""
-    return role in _APPROVERS.get(required, frozenset([required, Role.ADMIN]))
 
 
 def hash_password(password: str) -> str:

@@ -1,8 +1,10 @@
-"""Everything an agent needs to see about a ticket's customer, gathered in one place.
+"""Everything an agent needs to see about a ticket's customer, gathered in one place, and the
+facts the ticket's actions are judged on.
 
 The sidebar renders this; the benchmark measures it. Stripe is asked as little as possible:
 the customer (or a lookup), their subscriptions, their charges, one search per card seen,
-and disputes only for charges Stripe marks disputed.
+and disputes only for charges Stripe marks disputed. Our own records add what policy counts:
+what the customer's open tickets claim, refunds in flight, recent refunds and free time.
 """
 
 from __future__ import annotations
@@ -14,12 +16,30 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from core import actions
-from core.db.models import Action, AuditEvent, Ticket
-from core.domain import ActionStatus, Charge, Customer, Dispute, Money, Subscription
-from core.errors import NotFound
+from core.customers import (
+    Claims,
+    Identity,
+    IdentityCheck,
+    find_candidates,
+    identity_for,
+    open_claims,
+)
+from core.db import queries
+from core.db.models import Action, AuditEvent, Plan, Ticket
+from core.domain import (
+    ActionKind,
+    ActionStatus,
+    Charge,
+    Customer,
+    Dispute,
+    MatchKind,
+    Money,
+    Subscription,
+)
+from core.errors import InvalidInput
 from core.policy.config import PolicyConfig
 from core.policy.declines import DeclineGuidance, guidance_for
+from core.policy.duplicates import duplicate_pairs
 from core.stripe_gateway import StripeGateway
 
 # Cards looked up for "the same card on another customer"; a customer rarely has more.
@@ -28,15 +48,7 @@ HISTORY_LIMIT = 25
 CHARGES_SHOWN = 100  # Stripe's largest page; older charges are in the dashboard
 # Stripe answers in 100–300 ms; independent lookups run side by side, not one after another.
 STRIPE_CONCURRENCY = 4
-
-
-@dataclass(frozen=True)
-class IdentityCheck:
-    """A line of the playbook's identity checklist: True matches, False conflicts, None unknown."""
-
-    label: str
-    ok: bool | None
-    detail: str
+FREE_TIME = (ActionKind.COMP_COUPON, ActionKind.EXTEND_TRIAL)
 
 
 @dataclass
@@ -73,18 +85,36 @@ class ChargeView:
 
 @dataclass
 class BillingContext:
-    """A ticket's customer as the sidebar shows it."""
+    """A ticket's customer as the sidebar shows it, and the facts its actions are judged on."""
 
     ticket: Ticket
     candidates: list[Customer]
-    customer: Customer | None = None
-    match: str = "none"  # explicit, tenant, email, agent or none
-    verified: bool = False
-    checks: list[IdentityCheck] = field(default_factory=list)
+    match: MatchKind = MatchKind.NONE
+    identity: Identity | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
     charges: list[ChargeView] = field(default_factory=list)
     history: list[AuditEvent] = field(default_factory=list)
     ticket_actions: list[Action] = field(default_factory=list)
+    plans: list[Plan] = field(default_factory=list)
+    claims: Claims = field(default_factory=Claims.none)
+    # The customer's refunds and free-time grants in the policy's windows (from our records).
+    recent_refunds: list[Action] = field(default_factory=list)
+    free_time_grants: int = 0
+
+    @property
+    def customer(self) -> Customer | None:
+        """The customer the ticket is about, once there is exactly one."""
+        return self.identity.customer if self.identity else None
+
+    @property
+    def verified(self) -> bool:
+        """The customer's identity is confirmed: money actions are open."""
+        return bool(self.identity and self.identity.confirmed)
+
+    @property
+    def checks(self) -> tuple[IdentityCheck, ...]:
+        """The playbook's checklist for the customer."""
+        return self.identity.checks if self.identity else ()
 
     @property
     def charges_truncated(self) -> bool:
@@ -113,78 +143,34 @@ class BillingContext:
         """This ticket's actions waiting for someone to approve them."""
         return [a for a in self.ticket_actions if a.status == ActionStatus.PENDING_APPROVAL]
 
+    def charge_view(self, charge_id: str | None) -> ChargeView:
+        """One of the customer's listed charges; InvalidInput for any other."""
+        for view in self.charges:
+            if view.charge.id == charge_id:
+                return view
+        raise InvalidInput("Choose one of this customer's charges.")
 
-def identity_checks(ticket: Ticket, customer: Customer) -> list[IdentityCheck]:
-    """The playbook's checklist: account email, organisation name, tenant ID."""
+    def subscription_by_id(self, subscription_id: str | None) -> Subscription:
+        """One of the customer's subscriptions; InvalidInput for any other."""
+        for sub in self.subscriptions:
+            if sub.id == subscription_id:
+                return sub
+        raise InvalidInput("Choose one of this customer's subscriptions.")
 
-    def compare(label: str, ours: str | None, theirs: str | None) -> IdentityCheck:
-        if not ours or not theirs:
-            known = theirs or ours
-            return IdentityCheck(label, None, f"{known} — ask the customer" if known else "unknown")
-        same = ours.strip().casefold() == theirs.strip().casefold()
-        return IdentityCheck(
-            label, same, theirs if same else f"ticket says {ours}, Stripe {theirs}"
+    def refunded_recently(self, currency: str) -> int:
+        """Minor units refunded (or requested) for the customer within the policy's window."""
+        return sum(
+            a.amount or 0
+            for a in self.recent_refunds
+            if (a.currency or "").lower() == currency.lower()
         )
-
-    return [
-        compare("Account email", ticket.requester_email, customer.email),
-        compare("Organisation", ticket.organization, customer.organization),
-        compare("Tenant ID", ticket.tenant_id, customer.tenant_id),
-    ]
-
-
-def find_candidates(gateway: StripeGateway, ticket: Ticket) -> tuple[list[Customer], str]:
-    """The ticket's possible customers and how they were found.
-
-    A customer already on the ticket keeps the way it got there: "explicit" (given by the
-    helpdesk), "agent" (picked in the sidebar) or "email" (matched by the mail agent).
-    """
-    if ticket.stripe_customer_id:
-        try:
-            customer = gateway.get_customer(ticket.stripe_customer_id)
-            return [customer], ticket.customer_match or "explicit"
-        except NotFound:
-            pass
-    if ticket.tenant_id:
-        found = gateway.find_customers_by_tenant(ticket.tenant_id)
-        if found:
-            return found, "tenant"
-    return gateway.find_customers_by_email(ticket.requester_email), "email"
-
-
-def is_verified(
-    ticket: Ticket, customer: Customer, match: str, checks: list[IdentityCheck]
-) -> bool:
-    """Confirmed by an agent, or named explicitly by the helpdesk with nothing conflicting.
-
-    A tenant ID read from the customer's email is the sender's word, like the From address,
-    and a customer picked from the search box proves nothing: both wait for the agent.
-    """
-    if ticket.customer_verified_by and ticket.stripe_customer_id == customer.id:
-        return True
-    return match == "explicit" and not any(c.ok is False for c in checks)
 
 
 def mark_duplicates(views: list[ChargeView], window: timedelta) -> None:
-    """Mark each charge that repeats an earlier one: same amount within the window (the
-    playbook's "same day"); the card may differ, as when a customer retries with another."""
-    # A charge already refunded in full is settled, whatever it duplicated. Views come newest
-    # first; reversing before the stable sort keeps charges of the same second in true order.
-    paid = [
-        v
-        for v in reversed(views)
-        if v.charge.status == "succeeded"
-        and v.charge.captured
-        and v.charge.amount_refunded < v.charge.amount.amount
-    ]
-    paid.sort(key=lambda v: v.charge.created)
-    for index, later in enumerate(paid):
-        for earlier in reversed(paid[:index]):
-            if later.charge.created - earlier.charge.created > window:
-                break
-            if earlier.charge.amount == later.charge.amount:
-                later.duplicate_of = earlier.charge.id
-                break
+    """Mark each charge that repeats an earlier one, by policy's one duplicate rule."""
+    by_id = {v.charge.id: v for v in views}
+    for pair in duplicate_pairs([v.charge for v in views], window):
+        by_id[pair.duplicate.id].duplicate_of = pair.original.id
 
 
 def _shared_cards(
@@ -210,6 +196,7 @@ def load_context(
     session: Session,
     ticket: Ticket,
     config: PolicyConfig,
+    now: datetime,
 ) -> BillingContext:
     """Gather the customer, subscription, charges, disputes and history for a ticket."""
     candidates, match = find_candidates(gateway, ticket)
@@ -217,11 +204,13 @@ def load_context(
     context.ticket_actions = list(
         session.scalars(select(Action).where(Action.ticket_id == ticket.id).order_by(Action.id))
     )
+    context.plans = list(
+        session.scalars(select(Plan).where(Plan.ticket_id == ticket.id).order_by(Plan.id))
+    )
     if len(candidates) != 1:
         return context
-    customer = context.customer = candidates[0]
-    context.checks = identity_checks(ticket, customer)
-    context.verified = is_verified(ticket, customer, match, context.checks)
+    customer = candidates[0]
+    context.identity = identity_for(ticket, customer, match)
     with ThreadPoolExecutor(STRIPE_CONCURRENCY) as pool:
         subscriptions = pool.submit(gateway.list_subscriptions, customer.id)
         charges = gateway.list_charges(customer.id, limit=CHARGES_SHOWN)
@@ -233,7 +222,7 @@ def load_context(
             view.disputes = found
         context.subscriptions = subscriptions.result()
     mark_duplicates(views, timedelta(hours=config.duplicate_window_hours))
-    in_flight = actions.in_flight_by_charge(session, customer.id)
+    in_flight = queries.in_flight_by_charge(session, customer.id)
     for view in views:
         view.in_flight = in_flight.get(view.charge.id, 0)
         if view.charge.status == "failed":
@@ -241,6 +230,21 @@ def load_context(
                 view.charge.decline_code, view.charge.failure_code, view.charge.advice_code
             )
     context.charges = views
+    context.claims = open_claims(session, customer)
+    context.recent_refunds = queries.actions_of(
+        session,
+        customer.id,
+        [ActionKind.REFUND],
+        since=now - timedelta(days=config.customer_refund_window_days),
+    )
+    context.free_time_grants = len(
+        queries.actions_of(
+            session,
+            customer.id,
+            FREE_TIME,
+            since=now - timedelta(days=config.free_time_window_days),
+        )
+    )
     context.history = list(
         session.scalars(
             select(AuditEvent)

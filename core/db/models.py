@@ -150,17 +150,45 @@ class MailboxCursor(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
-class Action(Base):
-    """Something done to Stripe on someone's behalf; its idempotency key makes it happen once."""
+class Plan(Base):
+    """What a playbook (or an agent's confirmation) decided to do for a ticket, as ordered
+    steps (``Action`` rows) that one runner advances a step at a time."""
 
-    __tablename__ = "actions"
+    __tablename__ = "plans"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    # One plan per decision: the email whose triage made it, or the agent's confirmed proposal.
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    source: Mapped[str] = mapped_column(String(320))  # "mail-agent" or the agent's email
+    title: Mapped[str] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    steps: Mapped[list[Action]] = relationship(back_populates="plan", order_by="Action.position")
+
+
+class Action(Base):
+    """One step of a plan, done to Stripe, a ticket or a customer on someone's behalf; its
+    idempotency key makes it happen once."""
+
+    __tablename__ = "actions"
+    __table_args__ = (UniqueConstraint("plan_id", "position", name="uq_actions_plan_position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id"), index=True)
+    position: Mapped[int | None] = mapped_column(Integer)  # its place in the plan, from 0
     kind: Mapped[str] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(20), index=True)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     requested_by: Mapped[str] = mapped_column(String(320))
+    # The requester's role when they asked (None: the mail agent): what policy weighs again
+    # when a worker judges the step just before it runs.
+    requester_role: Mapped[str | None] = mapped_column(String(40))
     stripe_customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
     stripe_charge_id: Mapped[str | None] = mapped_column(String(64), index=True)
     amount: Mapped[int | None] = mapped_column(BigInteger)
@@ -176,9 +204,15 @@ class Action(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decision_note: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    # When a worker last started it, and how often: a step left running by a dead worker is
+    # found by these and run again (every step is idempotent).
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    plan: Mapped[Plan | None] = relationship(back_populates="steps")
 
 
 class Agent(Base):

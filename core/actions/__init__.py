@@ -1,0 +1,159 @@
+"""The action core: one module per action kind behind one registry, and the use cases every
+path shares (propose, confirm, start a suggested plan, approve, record)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from core.actions.base import Asking, Proposal, Requested
+from core.actions.registry import action_type, describe
+from core.actions.workflow import (
+    MAIL_AGENT,
+    action_by_key,
+    advance_plan,
+    decide,
+    request_plan,
+    start_suggested,
+)
+from core.billing_context import BillingContext
+from core.db.models import Action, Agent, Plan
+from core.domain import ActionKind, ActionStatus, Money, Role
+from core.errors import InvalidInput
+from core.plans import PlanDraft, StepDraft
+from core.policy import Asker, PolicyConfig
+
+__all__ = [
+    "MAIL_AGENT",
+    "Proposal",
+    "Requested",
+    "action_by_key",
+    "action_type",
+    "advance_plan",
+    "confirm",
+    "decide",
+    "describe",
+    "preview_suggested",
+    "propose",
+    "start_plan",
+]
+
+
+def _asking(agent: Agent, asker: Asker) -> Asking:
+    return Asking(asker=asker, requester=agent.email, requester_role=Role(agent.role))
+
+
+def propose(
+    kind_name: str,
+    context: BillingContext,
+    form: Mapping[str, str],
+    agent: Agent,
+    config: PolicyConfig,
+    now: datetime,
+) -> Proposal:
+    """The sidebar's preview of any action, with policy's answer for this agent."""
+    spec = action_type(kind_name)
+    return spec.propose(context, form, _asking(agent, Asker.PREVIEW), config, now)
+
+
+def confirm(
+    session: Session,
+    context: BillingContext,
+    agent: Agent,
+    requested: Requested,
+    title: str,
+    config: PolicyConfig,
+    now: datetime,
+) -> tuple[Plan, Action | None]:
+    """Record a confirmed request as a plan (once per key), judged again on fresh data: the
+    charge may have been disputed or refunded, or the identity withdrawn, since the preview.
+    Returns the plan and the step due to run, if one is."""
+    spec = action_type(requested.kind)
+    decision = spec.judge(context, requested, _asking(agent, Asker.CONFIRMATION), config, now)
+    customer = context.customer.id if context.customer else None
+    main = StepDraft(
+        requested.kind,
+        requested.key,
+        decision=decision,
+        customer_id=customer,
+        charge_id=requested.charge_id,
+        amount=requested.amount,
+        reason=requested.reason,
+        params=_with_warning(requested.params, context),
+    )
+    follow_ups = spec.follow_ups(requested, context)
+    draft = PlanDraft(
+        key=requested.key,
+        title=" → ".join([title, *(action_words(s) for s in follow_ups)]),
+        reason=decision.reason,
+        steps=(main, *follow_ups),
+    )
+    plan, created = request_plan(
+        session,
+        ticket_id=context.ticket.id,
+        draft=draft,
+        requested_by=agent.email,
+        requester_role=Role(agent.role),
+    )
+    return plan, (_due(plan) if created else None)
+
+
+def _with_warning(params: Mapping[str, object], context: BillingContext) -> dict[str, object]:
+    """The step's inputs, marked when the customer was chosen for a ticket from someone else."""
+    warning = context.identity.warning if context.identity else None
+    return {**params, "identity_warning": warning} if warning else dict(params)
+
+
+def _due(plan: Plan) -> Action | None:
+    return next((s for s in plan.steps if s.status == ActionStatus.QUEUED), None)
+
+
+def action_words(step: StepDraft) -> str:
+    """A later step in a few words, for a plan's title."""
+    return {"confirm_refund": "email the confirmation", "close": "close the ticket"}.get(
+        str(step.kind), str(step.kind).replace("_", " ")
+    )
+
+
+def _suggested_request(plan: Plan) -> Requested:
+    first = plan.steps[0]
+    amount = Money(first.amount, first.currency) if first.amount and first.currency else None
+    return Requested(
+        ActionKind(first.kind),
+        first.idempotency_key,
+        charge_id=first.stripe_charge_id,
+        amount=amount,
+        reason=first.reason,
+        params=dict(first.params or {}),
+    )
+
+
+def preview_suggested(
+    context: BillingContext, plan: Plan, agent: Agent, config: PolicyConfig, now: datetime
+) -> Proposal:
+    """What starting a suggested plan would do, with policy's answer for this agent."""
+    if plan.ticket_id != context.ticket.id:
+        raise InvalidInput("That plan belongs to another ticket.")
+    requested = _suggested_request(plan)
+    spec = action_type(requested.kind)
+    decision = spec.judge(context, requested, _asking(agent, Asker.PREVIEW), config, now)
+    return Proposal(requested, plan.title, describe(plan.steps[0]), decision)
+
+
+def start_plan(
+    session: Session,
+    context: BillingContext,
+    plan: Plan,
+    agent: Agent,
+    config: PolicyConfig,
+    now: datetime,
+) -> Action | None:
+    """Start a suggested plan as this agent's request, judged again on fresh data."""
+    if plan.ticket_id != context.ticket.id:
+        raise InvalidInput("That plan belongs to another ticket.")
+    requested = _suggested_request(plan)
+    spec = action_type(requested.kind)
+    decision = spec.judge(context, requested, _asking(agent, Asker.CONFIRMATION), config, now)
+    return start_suggested(session, plan, agent, decision)

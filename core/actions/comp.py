@@ -1,0 +1,176 @@
+"""Comps and free time: a 100%-off coupon, or a later trial end. Policy limits their size and
+how many a customer gets in a window; above that a Support Lead approves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from core.actions import account
+from core.actions.base import (
+    ActionType,
+    Asking,
+    Effects,
+    Outcome,
+    Proposal,
+    Requested,
+    StepRefused,
+    idempotency_key,
+    int_field,
+    params_of,
+)
+from core.billing_context import BillingContext
+from core.db.models import Action
+from core.domain import ActionKind
+from core.policy import Decision, PolicyConfig, judge_action
+
+# What the form accepts at all; policy decides what an agent may give alone.
+MAX_COMP_MONTHS = 12
+MAX_COMP_DAYS = 365
+
+
+class CompCoupon(ActionType):
+    """Make a subscription free once, or for some months."""
+
+    kind = ActionKind.COMP_COUPON
+
+    def propose(
+        self,
+        context: BillingContext,
+        form: Mapping[str, str],
+        asking: Asking,
+        config: PolicyConfig,
+        now: datetime,
+    ) -> Proposal:
+        """A 100%-off coupon on one subscription."""
+        sub = context.subscription_by_id(form.get("subscription_id"))
+        months_raw = (form.get("months") or "").strip()
+        months = int_field(form, "months", "Months", 1, MAX_COMP_MONTHS) if months_raw else None
+        span = f"for {months} month(s)" if months else "on the next invoice"
+        # The key names the request, not the subscription's state: a second comp of the same
+        # kind is a repeat, and policy counts every comp however it is keyed.
+        requested = Requested(
+            self.kind,
+            idempotency_key(self.kind, context.ticket.id, sub.id, months, sub.coupon_ids),
+            params={"subscription_id": sub.id, "duration_in_months": months},
+        )
+        return Proposal(
+            requested,
+            f"Comp: 100% off {span}",
+            f"{sub.id} ({sub.plan_name or 'subscription'}) of {account.who(context)}",
+            self.judge(context, requested, asking, config, now),
+        )
+
+    def judge(
+        self,
+        context: BillingContext,
+        requested: Requested,
+        asking: Asking,
+        config: PolicyConfig,
+        now: datetime,
+    ) -> Decision:
+        """Within the comp limits, or a Support Lead approves."""
+        months = requested.params.get("duration_in_months")
+        question = account.context_question(self.kind, context, asking, months=months)
+        return judge_action(question, config)
+
+    def describe(self, action: Action) -> str:
+        """``Comp sub_…: 100% off for 1 month(s)``."""
+        params = params_of(action)
+        months = params.get("duration_in_months")
+        span = f"for {months} month(s)" if months else "for the next invoice"
+        return f"Comp {params.get('subscription_id')}: 100% off {span}"
+
+    def execute(self, action: Action, fx: Effects) -> Outcome:
+        """Apply the coupon (its ID derives from the action's key, so a retry reuses it)."""
+        params = params_of(action)
+        months = params.get("duration_in_months")
+        with fx.transaction() as session:
+            question = account.worker_question(action, fx, session, months=months, days=None)
+        decision = judge_action(question, fx.policy)
+        if not decision.allowed:
+            raise StepRefused(decision)
+        coupon, sub = fx.gateway.comp_subscription(
+            params["subscription_id"],
+            duration_in_months=months,
+            idempotency_key=action.idempotency_key,
+        )
+        return Outcome(
+            sub.id, f"Comp applied: coupon {coupon} (100% off) on subscription {sub.id}."
+        )
+
+
+class ExtendTrial(ActionType):
+    """Give free days by moving the subscription's trial end."""
+
+    kind = ActionKind.EXTEND_TRIAL
+
+    def propose(
+        self,
+        context: BillingContext,
+        form: Mapping[str, str],
+        asking: Asking,
+        config: PolicyConfig,
+        now: datetime,
+    ) -> Proposal:
+        """Move the trial end of one subscription by N days."""
+        sub = context.subscription_by_id(form.get("subscription_id"))
+        days = int_field(form, "days", "Days", 1, MAX_COMP_DAYS)
+        # Free days start where the customer's paid (or trial) time ends, never in the past.
+        base = max(d for d in (sub.trial_end, sub.current_period_end, now) if d is not None)
+        until = base + timedelta(days=days)
+        requested = Requested(
+            self.kind,
+            idempotency_key(
+                self.kind, context.ticket.id, sub.id, days, sub.trial_end, sub.current_period_end
+            ),
+            params={
+                "subscription_id": sub.id,
+                "days": days,
+                "trial_end": int(until.timestamp()),
+                "trial_end_date": f"{until:%d %b %Y}",
+            },
+        )
+        return Proposal(
+            requested,
+            f"Free time: trial end moved to {until:%d %b %Y} (+{days} days)",
+            f"{sub.id} of {account.who(context)}",
+            self.judge(context, requested, asking, config, now),
+        )
+
+    def judge(
+        self,
+        context: BillingContext,
+        requested: Requested,
+        asking: Asking,
+        config: PolicyConfig,
+        now: datetime,
+    ) -> Decision:
+        """Within the free-time limits, or a Support Lead approves."""
+        days = requested.params.get("days")
+        question = account.context_question(self.kind, context, asking, days=days)
+        return judge_action(question, config)
+
+    def describe(self, action: Action) -> str:
+        """``Move the trial end of sub_… to 01 Jan 2027 (+30 days)``."""
+        params = params_of(action)
+        sub, until = params.get("subscription_id"), params.get("trial_end_date")
+        return f"Move the trial end of {sub} to {until} (+{params.get('days')} days)"
+
+    def execute(self, action: Action, fx: Effects) -> Outcome:
+        """Set the trial end in Stripe under the action's key, without prorating."""
+        params = params_of(action)
+        with fx.transaction() as session:
+            question = account.worker_question(
+                action, fx, session, months=None, days=params.get("days")
+            )
+        decision = judge_action(question, fx.policy)
+        if not decision.allowed:
+            raise StepRefused(decision)
+        until = datetime.fromtimestamp(int(params["trial_end"]), UTC)
+        sub = fx.gateway.set_trial_end(
+            params["subscription_id"], trial_end=until, idempotency_key=action.idempotency_key
+        )
+        return Outcome(
+            sub.id, f"Trial end of {sub.id} moved to {until:%d %b %Y} (+{params.get('days')} days)."
+        )

@@ -1,0 +1,207 @@
+"""Escalations per the playbooks' matrix, each with its SLA; and flagging a customer as
+possible fraud, which escalates to Security."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import select
+
+from core.actions import account
+from core.actions.base import (
+    ActionType,
+    Asking,
+    Effects,
+    Outcome,
+    Proposal,
+    Requested,
+    idempotency_key,
+    params_of,
+    text_field,
+)
+from core.billing_context import BillingContext
+from core.db.models import Action, Escalation
+from core.domain import ActionKind, EscalationTarget
+from core.errors import InvalidInput
+from core.policy import Decision, PolicyConfig, judge_action, sla_due, sla_text
+
+
+def open_escalation(
+    action: Action, fx: Effects, target: EscalationTarget, reason: str
+) -> Escalation:
+    """The escalation of this action, opened once with its SLA due time."""
+    with fx.transaction() as session:
+        existing = session.scalar(select(Escalation).where(Escalation.action_id == action.id))
+        if existing is not None:
+            session.expunge(existing)
+            return existing
+        now = fx.now()
+        escalation = Escalation(
+            ticket_id=action.ticket_id,
+            action_id=action.id,
+            target=str(target),
+            reason=reason,
+            requested_by=action.requested_by,
+            stripe_customer_id=action.stripe_customer_id,
+            created_at=now,
+            due_at=sla_due(target, now, fx.policy),
+        )
+        session.add(escalation)
+        session.flush()
+        session.expunge(escalation)
+        return escalation
+
+
+class _Allowed(ActionType):
+    """Actions any agent may take on any ticket: no identity or money involved."""
+
+    def judge(
+        self,
+        context: BillingContext,
+        requested: Requested,
+        asking: Asking,
+        config: PolicyConfig,
+        now: datetime,
+    ) -> Decision:
+        """Policy's answer (allowed for everyone today; asked all the same)."""
+        return judge_action(account.context_question(self.kind, context, asking), config)
+
+
+class Escalate(_Allowed):
+    """Hand the ticket to a team per the escalation matrix."""
+
+    kind = ActionKind.ESCALATE
+
+    def propose(
+        self,
+        context: BillingContext,
+        form: Mapping[str, str],
+        asking: Asking,
+        config: PolicyConfig,
+        now: datetime,
+    ) -> Proposal:
+        """Escalate to a target, with the reason; the SLA is stated."""
+        try:
+            target = EscalationTarget(form.get("target") or "")
+        except ValueError:
+            raise InvalidInput("Choose who to escalate to.") from None
+        why = text_field(form, "text", "The reason")
+        ticket_id = context.ticket.id
+        requested = Requested(
+            self.kind,
+            idempotency_key(self.kind, ticket_id, str(target), why),
+            params={"target": str(target), "target_label": target.label, "text": why},
+        )
+        return Proposal(
+            requested,
+            f"Escalate to {target.label}",
+            f"ticket #{ticket_id}",
+            self.judge(context, requested, asking, config, now),
+            details=(sla_text(target, config),),
+        )
+
+    def describe(self, action: Action) -> str:
+        """``Escalate to Finance``."""
+        params = params_of(action)
+        return f"Escalate to {params.get('target_label', params.get('target'))}"
+
+    def execute(self, action: Action, fx: Effects) -> Outcome:
+        """Open the escalation with its SLA."""
+        params = params_of(action)
+        target = EscalationTarget(params["target"])
+        escalation = open_escalation(action, fx, target, params.get("text", ""))
+        return Outcome(
+            None,
+            f"Escalated to {sla_text(target, fx.policy)}, due {escalation.due_at:%d %b %H:%M} "
+            f"UTC. Reason: {params.get('text')}",
+        )
+
+
+class FlagFraud(_Allowed):
+    """Mark the customer as possible fraud in Stripe, and escalate to Security."""
+
+    kind = ActionKind.FLAG_FRAUD
+
+    def propose(
+        self,
+        context: BillingContext,
+        form: Mapping[str, str],
+        asking: Asking,
+        config: PolicyConfig,
+        now: datetime,
+    ) -> Proposal:
+        """Flag the context's customer, with the reason."""
+        if context.customer is None:
+            raise InvalidInput("Choose the customer first.")
+        why = text_field(form, "text", "The reason")
+        requested = Requested(
+            self.kind,
+            idempotency_key(self.kind, context.ticket.id, context.customer.id, why),
+            params={"text": why},
+        )
+        return Proposal(
+            requested,
+            "Flag as possible fraud and escalate to Security",
+            account.who(context),
+            self.judge(context, requested, asking, config, now),
+            details=(sla_text(EscalationTarget.SECURITY, config),),
+        )
+
+    def describe(self, action: Action) -> str:
+        """``Flag cus_… as possible fraud and escalate to Security``."""
+        return f"Flag {action.stripe_customer_id} as possible fraud and escalate to Security"
+
+    def execute(self, action: Action, fx: Effects) -> Outcome:
+        """Write the flag into the customer's Stripe metadata, then open the escalation."""
+        params = params_of(action)
+        assert action.stripe_customer_id is not None
+        customer = fx.gateway.flag_fraud(
+            action.stripe_customer_id,
+            reason=params.get("text", ""),
+            flagged_by=action.requested_by,
+            idempotency_key=action.idempotency_key,
+        )
+        target = EscalationTarget.SECURITY
+        escalation = open_escalation(action, fx, target, params.get("text", ""))
+        return Outcome(
+            customer.id,
+            f"Customer {customer.id} flagged as possible fraud in Stripe; escalated to "
+            f"{sla_text(target, fx.policy)}, due {escalation.due_at:%d %b %H:%M} UTC. "
+            f"Reason: {params.get('text')}",
+        )
+
+
+class Note(_Allowed):
+    """An internal note on the ticket."""
+
+    kind = ActionKind.NOTE
+
+    def propose(
+        self,
+        context: BillingContext,
+        form: Mapping[str, str],
+        asking: Asking,
+        config: PolicyConfig,
+        now: datetime,
+    ) -> Proposal:
+        """A note only agents see."""
+        body = text_field(form, "text", "The note")
+        ticket_id = context.ticket.id
+        requested = Requested(
+            self.kind, idempotency_key(self.kind, ticket_id, body), params={"text": body}
+        )
+        return Proposal(
+            requested,
+            "Add an internal note",
+            f"ticket #{ticket_id}",
+            self.judge(context, requested, asking, config, now),
+        )
+
+    def describe(self, action: Action) -> str:
+        """``Internal note``."""
+        return "Internal note"
+
+    def execute(self, action: Action, fx: Effects) -> Outcome:
+        """The note is the outcome."""
+        return Outcome(None, f"Note: {params_of(action).get('text')}")

@@ -1,0 +1,48 @@
+"""Every action kind, found by its ActionKind: the one place that knows them all."""
+
+from __future__ import annotations
+
+from core.actions.base import ActionType
+from core.actions.cancel import CancelSubscription
+from core.actions.card_link import SendUpdateCardLink
+from core.actions.comp import CompCoupon, ExtendTrial
+from core.actions.escalate import Escalate, FlagFraud, Note
+from core.actions.follow_ups import CloseTicket, ConfirmRefund
+from core.actions.refund import RefundAction
+from core.db.models import Action
+from core.domain import ActionKind
+from core.errors import InvalidInput
+
+_TYPES: dict[ActionKind, ActionType] = {
+    t.kind: t
+    for t in (
+        RefundAction(),
+        ConfirmRefund(),
+        CloseTicket(),
+        CancelSubscription(),
+        CompCoupon(),
+        ExtendTrial(),
+        SendUpdateCardLink(),
+        FlagFraud(),
+        Escalate(),
+        Note(),
+    )
+}
+
+
+def action_type(kind: ActionKind | str) -> ActionType:
+    """The module that knows this kind of action."""
+    try:
+        return _TYPES[ActionKind(kind)]
+    except ValueError:
+        raise InvalidInput(f"Unknown action {kind!r}.") from None
+
+
+def describe(action: Action) -> str:
+    """One line saying what the action does, for notes, the audit trail and the sidebar."""
+    return action_type(action.kind).describe(action)
+
+
+def registered() -> frozenset[ActionKind]:
+    """Every kind with a module (a test insists it is every ActionKind)."""
+    return frozenset(_TYPES)
