@@ -4,8 +4,10 @@ The line of steps: parse (card numbers removed, here and in the stored copy), gu
 loops, thread onto a ticket, and for a new ticket: extract entities, classify the sender's own
 words, match the Stripe customer and cross-check it with the email, then ask the playbook.
 
-Each step can run again after a crash: the ticket message is keyed by the email, the refund
-action by the charge, and the email is marked processed last.
+The playbook's decision is stored as a plan (one per email) whose steps the runner in
+jobs.plans advances. Each step here can run again after a crash: the ticket message is keyed by
+the email, the plan by the email and its refund by the charge, and the email is marked processed
+last.
 """
 
 from __future__ import annotations
@@ -17,15 +19,25 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import actions, audit
-from core.db import session_scope
+from core import audit
+from core.actions import MAIL_AGENT, describe, request_plan
+from core.customers import Claims, CustomerMatch, match_sender, open_claims
+from core.db import queries, session_scope
 from core.db.models import InboundEmail, Ticket, TicketMessage, utcnow
-from core.domain import Category, HelpdeskName, InboundStatus, MessageKind
-from core.errors import BillingDeskError
+from core.domain import (
+    ActionKind,
+    Category,
+    Charge,
+    HelpdeskName,
+    InboundStatus,
+    MatchKind,
+    MessageKind,
+)
+from core.errors import BillingDeskError, InvalidInput
 from core.helpdesks import make_helpdesk
-from core.playbooks import CHARGEBACK_FILED, CustomerMatch, Plan, Step, match_customer, plan_ticket
+from core.playbooks import CHARGEBACK_FILED, TicketFacts, Triage, plan_ticket
 from jobs import queues, runtime
-from jobs.refunds import issue_refund
+from jobs.plans import queue_due_steps
 from mail.classifier import Classification, classify
 from mail.conversations import find_ticket_for
 from mail.extract import Entities, extract
@@ -34,7 +46,7 @@ from mail.parsing import ParsedEmail, parse_email
 from mail.redact import redact_raw_message
 
 log = logging.getLogger(__name__)
-ACTOR = "mail-agent"
+ACTOR = MAIL_AGENT
 EARLIER_REFUNDS_DAYS = 30
 
 
@@ -54,8 +66,8 @@ def process_inbound_email(email_id: int) -> str:
             log.error("inbound email %s does not exist", email_id)
             return "missing"
         if stored.status == InboundStatus.PROCESSED:
-            # A run that died after its commit may not have queued its refund yet.
-            _enqueue_refunds(rt, stored.ticket_id)
+            # A run that died after its commit may not have queued its plan's first step yet.
+            queue_due_steps(rt, stored.ticket_id)
             return "already processed"
         if not InboundStatus(stored.status).waiting:
             # Quarantined mail waits for a person; nothing of it can be read here.
@@ -85,30 +97,36 @@ def process_inbound_email(email_id: int) -> str:
     entities = extract(parsed.text, today=email_day, sender_name=parsed.from_name)
     # The sender's own words: a quoted reply or a signature says nothing about this problem.
     classification = classify(parsed.subject, parsed.for_classification)
-    match, plan = _plan(rt, parsed, classification, entities)
+    # Below the confidence threshold a person decides; the customer is still looked up.
+    confident = classification.is_confident(rt.policy.min_classifier_confidence)
+    category = classification.category if confident else Category.OTHER
+    match, charges = _lookup(rt, parsed, category, entities)
     with session_scope(rt.session_factory) as session:
+        triage = plan_ticket(
+            _facts(session, rt, email_id, category, match, charges, entities), rt.policy
+        )
         # Tickets opened from email live in the built-in helpdesk.
         helpdesk = make_helpdesk(HelpdeskName.LOCAL, session)
         helpdesk.set_triage(
             ticket_id,
             category=classification.category,
             confidence=classification.confidence,
-            stripe_customer_id=plan.customer.id if plan.customer else None,
+            stripe_customer_id=triage.customer.id if triage.customer else None,
         )
         ticket = session.get(Ticket, ticket_id)
         assert ticket is not None
-        if plan.customer is not None:
+        if triage.customer is not None:
             # Found by the sender's address: the sidebar shows it as not verified.
-            ticket.customer_match = "email"
+            ticket.customer_match = MatchKind.EMAIL
         _record_entities(ticket, entities, match)
-        _start_plan(session, ticket_id, plan)
-        note = _triage_note(classification, match, entities, plan) + _earlier_refunds(
-            session, ticket_id, plan
+        stored_plan = _store_plan(session, ticket_id, triage)
+        note = _triage_note(classification, match, entities, triage, stored_plan)
+        helpdesk.add_internal_note(
+            ticket_id, note + _earlier_refunds(session, ticket_id, triage), author=ACTOR
         )
-        helpdesk.add_internal_note(ticket_id, note, author=ACTOR)
         _mark_processed(session, email_id)
-    _enqueue_refunds(rt, ticket_id)
-    return str(plan.step)
+    queue_due_steps(rt, ticket_id)
+    return str(triage.next)
 
 
 def _oversized_body(stored: InboundEmail, parsed: ParsedEmail) -> str:
@@ -132,18 +150,6 @@ def _record_entities(ticket: Ticket, entities: Entities, match: CustomerMatch) -
     if entities.organization:
         ticket.organization = entities.organization[:200]
     ticket.automation_blocked = CHARGEBACK_FILED if entities.chargeback_filed else match.blocked
-
-
-def _enqueue_refunds(rt: runtime.Runtime, ticket_id: int | None) -> None:
-    """Queue the ticket's requested refunds; a refund requested by another ticket stays there."""
-    if ticket_id is None:
-        return
-    with session_scope(rt.session_factory) as session:
-        action_ids = actions.queued_action_ids(session, ticket_id)
-    for action_id in action_ids:
-        queues.enqueue_once(
-            rt.queue(queues.ACTIONS), issue_refund, action_id, job_id=f"refund-{action_id}"
-        )
 
 
 def _thread(
@@ -198,18 +204,15 @@ def _opened_by(session: Session, ticket_id: int, email_id: int) -> bool:
     return first == email_id
 
 
-def _plan(
-    rt: runtime.Runtime, parsed: ParsedEmail, classification: Classification, entities: Entities
-) -> tuple[CustomerMatch, Plan]:
-    """Find the sender's Stripe customer, cross-check it with what the email says, fetch the
-    charges a duplicate needs, and ask the playbook."""
-    # Below the confidence threshold a person decides; the customer is still looked up.
-    confident = classification.is_confident(rt.policy.min_classifier_confidence)
-    category = classification.category if confident else Category.OTHER
+def _lookup(
+    rt: runtime.Runtime, parsed: ParsedEmail, category: Category, entities: Entities
+) -> tuple[CustomerMatch, list[Charge]]:
+    """Find the sender's Stripe customer, cross-check it with what the email says, and fetch
+    the charges a duplicate needs."""
     sender = parsed.from_address
     try:
         candidates = rt.gateway.find_customers_by_email(sender) if "@" in sender else []
-        match = match_customer(
+        match = match_sender(
             sender,
             candidates,
             tenant_ids=entities.tenant_ids,
@@ -225,47 +228,68 @@ def _plan(
         if exc.retryable:
             raise
         log.warning("Stripe lookup for %s failed: %s", sender, exc)
-        match = CustomerMatch(None, (), "the Stripe lookup failed (see the worker log)")
-        charges = []
-    customers = [match.customer] if match.customer else list(match.candidates)
-    plan = plan_ticket(
-        category,
-        customers,
-        charges,
-        rt.policy,
+        return CustomerMatch(None, (), "the Stripe lookup failed (see the worker log)"), []
+    return match, charges
+
+
+def _facts(
+    session: Session,
+    rt: runtime.Runtime,
+    email_id: int,
+    category: Category,
+    match: CustomerMatch,
+    charges: list[Charge],
+    entities: Entities,
+) -> TicketFacts:
+    """What the playbook decides on: the email's reading, and our records of the customer."""
+    now = utcnow()
+    customer = match.customer
+    claims, in_flight, recent = Claims.none(), {}, 0
+    if customer is not None:
+        claims = open_claims(session, customer)
+        in_flight = queries.in_flight_by_charge(session, customer.id)
+        currency = charges[0].amount.currency if charges else "usd"
+        since = now - timedelta(days=rt.policy.customer_refund_window_days)
+        recent = queries.refunded_since(session, customer.id, currency, since)
+    return TicketFacts(
+        category=category,
+        match=match,
+        now=now,
+        email_key=f"email-{email_id}",
+        charges=charges,
         chargeback_filed=entities.chargeback_filed,
-        blocked=match.blocked,
-    )
-    return match, plan
-
-
-def _start_plan(session: Session, ticket_id: int, plan: Plan) -> None:
-    """Record the refund the plan calls for; its key makes one refund per duplicate charge."""
-    if plan.step is not Step.AUTO_REFUND:
-        return
-    assert plan.charge is not None and plan.amount is not None and plan.refund_reason
-    actions.request_refund(
-        session,
-        idempotency_key=f"duplicate-refund:{plan.charge.id}",
-        ticket_id=ticket_id,
-        charge=plan.charge,
-        amount=plan.amount,
-        reason=plan.refund_reason,
-        requested_by=ACTOR,
-        policy_reason=plan.reason,
+        claims=claims,
+        in_flight_by_charge=in_flight,
+        customer_recent=recent,
     )
 
 
-def _earlier_refunds(session: Session, ticket_id: int, plan: Plan) -> str:
+def _store_plan(session: Session, ticket_id: int, triage: Triage) -> str | None:
+    """Store the triage's plan, once per email; a step another ticket already requested (the
+    same duplicate from a second email) leaves this ticket to an agent. Returns a sentence for
+    the note when the plan was not stored."""
+    if triage.plan is None:
+        return None
+    try:
+        request_plan(
+            session, ticket_id=ticket_id, draft=triage.plan, requested_by=ACTOR, requester_role=None
+        )
+    except InvalidInput as exc:
+        return f"No plan: {exc}"
+    return None
+
+
+def _earlier_refunds(session: Session, ticket_id: int, triage: Triage) -> str:
     """A pointer to this customer's refunds of the last days on other tickets, if any."""
-    if plan.customer is None:
+    if triage.customer is None:
         return ""
     since = utcnow() - timedelta(days=EARLIER_REFUNDS_DAYS)
-    earlier = actions.recent_refunds(session, plan.customer.id, since, excluding_ticket=ticket_id)
+    earlier = queries.actions_of(session, triage.customer.id, [ActionKind.REFUND], since=since)
     return "".join(
-        f" Already on ticket #{a.ticket_id}: refund of {actions.action_amount(a)} on "
-        f"{a.stripe_charge_id} ({a.status}, {a.stripe_object_id or 'not yet issued'})."
+        f" Already on ticket #{a.ticket_id}: {describe(a)} "
+        f"({a.status}, {a.stripe_object_id or 'not yet issued'})."
         for a in earlier
+        if a.ticket_id != ticket_id
     )
 
 
@@ -290,13 +314,20 @@ def _entities_summary(entities: Entities) -> str:
 
 
 def _triage_note(
-    classification: Classification, match: CustomerMatch, entities: Entities, plan: Plan
+    classification: Classification,
+    match: CustomerMatch,
+    entities: Entities,
+    triage: Triage,
+    not_stored: str | None,
 ) -> str:
     signals = "; ".join(classification.reasons)
+    plan = f" Plan: {triage.plan.title}." if triage.plan and not not_stored else ""
+    if not_stored:
+        plan = f" {not_stored}"
     return (
         f"Triage: {classification.category} (confidence {classification.confidence:.2f}; "
         f"{signals}). Customer: {match.how}.{_entities_summary(entities)} "
-        f"Next: {plan.step} — {plan.reason}"
+        f"Next: {triage.next} — {triage.reason}{plan}"
     )
 
 

@@ -25,8 +25,9 @@ def get_queue(name: str, connection: Redis) -> Queue:
     return Queue(name, connection=connection)
 
 
-def enqueue_once(queue: Queue, func: Callable[..., Any], *args: Any, job_id: str) -> None:
-    """Enqueue ``func(*args)`` unless a job with this ID is already queued, running or kept.
+def enqueue_once(queue: Queue, func: Callable[..., Any], *args: Any, job_id: str) -> bool:
+    """Enqueue ``func(*args)`` unless a job with this ID is already queued, running or kept;
+    True when this call enqueued it.
 
     The job itself is idempotent too: this only saves a worker the trouble.
     """
@@ -34,3 +35,5 @@ def enqueue_once(queue: Queue, func: Callable[..., Any], *args: Any, job_id: str
         queue.enqueue(func, *args, job_id=job_id, unique=True, retry=STANDARD_RETRY)
     except DuplicateJobError:
         log.debug("job %s already exists; not enqueued again", job_id)
+        return False
+    return True

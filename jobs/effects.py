@@ -1,0 +1,204 @@
+"""What a plan step may touch, as a worker provides it: Stripe, the database, the ticket's
+helpdesk, and customer email (rendered from templates/, sent once per step)."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core import audit
+from core.db import session_scope
+from core.db.models import Action, OutboundEmail, Ticket, TicketMessage, utcnow
+from core.domain import HelpdeskName, MessageKind, OutboundStatus
+from core.helpdesks import Helpdesk, helpdesk_for_ticket
+from core.policy import PolicyConfig
+from core.settings import Settings
+from core.stripe_gateway import StripeGateway
+from jobs.runtime import Runtime
+from mail.conversations import subject_token
+from mail.loop_guard import auto_reply_limit_reason
+from mail.outgoing import render_email
+from mail.smtp import send_message
+
+SENT, ALREADY_SENT, HELD_BACK = "sent", "already sent", "held back by the hourly limit"
+
+
+class WorkerEffects:
+    """``core.actions.base.Effects`` on a worker's runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    @property
+    def gateway(self) -> StripeGateway:
+        """The process's Stripe gateway."""
+        return self.rt.gateway
+
+    @property
+    def policy(self) -> PolicyConfig:
+        """The policy the worker runs under."""
+        return self.rt.policy
+
+    @property
+    def settings(self) -> Settings:
+        """The deployment's settings."""
+        return self.rt.settings
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A short transaction: committed on success, rolled back on error, always closed."""
+        with session_scope(self.rt.session_factory) as session:
+            yield session
+
+    def helpdesk(self, session: Session, ticket_id: int) -> Helpdesk:
+        """The adapter of the helpdesk that owns the ticket."""
+        return helpdesk_for_ticket(session, ticket_id, self.rt.settings)
+
+    def now(self) -> datetime:
+        """The current time (UTC)."""
+        return utcnow()
+
+    def send_customer_email(
+        self,
+        action: Action,
+        *,
+        template: str,
+        subject: str,
+        context: Mapping[str, Any],
+        to: str,
+    ) -> str:
+        """Send one templated email for a step unless it was sent already; record it first, so
+        a retry after a crash resends the same message (same Message-ID) at most."""
+        assert action.ticket_id is not None
+        key = f"{template}:{action.id}"
+        with self.transaction() as session:
+            outbound = session.scalar(select(OutboundEmail).where(OutboundEmail.dedupe_key == key))
+            if outbound is not None and outbound.status != OutboundStatus.PENDING:
+                return ALREADY_SENT if outbound.status == OutboundStatus.SENT else HELD_BACK
+            ticket = session.get(Ticket, action.ticket_id)
+            assert ticket is not None
+            message = self._build(session, ticket, template, subject, context, to, outbound)
+            # A first attempt only: a retry after a crash was counted, and may have gone out.
+            over_limit = outbound is None and auto_reply_limit_reason(
+                session, str(message["To"]), self.settings.auto_reply_limit_per_hour
+            )
+            if over_limit:
+                self._hold_back(session, action, ticket, message, key, template, over_limit)
+                return HELD_BACK
+            if outbound is None:
+                outbound = OutboundEmail(
+                    dedupe_key=key,
+                    ticket_id=ticket.id,
+                    action_id=action.id,
+                    to_address=str(message["To"]),
+                    subject=str(message["Subject"]),
+                    message_id=str(message["Message-ID"]),
+                )
+                session.add(outbound)
+        with self.transaction() as session:
+            ticket = session.get(Ticket, action.ticket_id)
+            outbound = session.scalar(select(OutboundEmail).where(OutboundEmail.dedupe_key == key))
+            assert ticket is not None and outbound is not None
+            body = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            if ticket.helpdesk == HelpdeskName.LOCAL:
+                # A crash between this send and the commit below means one resend with the
+                # same Message-ID on retry: mail is at-least-once, never silently lost.
+                send_message(message, self.rt.smtp)
+            # For Zendesk and Help Scout this posts the public reply; locally it records it.
+            self.helpdesk(session, ticket.id).add_message(
+                ticket.id,
+                kind=MessageKind.OUTBOUND,
+                author=self.settings.mail_from,
+                body=body,
+                message_id=outbound.message_id,
+            )
+            outbound.status = OutboundStatus.SENT
+            outbound.sent_at = utcnow()
+            _audit_email(session, action, "email.sent", template, outbound.to_address)
+        return SENT
+
+    def _hold_back(
+        self,
+        session: Session,
+        action: Action,
+        ticket: Ticket,
+        message: EmailMessage,
+        key: str,
+        template: str,
+        why: str,
+    ) -> None:
+        """Record an email the hourly cap kept back, so a rerun neither sends nor notes it."""
+        session.add(
+            OutboundEmail(
+                dedupe_key=key,
+                ticket_id=ticket.id,
+                action_id=action.id,
+                to_address=str(message["To"]),
+                subject=str(message["Subject"]),
+                message_id=str(message["Message-ID"]),
+                status=OutboundStatus.RATE_LIMITED,
+            )
+        )
+        self.helpdesk(session, ticket.id).add_internal_note(
+            ticket.id,
+            f"Not sent: the {template.replace('_', ' ')} email. {why} "
+            "Send it by hand if the customer still needs it.",
+            author="billing-desk",
+        )
+        _audit_email(session, action, "email.rate_limited", template, str(message["To"]))
+
+    def _build(
+        self,
+        session: Session,
+        ticket: Ticket,
+        template: str,
+        subject: str,
+        context: Mapping[str, Any],
+        to: str,
+        outbound: OutboundEmail | None,
+    ) -> EmailMessage:
+        first_inbound = session.scalar(
+            select(TicketMessage)
+            .where(TicketMessage.ticket_id == ticket.id, TicketMessage.kind == MessageKind.INBOUND)
+            .order_by(TicketMessage.id)
+            .limit(1)
+        )
+        settings = self.settings
+        message = render_email(
+            settings.email_templates_dir,
+            template,
+            {
+                "customer_name": ticket.requester_name,
+                "ticket_token": subject_token(ticket.id),
+                "support_name": email.utils.parseaddr(settings.mail_from)[0] or "Billing Support",
+                **context,
+            },
+            sender=settings.mail_from,
+            to=to,
+            subject=f"{subject} {subject_token(ticket.id)}",
+            in_reply_to=first_inbound.message_id if first_inbound else None,
+        )
+        if outbound is not None:
+            # A resend after a crash keeps the first attempt's Message-ID: it threads as one.
+            message.replace_header("Message-ID", outbound.message_id)
+        return message
+
+
+def _audit_email(session: Session, action: Action, event: str, template: str, to: str) -> None:
+    audit.record(
+        session,
+        actor="billing-desk",
+        event=event,
+        ticket_id=action.ticket_id,
+        action_id=action.id,
+        stripe_customer_id=action.stripe_customer_id,
+        template=template,
+        to=to,
+    )
