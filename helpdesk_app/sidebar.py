@@ -3,7 +3,7 @@
 The first page load proves who is asking (built-in sign-in here; Zendesk and Help Scout in
 ``embedded``) and embeds a sidebar token. Everything after that is a fetch from
 ``static/sidebar.js`` carrying the token in the Authorization header, answered with HTML
-fragments rendered (and escaped) by Jinja.
+fragments rendered (and escaped) by Jinja. Views parse, call core.actions, queue and render.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Any
 from flask import Blueprint, abort, render_template, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from core import actions, audit
+from core import actions, customers
+from core.actions import Requested
 from core.billing_context import BillingContext, load_context
-from core.db.models import Action, Agent, Ticket, utcnow
-from core.domain import ActionKind, ActionStatus, HelpdeskName, Money
+from core.db.models import Action, Agent, Plan, Ticket, utcnow
+from core.domain import Category, HelpdeskName
 from core.errors import BillingDeskError, Forbidden, InvalidInput
-from core.policy.declines import retry_schedule
-from core.proposals import propose, recheck
+from core.policy import dispute_advice, escalation_route, retry_schedule
 from helpdesk_app.auth import (
     SidebarSession,
     current_agent,
@@ -28,7 +28,7 @@ from helpdesk_app.auth import (
     sidebar_session,
 )
 from helpdesk_app.services import get_services, get_session
-from jobs.actions import enqueue_action, enqueue_decision_note
+from jobs.plans import enqueue_approval_note, enqueue_step
 
 bp = Blueprint("sidebar", __name__, url_prefix="/sidebar")
 
@@ -42,16 +42,20 @@ def render_sidebar(ticket: Ticket, token: str, agent: Agent) -> str:
     return render_template("sidebar.html", token=token, me=agent, **_panel_vars(ticket))
 
 
+def _context(ticket: Ticket) -> BillingContext:
+    services = get_services()
+    return load_context(services.gateway, get_session(), ticket, services.policy, utcnow())
+
+
 def _panel_vars(ticket: Ticket) -> dict[str, Any]:
     """Everything the panel template shows; Stripe trouble becomes a message, not an error."""
     services = get_services()
     try:
-        context: BillingContext | None = load_context(
-            services.gateway, get_session(), ticket, services.policy
-        )
+        context: BillingContext | None = _context(ticket)
         problem = None
     except BillingDeskError as exc:
         context, problem = None, exc.public_message
+    category = Category(ticket.category) if ticket.category else None
     return {
         "ctx": context,
         "problem": problem,
@@ -59,6 +63,8 @@ def _panel_vars(ticket: Ticket) -> dict[str, Any]:
         "retry_schedule": retry_schedule(services.policy),
         "dashboard": services.settings.stripe_dashboard_url,
         "describe": actions.describe,
+        "advice": lambda dispute: dispute_advice(dispute, services.policy),
+        "route": escalation_route(category) if category else None,
         "zip": zip,
     }
 
@@ -101,47 +107,21 @@ def choose_customer() -> str:
     """The agent picks which Stripe customer this ticket is about (not yet verified)."""
     session = sidebar_session()
     customer = get_services().gateway.get_customer(_field("customer_id", "customer"))
-    ticket, db = session.ticket, get_session()
-    if ticket.stripe_customer_id != customer.id:
-        ticket.stripe_customer_id = customer.id
-        ticket.customer_match = "agent"
-        ticket.customer_verified_by = ticket.customer_verified_at = None
-        audit.record(
-            db,
-            actor=session.agent.email,
-            event="customer.chosen",
-            ticket_id=ticket.id,
-            stripe_customer_id=customer.id,
-        )
-        db.commit()
+    customers.choose_customer(get_session(), session.ticket, customer, session.agent)
+    get_session().commit()
     return _panel(session)
 
 
 @bp.post("/verify")
 def verify_customer() -> str:
-    """The agent confirms the playbook's identity checklist for the shown customer."""
+    """The agent confirms the playbook's identity checklist for the customer shown."""
     session = sidebar_session()
-    customer_id = _field("customer_id", "customer")
-    confirmed = [c for c in ("email", "organisation", "tenant") if request.form.get(c) == "on"]
-    if len(confirmed) < 3:
-        raise InvalidInput(
-            "Confirm all three with the customer: account email, organisation and tenant ID."
-        )
-    ticket, db = session.ticket, get_session()
-    customer = get_services().gateway.get_customer(customer_id)
-    ticket.stripe_customer_id = customer.id
-    ticket.customer_match = ticket.customer_match or "agent"
-    ticket.customer_verified_by = session.agent.email
-    ticket.customer_verified_at = utcnow()
-    audit.record(
-        db,
-        actor=session.agent.email,
-        event="customer.verified",
-        ticket_id=ticket.id,
-        stripe_customer_id=customer.id,
-        checks=confirmed,
-    )
-    db.commit()
+    identity = customers.identity_of(get_services().gateway, session.ticket)
+    if identity is None or identity.customer.id != _field("customer_id", "customer"):
+        raise InvalidInput("Choose the customer first.")
+    confirmed = [c for c in customers.CHECKLIST if request.form.get(c) == "on"]
+    customers.confirm_identity(get_session(), session.ticket, identity, session.agent, confirmed)
+    get_session().commit()
     return _panel(session)
 
 
@@ -158,63 +138,111 @@ def _intents() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(secret, salt=_INTENT_SALT)
 
 
+def _signed(session: SidebarSession, proposal: actions.Proposal, **extra: Any) -> str:
+    """The confirmation form's signed copy of what the agent reviewed."""
+    return _intents().dumps(
+        {
+            **proposal.requested.to_intent(),
+            "title": proposal.title,
+            "ticket": session.ticket.id,
+            "agent": session.agent.id,
+            **extra,
+        }
+    )
+
+
+def _intent(session: SidebarSession) -> dict[str, Any]:
+    """The signed confirmation back, for this ticket and agent only."""
+    try:
+        intent: dict[str, Any] = _intents().loads(
+            request.form.get("intent", ""), max_age=INTENT_MAX_AGE
+        )
+    except BadSignature as exc:
+        raise InvalidInput("This confirmation expired. Review the action again.") from exc
+    if (intent["ticket"], intent["agent"]) != (session.ticket.id, session.agent.id):
+        raise Forbidden("the confirmation belongs to another ticket or agent")
+    return intent
+
+
 @bp.post("/actions/preview")
 def preview() -> str:
     """What an action will do, to whom, for how much, and what policy says: confirm or not."""
     session = sidebar_session()
     services = get_services()
-    context = load_context(services.gateway, get_session(), session.ticket, services.policy)
-    proposal = propose(
-        request.form.get("kind", ""), context, request.form, session.role, services.policy, utcnow()
+    proposal = actions.propose(
+        request.form.get("kind", ""),
+        _context(session.ticket),
+        request.form,
+        session.agent,
+        services.policy,
+        utcnow(),
     )
-    intent = _intents().dumps(
-        {**proposal.to_intent(), "ticket": session.ticket.id, "agent": session.agent.id}
-    )
+    intent = _signed(session, proposal)
     return render_template("sidebar/confirm.html", proposal=proposal, intent=intent)
 
 
 @bp.post("/actions")
 def confirm() -> str:
-    """Carry out a confirmed proposal: one Action per idempotency key, queued for a worker."""
+    """Carry out a confirmed proposal: one plan per idempotency key, its first step queued."""
     session = sidebar_session()
-    try:
-        intent = _intents().loads(request.form.get("intent", ""), max_age=INTENT_MAX_AGE)
-    except BadSignature as exc:
-        raise InvalidInput("This confirmation expired. Review the action again.") from exc
-    if (intent["ticket"], intent["agent"]) != (session.ticket.id, session.agent.id):
-        raise Forbidden("the confirmation belongs to another ticket or agent")
+    intent = _intent(session)
     db = get_session()
-    existing = actions.action_by_key(db, intent["key"])
-    if existing is None:
-        services = get_services()
-        context = load_context(services.gateway, db, session.ticket, services.policy)
-        decision = recheck(context, intent, session.role, services.policy)
-        amount = Money(intent["amount"], intent["currency"]) if intent["amount"] else None
-        existing, _ = actions.request_action(
-            db,
-            kind=ActionKind(intent["kind"]),
-            idempotency_key=intent["key"],
-            ticket_id=session.ticket.id,
-            requested_by=session.agent.email,
-            decision=decision,
-            customer_id=session.ticket.stripe_customer_id,
-            charge_id=intent["charge"],
-            amount=amount,
-            reason=intent["reason"],
-            params=intent["params"],
-        )
-        db.commit()
-        _dispatch(existing)
-    return render_template("sidebar/action.html", action=existing, describe=actions.describe)
+    plan, due = actions.confirm(
+        db,
+        _context(session.ticket),
+        session.agent,
+        Requested.from_intent(intent),
+        str(intent.get("title") or ""),
+        get_services().policy,
+        utcnow(),
+    )
+    db.commit()
+    _dispatch(plan.steps[0], due)
+    return render_template("sidebar/action.html", action=plan.steps[0], describe=actions.describe)
 
 
-def _dispatch(action: Action) -> None:
-    """Queue the work for an action's current state: run it, and note approvals on the ticket."""
+@bp.post("/plans/<int:plan_id>/preview")
+def preview_plan(plan_id: int) -> str:
+    """What starting a plan the mail agent suggested would do, and what policy says."""
+    session = sidebar_session()
+    plan = _plan(session, plan_id)
+    proposal = actions.preview_suggested(
+        _context(session.ticket), plan, session.agent, get_services().policy, utcnow()
+    )
+    intent = _signed(session, proposal, plan=plan.id)
+    return render_template("sidebar/confirm.html", proposal=proposal, intent=intent, plan=plan)
+
+
+@bp.post("/plans/<int:plan_id>/start")
+def start_plan(plan_id: int) -> str:
+    """Start a suggested plan as this agent's request."""
+    session = sidebar_session()
+    plan = _plan(session, plan_id)
+    if _intent(session).get("plan") != plan.id:
+        raise Forbidden("the confirmation is for another plan")
+    db = get_session()
+    due = actions.start_plan(
+        db, _context(session.ticket), plan, session.agent, get_services().policy, utcnow()
+    )
+    db.commit()
+    _dispatch(plan.steps[0], due)
+    return render_template("sidebar/action.html", action=plan.steps[0], describe=actions.describe)
+
+
+def _plan(session: SidebarSession, plan_id: int) -> Plan:
+    plan = get_session().get(Plan, plan_id)
+    if plan is None or plan.ticket_id != session.ticket.id:
+        abort(404, "No such plan on this ticket.")
+    return plan
+
+
+def _dispatch(action: Action, due: Action | None) -> None:
+    """Queue the work for a step's state: run what is due, and note approvals on the ticket."""
     queue = get_services().actions_queue
     if action.approval_role:  # first, so the approval is noted before the outcome
-        enqueue_decision_note(queue, action)
-    if action.status == ActionStatus.QUEUED:
-        enqueue_action(queue, action.id)
+        enqueue_approval_note(queue, action)
+    if due is not None:
+        enqueue_step(queue, due.id)
 
 
 @bp.get("/actions/<int:action_id>")
@@ -229,7 +257,7 @@ def action_status(action_id: int) -> str:
 
 @bp.post("/actions/<int:action_id>/decision")
 def decide(action_id: int) -> str:
-    """A Support Lead (or the role policy named) approves or rejects a pending action."""
+    """Someone of the role policy named approves or rejects a waiting step."""
     session = sidebar_session()
     db = get_session()
     action = db.get(Action, action_id)
@@ -238,14 +266,10 @@ def decide(action_id: int) -> str:
     verdict = request.form.get("decision")
     if verdict not in ("approve", "reject"):
         raise InvalidInput("Approve or reject.")
-    actions.decide(
-        db,
-        action,
-        session.agent,
-        approve=verdict == "approve",
-        note=(request.form.get("note") or "")[:1000],
-    )
+    note = (request.form.get("note") or "")[:1000]
+    actions.decide(db, action, session.agent, approve=verdict == "approve", note=note)
+    due = actions.advance_plan(db, action.plan) if action.plan else None
     db.commit()
-    _dispatch(action)
+    _dispatch(action, due)
     # The sheet follows the action until it is done; the panel refreshes after.
     return render_template("sidebar/action.html", action=action, describe=actions.describe)

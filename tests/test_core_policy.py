@@ -7,10 +7,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.domain import Category, Charge, Customer, Money
+from core.customers import Claims, match_sender
+from core.domain import ActionKind, Category, Charge, Customer, Money, RefundReason, Role
 from core.errors import ConfigError
-from core.playbooks import Step, plan_ticket
-from core.policy import Mode, PolicyConfig, Verdict, evaluate_refund, find_duplicate, load_policy
+from core.playbooks import Next, TicketFacts, plan_ticket
+from core.policy import (
+    Asker,
+    Mode,
+    PolicyConfig,
+    RefundQuestion,
+    Verdict,
+    find_duplicate,
+    judge_refund,
+    load_policy,
+)
 
 NOON = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DAY = timedelta(hours=24)
@@ -45,15 +55,29 @@ def charge(id="ch_1", amount=4900, at=NOON, **changes) -> Charge:
         (charge(), 0, Verdict.DENY, "positive"),
     ],
 )
-def test_evaluate_refund(ch, amount, verdict, words):
-    decision = evaluate_refund(ch, Money(amount, "usd"), PolicyConfig())
+def test_the_charge_rules(ch, amount, verdict, words):
+    decision = judge_refund(agent_asks(ch, Money(amount, ch.amount.currency)), PolicyConfig())
     assert decision.verdict is verdict
     assert words in decision.reason
 
 
+def agent_asks(ch: Charge, amount: Money) -> RefundQuestion:
+    """A verified agent asks, an hour after the charge."""
+    return RefundQuestion(
+        asker=Asker.PREVIEW,
+        requester_role=Role.AGENT,
+        charge=ch,
+        amount=amount,
+        reason=RefundReason.REQUESTED_BY_CUSTOMER,
+        now=ch.created + timedelta(hours=1),
+        identity_confirmed=True,
+    )
+
+
 def test_a_currency_without_a_threshold_needs_approval():
     ch = replace(charge(), amount=Money(4900, "eur"))
-    assert evaluate_refund(ch, Money(4900, "eur"), PolicyConfig()).verdict is Verdict.NEEDS_APPROVAL
+    decision = judge_refund(agent_asks(ch, Money(4900, "eur")), PolicyConfig())
+    assert decision.verdict is Verdict.NEEDS_APPROVAL
 
 
 @pytest.mark.parametrize(
@@ -101,51 +125,89 @@ TWIN = [charge("a"), charge("b", at=NOON + timedelta(hours=1))]
 @pytest.mark.parametrize(
     ("category", "customers", "charges", "config", "step"),
     [
-        (Category.DUPLICATE_CHARGE, [ALICE], TWIN, PolicyConfig(), Step.AUTO_REFUND),
-        (Category.DUPLICATE_CHARGE, [], TWIN, PolicyConfig(), Step.AGENT),
+        (Category.DUPLICATE_CHARGE, [ALICE], TWIN, PolicyConfig(), Next.AUTO),
+        (Category.DUPLICATE_CHARGE, [], TWIN, PolicyConfig(), Next.AGENT),
         (
             Category.DUPLICATE_CHARGE,
             [ALICE, Customer("cus_2", "alice@example.com", None)],
             TWIN,
             PolicyConfig(),
-            Step.AGENT,
+            Next.AGENT,
         ),
-        (Category.DUPLICATE_CHARGE, [ALICE], TWIN[:1], PolicyConfig(), Step.AGENT),
+        (Category.DUPLICATE_CHARGE, [ALICE], TWIN[:1], PolicyConfig(), Next.AGENT),
         (
             Category.DUPLICATE_CHARGE,
             [ALICE],
             [charge("a", 90000), charge("b", 90000)],
             PolicyConfig(),
-            Step.SUGGEST_REFUND,
+            Next.SUGGEST,
         ),
         (
             Category.DUPLICATE_CHARGE,
             [ALICE],
             TWIN,
             PolicyConfig(category_modes={Category.DUPLICATE_CHARGE: Mode.SUGGEST}),
-            Step.SUGGEST_REFUND,
+            Next.SUGGEST,
         ),
         (
             Category.DUPLICATE_CHARGE,
             [ALICE],
             TWIN,
             PolicyConfig(category_modes={Category.DUPLICATE_CHARGE: Mode.OFF}),
-            Step.AGENT,
+            Next.AGENT,
         ),
-        (Category.REFUND_REQUEST, [ALICE], TWIN, PolicyConfig(), Step.AGENT),
-        (Category.CHARGEBACK, [ALICE], TWIN, PolicyConfig(), Step.AGENT),
+        (Category.REFUND_REQUEST, [ALICE], TWIN, PolicyConfig(), Next.AGENT),
+        (Category.CHARGEBACK, [ALICE], TWIN, PolicyConfig(), Next.AGENT),
     ],
 )
 def test_plan_ticket(category, customers, charges, config, step):
-    plan = plan_ticket(category, customers, charges, config)
-    assert plan.step is step
-    assert plan.reason
-    if step is Step.AUTO_REFUND:
-        assert (plan.charge.id, plan.amount, plan.refund_reason) == (
-            "b",
-            Money(4900, "usd"),
-            "duplicate",
-        )
+    match = match_sender(ALICE.email or "", customers)
+    facts = TicketFacts(category, match, NOON + 2 * timedelta(hours=1), "email-1", charges)
+    triage = plan_ticket(facts, config)
+    assert triage.next is step
+    assert triage.reason
+    if step is Next.AGENT:
+        assert triage.plan is None
+        return
+    assert triage.plan is not None and triage.plan.suggested is (step is Next.SUGGEST)
+    refund, confirm, close = triage.plan.steps
+    duplicate = find_duplicate(charges, DAY).duplicate
+    assert (refund.kind, refund.charge_id, refund.reason) == (
+        ActionKind.REFUND,
+        duplicate.id,
+        "duplicate",
+    )
+    assert refund.amount == duplicate.amount
+    assert (confirm.kind, confirm.params) == (ActionKind.CONFIRM_REFUND, {"to": ALICE.email})
+    assert (close.kind, close.params) == (ActionKind.CLOSE, {"resolution": RESOLUTION})
+
+
+RESOLUTION = "Resolved — Refund issued"
+
+
+@pytest.mark.parametrize(
+    ("claims", "in_flight", "step"),
+    [
+        # Another open ticket of the customer says the card is not theirs: Security first.
+        (Claims(frozenset([Category.CARD_NOT_RECOGNIZED]), False, (3,)), {}, Next.SUGGEST),
+        (Claims(frozenset([Category.UNUSED_MODULE]), False, (3,)), {}, Next.SUGGEST),
+        (Claims(frozenset(), True, (3,)), {}, Next.SUGGEST),
+        # A refund of that charge already in flight leaves nothing to refund.
+        (Claims.none(), {"b": 4900}, Next.AGENT),
+    ],
+)
+def test_the_playbook_weighs_the_customers_other_tickets(claims, in_flight, step):
+    """The mail agent asks the same judgement as everyone: other tickets and refunds count."""
+    facts = TicketFacts(
+        Category.DUPLICATE_CHARGE,
+        match_sender(ALICE.email or "", [ALICE]),
+        NOON + timedelta(hours=2),
+        "email-1",
+        TWIN,
+        claims=claims,
+        in_flight_by_charge=in_flight,
+    )
+    assert plan_ticket(facts, PolicyConfig()).next is step
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from core.db.models import Action, AuditEvent, InboundEmail, OutboundEmail, Tick
 from core.domain import RESOLUTION_REFUND_ISSUED
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
 from jobs.inbound import process_inbound_email
-from jobs.refunds import issue_refund
+from jobs.plans import run_step
 
 pytestmark = pytest.mark.e2e
 
@@ -99,7 +99,7 @@ def test_double_charge_email_is_refunded_confirmed_and_closed_once(
         assert ticket.stripe_customer_id == customer
         notes = [m.body for m in ticket.messages if m.kind == "note"]
         assert any(refund.id in note for note in notes)
-        action = session.scalars(select(Action)).one()
+        action = session.scalars(select(Action).where(Action.kind == "refund")).one()
         assert (action.status, action.stripe_object_id) == ("succeeded", refund.id)
         email_id = session.scalars(select(InboundEmail.id)).one()
     before = counts(rt.session_factory)
@@ -107,7 +107,7 @@ def test_double_charge_email_is_refunded_confirmed_and_closed_once(
     # Nothing doubles: poll again, run every job again, directly and through the worker.
     assert poll_mail().stored == 0
     process_inbound_email(email_id)
-    issue_refund(action.id)
+    run_step(action.id)
     run_worker()
 
     assert len(refunds_in_stripe(stripe_client, [older, newer])) == 1
@@ -125,7 +125,7 @@ def test_a_retried_refund_job_finds_the_refund_it_already_made(
     # Run only the inbound job: the refund action is queued, not yet run.
     process_inbound_email(rt.session_factory().scalars(select(InboundEmail.id)).one())
     with session_scope(rt.session_factory) as session:
-        action = session.scalars(select(Action)).one()
+        action = session.scalars(select(Action).where(Action.kind == "refund")).one()
     # The "crashed" first attempt: Stripe got the refund, our database never heard.
     stripe_client.v1.refunds.create(
         params={
@@ -237,7 +237,9 @@ def test_a_customer_writing_twice_about_one_duplicate_gets_one_refund(
     with session_scope(rt.session_factory) as session:
         first, second = session.scalars(select(Ticket).order_by(Ticket.id)).all()
         assert first.status == "closed" and second.status == "open"
-        refund_id = session.scalars(select(Action.stripe_object_id)).one()
+        refund_id = session.scalars(
+            select(Action.stripe_object_id).where(Action.kind == "refund")
+        ).one()
         notes = [m.body for m in second.messages if m.kind == "note"]
         assert any(f"ticket #{first.id}" in note and refund_id in note for note in notes)
 

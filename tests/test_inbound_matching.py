@@ -14,20 +14,15 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import func, select
 
+from core.customers import match_sender, same_organization
 from core.db import session_scope
 from core.db.models import Action, InboundEmail, OutboundEmail, Ticket, TicketMessage
 from core.domain import Category, Charge, Customer, Money
-from core.playbooks import (
-    CHARGEBACK_FILED,
-    Step,
-    match_customer,
-    plan_ticket,
-    same_organization,
-)
+from core.playbooks import CHARGEBACK_FILED, Next, TicketFacts, plan_ticket
 from core.policy import PolicyConfig
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
-from jobs.emails import send_refund_confirmation
 from jobs.inbound import process_inbound_email
+from jobs.plans import run_step
 from mail.parsing import dedupe_key, message_id_of
 
 SENDER = "alice@example.com"
@@ -71,7 +66,7 @@ NO_METADATA = Customer("cus_bare", SENDER, "Alice")
     ],
 )
 def test_match_customer(candidates, tenants, organization, customer, blocked):
-    match = match_customer(SENDER, candidates, tenant_ids=tenants, organization=organization)
+    match = match_sender(SENDER, candidates, tenant_ids=tenants, organization=organization)
     assert match.customer == customer
     assert match.candidates == tuple(candidates)
     if blocked is None:
@@ -107,20 +102,23 @@ def paid(charge_id: str, at: datetime) -> Charge:
 TWIN = [paid("ch_b", NOON + timedelta(hours=1)), paid("ch_a", NOON)]
 
 
+def facts(category: Category, blocked: str | None = None, **changes) -> TicketFacts:
+    match = match_sender(SENDER, [ALICE])
+    match = type(match)(match.customer, match.candidates, match.how, blocked)
+    return TicketFacts(category, match, NOON + timedelta(hours=2), "email-1", TWIN, **changes)
+
+
 @pytest.mark.parametrize("category", [Category.DUPLICATE_CHARGE, Category.CHARGEBACK])
 def test_a_filed_chargeback_is_never_refunded_whatever_the_category(category):
-    plan = plan_ticket(category, [ALICE], TWIN, PolicyConfig(), chargeback_filed=True)
-    assert (plan.step, plan.reason, plan.customer) == (Step.AGENT, CHARGEBACK_FILED, ALICE)
+    triage = plan_ticket(facts(category, chargeback_filed=True), PolicyConfig())
+    assert (triage.next, triage.reason, triage.customer) == (Next.AGENT, CHARGEBACK_FILED, ALICE)
+    assert triage.plan is None
 
 
 def test_a_blocked_match_goes_to_an_agent_with_the_reason():
-    plan = plan_ticket(
-        Category.DUPLICATE_CHARGE, [ALICE], TWIN, PolicyConfig(), blocked="Tenant differs."
-    )
-    assert (plan.step, plan.reason) == (Step.AGENT, "Automation blocked. Tenant differs.")
-    assert plan_ticket(Category.DUPLICATE_CHARGE, [ALICE], TWIN, PolicyConfig()).step is (
-        Step.AUTO_REFUND
-    )
+    triage = plan_ticket(facts(Category.DUPLICATE_CHARGE, "Tenant differs."), PolicyConfig())
+    assert (triage.next, triage.reason) == (Next.AGENT, "Automation blocked. Tenant differs.")
+    assert plan_ticket(facts(Category.DUPLICATE_CHARGE), PolicyConfig()).next is Next.AUTO
 
 
 # --- through the inbound job --------------------------------------------------------------
@@ -242,7 +240,7 @@ def test_an_email_that_agrees_with_stripe_is_refunded_and_keeps_its_entities(
     )
     email_id = store(rt, raw)
 
-    assert process_inbound_email(email_id) == "auto_refund"
+    assert process_inbound_email(email_id) == "auto"
     run_worker()
 
     assert [r.charge for r in refunds(stripe_client, older, newer)] == [newer]
@@ -410,9 +408,9 @@ def test_the_hourly_cap_holds_back_a_confirmation_and_says_why(
             select(OutboundEmail).where(OutboundEmail.ticket_id == ticket.id)
         ).one()
         assert held.status == "rate_limited"
-        action_id = session.scalars(select(Action.id)).one()
+        action_id = session.scalars(select(Action.id).where(Action.kind == "confirm_refund")).one()
 
-    send_refund_confirmation(action_id)  # a rerun neither sends nor notes it again
+    run_step(action_id)  # a rerun neither sends nor notes it again
     assert outbox == []
     with session_scope(rt.session_factory) as session:
         assert notes(the_ticket(session)).count("Not sent:") == 1

@@ -14,13 +14,13 @@ from sqlalchemy import select
 
 from core.db import session_scope
 from core.db.models import OutboundEmail, Ticket
-from core.domain import Category, MessageKind
+from core.domain import Category, MessageKind, OutboundStatus
 from core.helpdesks import LocalHelpdesk
 from core.settings import PROJECT_ROOT
 from mail import redact
 from mail.classifier import classify
 from mail.conversations import find_ticket_for, subject_token
-from mail.loop_guard import RATE_LIMITED, auto_reply_limit_reason, automated_reason
+from mail.loop_guard import auto_reply_limit_reason, automated_reason
 from mail.outgoing import render_email
 from mail.parsing import (
     MAX_ATTACHMENTS_LISTED,
@@ -578,7 +578,7 @@ def test_the_hourly_cap_counts_our_recent_mail_to_the_address(session_factory):
                 ("Alice Martin <ALICE@example.com>", 10, "sent"),
                 ("alice@example.com", 59, "pending"),
                 ("alice@example.com", 61, "sent"),  # more than an hour ago
-                ("alice@example.com", 1, RATE_LIMITED),  # held back, never sent
+                ("alice@example.com", 1, OutboundStatus.RATE_LIMITED),  # held back, never sent
                 ("aliceXexample@example.com", 1, "sent"),
                 ("alice_x@example.com", 1, "sent"),
             ]

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from core import agents
 from core.db import session_scope
-from core.db.models import Action, AuditEvent, Escalation, Ticket, TicketMessage
+from core.db.models import Action, AuditEvent, Escalation, Plan, Ticket, TicketMessage
 from core.domain import Role
 from helpdesk_app import create_app
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
@@ -101,7 +101,11 @@ def test_a_duplicate_is_refunded_once_however_often_it_is_confirmed(
     with ThreadPoolExecutor(4) as pool:  # a double click, a retry and a second tab at once
         answers = list(pool.map(sidebar.confirm, [intent, intent, intent, second_tab]))
     assert all(a.status_code == 200 for a in answers)
-    assert count(session_factory, Action) == 1
+    # One plan, and in it one refund (then its confirmation and the close).
+    assert count(session_factory, Plan) == 1
+    with session_scope(session_factory) as session:
+        kinds = session.scalars(select(Action.kind).order_by(Action.position)).all()
+        assert kinds == ["refund", "confirm_refund", "close"]
     run_worker()
     issued = refunds(stripe_client, alice["second"])
     assert len(issued) == 1 and issued[0].amount == 4900 and issued[0].reason == "duplicate"
