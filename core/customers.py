@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -19,7 +20,9 @@ from core.db import queries
 from core.db.models import Agent, Ticket, utcnow
 from core.domain import Category, Customer, MatchKind
 from core.errors import InvalidInput, NotFound, PolicyDenied
-from core.stripe_gateway import StripeGateway
+
+if TYPE_CHECKING:  # mail.parsing reads the legal forms here without loading stripe-python
+    from core.stripe_gateway import StripeGateway
 
 # Legal forms set aside when comparing company names ("Weber GmbH" is "Weber"), and the words
 # mail.extract recognises as ending a company name in an email.
@@ -29,6 +32,18 @@ LEGAL_FORMS = (
     "srl", "spa", "pvt",
 )  # fmt: skip
 _NOT_DISTINCTIVE = frozenset(LEGAL_FORMS) | {"the", "and"}
+
+
+def legal_form_pattern() -> str:
+    """A regular expression alternation of the legal forms as people write them in text:
+    short ones with or without dots ("LLC", "L.L.C", "S.A", "B.V"), longest first."""
+    forms = sorted(LEGAL_FORMS, key=len, reverse=True)
+    return "|".join(
+        r"\.?".join(re.escape(letter) for letter in form) if len(form) <= 3 else re.escape(form)
+        for form in forms
+    )
+
+
 _TENANT_DIGITS = re.compile(r"(?:[Tt]-)?(\d+)")
 
 # What the sidebar's checklist asks the agent to confirm, in order.

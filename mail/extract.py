@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from core.customers import legal_form_pattern
 from core.domain import ZERO_DECIMAL_CURRENCIES, Money
 from mail.parsing import split_reply
 from mail.sanitize import clean_text
@@ -312,10 +313,8 @@ def _tenant_ids(text: str) -> tuple[str, ...]:
 
 # --- organisation ---------------------------------------------------------------------------
 
-_LEGAL_SUFFIX = (
-    r"(?:inc|incorporated|llc|l\.l\.c|llp|ltd|limited|gmbh|ag|s\.?a|sas|sarl|b\.?v|n\.?v|pty|"
-    r"plc|corp|corporation|co|company|oy|ab|aps|kg|s\.?r\.?l|s\.?p\.?a|pvt|& sons|and sons)"
-)
+# The legal forms (core.customers owns the list), and "& Sons", which ends names the same way.
+_LEGAL_SUFFIX = rf"(?:{legal_form_pattern()}|& sons|and sons)"
 _NAME_WORD = r"[A-Z0-9À-ÖØ-Þ][\w&'’.-]*"
 _ORG_NAME = rf"{_NAME_WORD}(?:[ ](?:{_NAME_WORD}|&|and|of|de|der|the)){{0,5}}"
 _NOT_NAMES = frozenset({

@@ -19,6 +19,7 @@ from email import policy
 from email.message import EmailMessage, Message
 from typing import Any
 
+from core.customers import legal_form_pattern
 from mail.redact import card_data_in, redact_cards
 from mail.sanitize import clean_text, decode_bytes, decode_part, html_to_text
 
@@ -249,7 +250,8 @@ _CLOSING = re.compile(
     re.IGNORECASE,
 )
 MAX_NAME_BLOCK_LINES = 6
-_ABBREVIATION_END = re.compile(r"\b(inc|ltd|co|corp|llc|plc|jr|sr|s\.a|b\.v|gmbh)\.$", re.I)
+# A line ending in an abbreviation ("Acme Inc.", "John Smith Jr.") has not ended a sentence.
+_ABBREVIATION_END = re.compile(rf"\b(?:{legal_form_pattern()}|jr|sr)\.$", re.I)
 
 
 def _is_name_line(line: str) -> bool:
