@@ -3,6 +3,8 @@
 Each helpdesk proves the request came from its installation of our app (Zendesk: an RS256
 JWT posted as ``token``; Help Scout: an HMAC of the query). The agent behind it must be linked
 to one of our agent records (``billing-desk agents link``): roles are ours, never the iframe's.
+In Zendesk the agent is the JWT's ``sub`` and nothing else: ZAF's ``currentUser`` is whatever
+the browser says, so a page that could post a form could otherwise pick its own agent.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def _not_linked(helpdesk: str, account: str, user_id: str) -> tuple[str, int]:
     ), 403
 
 
+def _no_agent() -> tuple[str, int]:
+    return render_template("zendesk_no_agent.html"), 401
+
+
 @bp.post("/zendesk/sidebar")
 def zendesk_sidebar() -> Any:
     """Zendesk's signed first request: verify it, then let ZAF tell us which ticket is open."""
@@ -52,6 +58,8 @@ def zendesk_sidebar() -> Any:
         subdomain=settings.zendesk_subdomain,
         installation_id=settings.zendesk_installation_id,
     )
+    if claims.user_id is None:
+        return _no_agent()
     bootstrap = _bootstrap_serializer().dumps(
         {"sub": claims.subdomain, "user": claims.user_id, "inst": claims.installation_id}
     )
@@ -68,9 +76,10 @@ def zendesk_ticket() -> Any:
         )
     except BadSignature as exc:
         raise Unauthorized("Zendesk bootstrap token missing, forged or expired") from exc
-    # The JWT's subject is the Zendesk user when Zendesk sends one; otherwise ZAF's
-    # currentUser.id, which only selects among agents an admin linked in this account.
-    user_id = data.get("user") or request.form.get("user_id", "")
+    # Only the verified JWT's subject names the agent; the form is the browser's word.
+    user_id = data.get("user")
+    if not user_id:
+        return _no_agent()
     db = get_session()
     try:
         agent = agent_for_identity(

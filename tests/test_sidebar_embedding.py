@@ -37,6 +37,13 @@ from helpdesk_app.demo.seed import (
 pytestmark = pytest.mark.e2e
 
 SUBDOMAIN, INSTALLATION, ZENDESK_USER = "acme", "360001", "9001"
+
+
+def user_url(user_id: str, subdomain: str = SUBDOMAIN) -> str:
+    """A Zendesk user as the ZAF JWT's `sub` names it: that user's API URL."""
+    return f"https://{subdomain}.zendesk.com/api/v2/users/{user_id}.json"
+
+
 HELPSCOUT_SECRET = "helpscout-app-secret-0123"
 BOB = DemoCustomer("Bob Chen", "bob@example.com", "T-1077", "Chen Logistics", "5555555555554444")
 
@@ -90,10 +97,11 @@ def zendesk_token(private_key, **overrides) -> str:
         "aud": f"https://{SUBDOMAIN}.zendesk.com/api/v2/apps/installations/{INSTALLATION}.json",
         "iat": now,
         "exp": now + 300,
-        "sub": ZENDESK_USER,
+        "sub": user_url(ZENDESK_USER),
         "context": {"product": "support", "location": "ticket_sidebar"},
         **overrides,
     }
+    claims = {name: value for name, value in claims.items() if value is not None}
     return jwt.encode(claims, private_key, algorithm="RS256")
 
 
@@ -161,9 +169,29 @@ def test_zendesk_refuses_a_token_signed_with_another_key(app, linked_agent):
 
 
 def test_an_unlinked_zendesk_user_is_told_how_to_get_access(app, linked_agent, zendesk_key):
-    _, sidebar = open_in_zendesk(app.test_client(), zendesk_key[0], ZENDESK_TICKET, sub="31337")
+    _, sidebar = open_in_zendesk(
+        app.test_client(), zendesk_key[0], ZENDESK_TICKET, sub=user_url("31337")
+    )
     assert sidebar.status_code == 403
     assert "billing-desk agents link" in sidebar.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [None, ZENDESK_USER, user_url(ZENDESK_USER, subdomain="evil"), ""],
+    ids=["no-sub", "bare-id", "other-subdomain", "empty"],
+)
+def test_zendesk_never_takes_the_agent_from_the_browser(
+    app, linked_agent, zendesk_key, session_factory, subject
+):
+    """Without a usable `sub` no agent is identified, whatever user_id the page posts."""
+    forged = {**ZENDESK_TICKET, "user_id": ZENDESK_USER}  # ZAF's currentUser, browser-supplied
+    first, sidebar = open_in_zendesk(app.test_client(), zendesk_key[0], forged, sub=subject)
+    assert first.status_code == 401 and sidebar is None
+    assert "Zendesk did not say which agent is signed in" in first.get_data(as_text=True)
+    assert 'name="bootstrap"' not in first.get_data(as_text=True)
+    with session_scope(session_factory) as session:
+        assert session.scalars(select(Ticket)).all() == []
 
 
 def test_a_forged_bootstrap_is_refused(app, linked_agent):
