@@ -9,11 +9,14 @@ the browser says, so a page that could post a form could otherwise pick its own 
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from flask import Blueprint, g, render_template, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
 
+from core import one_time_tokens
 from core.agents import agent_for_identity
 from core.errors import ConfigError, NotFound, Unauthorized
 from core.helpdesks.mirrored import mirror_ticket
@@ -26,6 +29,7 @@ bp = Blueprint("embedded", __name__)
 
 ZAF_SDK = "https://static.zdassets.com/zendesk_app_framework_sdk/2.0/zaf_sdk.min.js"
 _BOOTSTRAP_SALT = "billing-desk.zendesk-bootstrap"
+# Seconds between Zendesk's signed load and ZAF's answer; the bootstrap is also single-use.
 BOOTSTRAP_MAX_AGE = 300
 
 
@@ -60,38 +64,55 @@ def zendesk_sidebar() -> Any:
     )
     if claims.user_id is None:
         return _no_agent()
+    # A random id lets the bootstrap be spent on first use (see _spend_bootstrap).
     bootstrap = _bootstrap_serializer().dumps(
-        {"sub": claims.subdomain, "user": claims.user_id, "inst": claims.installation_id}
+        {
+            "sub": claims.subdomain,
+            "user": claims.user_id,
+            "inst": claims.installation_id,
+            "jti": secrets.token_urlsafe(16),
+        }
     )
     g.csp_script_src = ZAF_SDK
     return render_template("zendesk.html", bootstrap=bootstrap, zaf_sdk=ZAF_SDK)
 
 
+def _spend_bootstrap(db: Session, raw: str, ticket_id: str) -> dict[str, Any]:
+    """The bootstrap's claims, on its first use only: it opens one ticket, once, then is spent."""
+    try:
+        data = _bootstrap_serializer().loads(raw, max_age=BOOTSTRAP_MAX_AGE)
+    except BadSignature as exc:
+        raise Unauthorized("Zendesk bootstrap token missing, forged or expired") from exc
+    if not isinstance(data, dict) or not data.get("jti") or not data.get("user"):
+        raise Unauthorized("Zendesk bootstrap token names no agent or has no id")
+    bound_to = f"zendesk:{data['sub']}:ticket:{ticket_id}"[:200]
+    if not one_time_tokens.spend(
+        db, kind=one_time_tokens.ZENDESK_BOOTSTRAP, token_id=str(data["jti"]), bound_to=bound_to
+    ):
+        raise Unauthorized("Zendesk bootstrap token was used already")
+    db.commit()  # spent even if what follows refuses: a replay must never get a second try
+    return data
+
+
 @bp.post("/zendesk/sidebar/ticket")
 def zendesk_ticket() -> Any:
     """The open ticket, as ZAF reported it, bound to the verified installation and agent."""
-    try:
-        data = _bootstrap_serializer().loads(
-            request.form.get("bootstrap", ""), max_age=BOOTSTRAP_MAX_AGE
-        )
-    except BadSignature as exc:
-        raise Unauthorized("Zendesk bootstrap token missing, forged or expired") from exc
-    # Only the verified JWT's subject names the agent; the form is the browser's word.
-    user_id = data.get("user")
-    if not user_id:
-        return _no_agent()
     db = get_session()
+    ticket_id = request.form.get("ticket_id", "")
+    data = _spend_bootstrap(db, request.form.get("bootstrap", ""), ticket_id)
+    # Only the verified JWT's subject names the agent; the form is the browser's word.
+    account, user_id = data["sub"], str(data["user"])
     try:
         agent = agent_for_identity(
-            db, helpdesk="zendesk", account=data["sub"], external_user_id=str(user_id)
+            db, helpdesk="zendesk", account=account, external_user_id=user_id
         )
     except NotFound:
-        return _not_linked("zendesk", data["sub"], str(user_id))
+        return _not_linked("zendesk", account, user_id)
     ticket = mirror_ticket(
         db,
         helpdesk="zendesk",
-        account=data["sub"],
-        external_id=request.form.get("ticket_id", ""),
+        account=account,
+        external_id=ticket_id,
         subject=request.form.get("subject", ""),
         requester_email=request.form.get("requester_email", ""),
         requester_name=request.form.get("requester_name"),

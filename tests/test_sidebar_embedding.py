@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from core import agents
 from core.db import session_scope
-from core.db.models import Action, Ticket
+from core.db.models import Action, SpentToken, Ticket
 from core.domain import Role
 from core.links import update_card_token
 from helpdesk_app import create_app
@@ -192,6 +192,64 @@ def test_zendesk_never_takes_the_agent_from_the_browser(
     assert 'name="bootstrap"' not in first.get_data(as_text=True)
     with session_scope(session_factory) as session:
         assert session.scalars(select(Ticket)).all() == []
+
+
+def zendesk_bootstrap(client, private_key) -> str:
+    """The bootstrap our first Zendesk page hands to ZAF's script."""
+    first = client.post("/zendesk/sidebar", data={"token": zendesk_token(private_key)})
+    assert first.status_code == 200, first.get_data(as_text=True)
+    return re.search(r'name="bootstrap" value="([^"]+)"', first.get_data(as_text=True))[1]
+
+
+@pytest.mark.parametrize(
+    ("replay", "other_process"),
+    [
+        ({}, False),
+        ({"ticket_id": "4343", "subject": "Someone else's ticket"}, False),
+        ({}, True),
+        ({"ticket_id": "4343"}, True),
+    ],
+    ids=["same-ticket", "other-ticket", "same-ticket-other-process", "other-ticket-other-process"],
+)
+def test_a_zendesk_bootstrap_opens_one_ticket_once(
+    app,
+    embedded_settings,
+    linked_agent,
+    zendesk_key,
+    stripe_client,
+    session_factory,
+    replay,
+    other_process,
+):
+    """The first use spends the bootstrap and binds it to its ticket; any replay gets 401."""
+    create_customer(stripe_client, BOB)
+    client = app.test_client()
+    bootstrap = zendesk_bootstrap(client, zendesk_key[0])
+    first = client.post("/zendesk/sidebar/ticket", data={"bootstrap": bootstrap, **ZENDESK_TICKET})
+    assert first.status_code == 200
+    # Another web process shares nothing with this one but the database.
+    again = create_app(embedded_settings).test_client() if other_process else client
+    replayed = again.post(
+        "/zendesk/sidebar/ticket", data={"bootstrap": bootstrap, **ZENDESK_TICKET, **replay}
+    )
+    assert replayed.status_code == 401
+    assert 'name="sidebar-token"' not in replayed.get_data(as_text=True)
+    with session_scope(session_factory) as session:
+        assert [t.external_id for t in session.scalars(select(Ticket))] == ["4242"]
+        spent = session.scalars(select(SpentToken)).one()
+        assert (spent.kind, spent.bound_to) == ("zendesk_bootstrap", "zendesk:acme:ticket:4242")
+
+
+def test_an_unlinked_agents_bootstrap_is_spent_too(app, linked_agent, zendesk_key):
+    """Refusing an unlinked agent still spends the bootstrap: no second try with it."""
+    client = app.test_client()
+    first = client.post(
+        "/zendesk/sidebar", data={"token": zendesk_token(zendesk_key[0], sub=user_url("31337"))}
+    )
+    bootstrap = re.search(r'name="bootstrap" value="([^"]+)"', first.get_data(as_text=True))[1]
+    form = {"bootstrap": bootstrap, **ZENDESK_TICKET}
+    assert client.post("/zendesk/sidebar/ticket", data=form).status_code == 403
+    assert client.post("/zendesk/sidebar/ticket", data=form).status_code == 401
 
 
 def test_a_forged_bootstrap_is_refused(app, linked_agent):
