@@ -55,6 +55,13 @@ class Forbidden(BillingDeskError):
     public_message = "Your role does not allow this action."
 
 
+class AlreadyUsed(BillingDeskError):
+    """A one-time link or token was used before; it will not work again."""
+
+    http_status = 410
+    public_message = "This link was already used. Ask us for a new one."
+
+
 class PolicyDenied(BillingDeskError):
     """Policy forbids the action; the message is the human-readable reason."""
 

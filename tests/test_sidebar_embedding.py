@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from core import agents
 from core.db import session_scope
-from core.db.models import Action, SpentToken, Ticket
+from core.db.models import Action, AuditEvent, SpentToken, Ticket
 from core.domain import Role
 from core.links import update_card_token
 from helpdesk_app import create_app
@@ -405,6 +405,56 @@ def test_update_card_link_opens_a_portal_session_when_clicked(
     finally:
         time.time = original  # type: ignore[assignment]
     assert stale.status_code == 410 and "expired" in stale.get_data(as_text=True)
+
+
+@pytest.fixture
+def update_card_path(app, bob, run_worker, outbox):
+    """The path of the update-card link a lead emailed to Bob."""
+    sidebar = open_sidebar(app, "lee@example.com", bob["ticket"])
+    sidebar.verify(bob["customer"])
+    _, _, intent = sidebar.preview(kind="send_update_card_link")
+    sidebar.confirm(intent)
+    run_worker()
+    text = outbox[0].get_body(("plain",)).get_content()
+    link = re.search(r"http://\S+/billing/update-card/\S+", text)[0]
+    return "/" + link.split("://", 1)[1].split("/", 1)[1]
+
+
+@pytest.mark.parametrize("other_process", [False, True], ids=["same-process", "other-process"])
+def test_an_update_card_link_works_once(
+    app, embedded_settings, update_card_path, fake_stripe, session_factory, other_process
+):
+    """The first click opens the portal; any later click is told the link was used, audited."""
+    first = app.test_client().get(update_card_path)
+    assert first.status_code == 303
+    assert first.headers["Location"].startswith(f"{fake_stripe.url}/_portal/")
+    again = create_app(embedded_settings) if other_process else app
+    for _ in range(2):
+        second = again.test_client().get(update_card_path)
+        page = second.get_data(as_text=True)
+        assert second.status_code == 410 and "Location" not in second.headers
+        assert "This link was already used. Ask us for a new one." in page
+        assert "expired" not in page
+    with session_scope(session_factory) as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+        link_events = [e.event for e in events if e.event.startswith("update_card_link.")]
+        assert link_events == [
+            "update_card_link.opened",
+            "update_card_link.reused",
+            "update_card_link.reused",
+        ]
+        reused = [e for e in events if e.event == "update_card_link.reused"]
+        assert all(e.action_id is not None and e.stripe_customer_id for e in reused)
+
+
+def test_an_update_card_link_that_failed_to_open_still_works(
+    app, embedded_settings, update_card_path
+):
+    """Stripe down at the first click: nothing is spent, so the next click opens the portal."""
+    broken = create_app(replace(embedded_settings, stripe_api_base="http://127.0.0.1:9"))
+    assert broken.test_client().get(update_card_path).status_code == 503
+    assert app.test_client().get(update_card_path).status_code == 303
+    assert app.test_client().get(update_card_path).status_code == 410
 
 
 def test_frame_ancestors_follow_the_configured_helpdesks(settings, db_engine):
