@@ -66,6 +66,7 @@ def web(host: str, port: int, workers: int) -> None:
     from gunicorn.app.base import BaseApplication
 
     from helpdesk_app import create_app
+    from helpdesk_app.access_log import RedactingLogger
 
     settings = _settings()
     settings.require_stripe()
@@ -78,6 +79,9 @@ def web(host: str, port: int, workers: int) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("accesslog", "-")
+            # gunicorn's default line has the whole URL: Help Scout's signed query and the
+            # update-card link's token would be in every log that keeps it.
+            self.cfg.set("logger_class", RedactingLogger)
 
         def load(self) -> Any:
             return app
