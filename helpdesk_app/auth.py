@@ -142,9 +142,21 @@ def check_csrf() -> None:
         abort(400, "The form expired. Reload the page and try again.")
 
 
+def _is_local_path(target: str) -> bool:
+    """True for a path on this site, as a browser would read it after its own clean-up."""
+    # Browsers drop tabs and newlines and read a backslash as "/", so "/<TAB>/evil" and
+    # "/<backslash>evil" both go to //evil, another host: none of those characters is allowed.
+    if any(char.isspace() or not char.isprintable() or char == "\\" for char in target):
+        return False
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return False
+    return target.startswith("/") and not target.startswith("//")
+
+
 def _safe_next(target: str | None) -> str:
     # Only local paths: an open redirect would let a phishing link borrow our sign-in page.
-    if target and target.startswith("/") and not target.startswith("//"):
+    if target and _is_local_path(target):
         return target
     return url_for("helpdesk.inbox")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import pytest
 
@@ -17,12 +18,13 @@ XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 PASSWORD = "correct horse battery"
 
 
-def sign_in(client, email, password=PASSWORD, next_path=None):
-    """Sign in through the login form, CSRF token and all."""
-    page = client.get("/login").get_data(as_text=True)
+def sign_in(client, email, password=PASSWORD, next_path=None, **kw):
+    """Sign in through the login form, CSRF token and all (``next_path`` as Flask will read it)."""
+    page = client.get("/login", **kw).get_data(as_text=True)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    url = "/login" + (f"?next={next_path}" if next_path else "")
-    return client.post(url, data={"csrf_token": csrf, "email": email, "password": password})
+    url = "/login" + (f"?next={quote(next_path, safe='')}" if next_path else "")
+    form = {"csrf_token": csrf, "email": email, "password": password}
+    return client.post(url, data=form, **kw)
 
 
 @pytest.fixture
@@ -121,9 +123,54 @@ def test_sign_in_refuses_a_form_without_its_csrf_token(anonymous, client):
     assert response.status_code == 400
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x"])
+# Each as Flask hands it to the view, after decoding the query string once.
+OFF_SITE_TARGETS = [
+    "https://evil.example/",
+    "//evil.example/x",
+    "/\t/evil.example/x",  # "/%09/evil.example/x": browsers drop the tab, leaving //evil
+    "/\n/evil.example/x",
+    "/\r/evil.example/x",
+    "/\r\n/evil.example/x",
+    "/\\evil.example/x",  # browsers read the backslash as a slash
+    "\\\\evil.example/x",
+    "/\\/evil.example/x",
+    "///evil.example/x",  # "/%2F%2Fevil.example/x", decoded
+    "////evil.example/x",
+    "https:evil.example",
+    "http:/evil.example",
+    "javascript:alert(1)",
+    "evil.example/x",
+    "/ /evil.example",
+    "/\x00/evil.example",
+    "/\x0b/evil.example",
+    "/\x7f/evil.example",
+    "/\u00a0/evil.example",
+    "/\u2028/evil.example",
+    "/\u200b/evil.example",
+    " /tickets/3",
+]
+LOCAL_TARGETS = ["/tickets/3?x=1", "/", "/quarantine", "/tickets/3?next=//evil.example"]
+
+
+@pytest.mark.parametrize("target", OFF_SITE_TARGETS)
 def test_sign_in_never_redirects_off_site(anonymous, client, target):
     response = sign_in(anonymous, "ann@example.com", next_path=target)
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("target", LOCAL_TARGETS)
+def test_sign_in_returns_to_a_page_on_this_site(anonymous, client, target):
+    response = sign_in(anonymous, "ann@example.com", next_path=target)
+    assert response.headers["Location"] == target
+
+
+def test_the_raw_tab_trick_in_a_sign_in_link_is_refused(anonymous, client):
+    """The phishing link exactly as sent: /login?next=/%09/evil.example/x."""
+    page = anonymous.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = {"csrf_token": csrf, "email": "ann@example.com", "password": PASSWORD}
+    response = anonymous.post("/login?next=/%09/evil.example/x", data=form)
     assert response.headers["Location"] == "/"
 
 
