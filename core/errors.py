@@ -62,6 +62,13 @@ class AlreadyUsed(BillingDeskError):
     public_message = "This link was already used. Ask us for a new one."
 
 
+class TooManyAttempts(BillingDeskError):
+    """Too many failed tries from this account or address: refused for a while, whatever is sent."""
+
+    http_status = 429
+    public_message = "Too many failed sign-ins. Wait a few minutes and try again."
+
+
 class PolicyDenied(BillingDeskError):
     """Policy forbids the action; the message is the human-readable reason."""
 

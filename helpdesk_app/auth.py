@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from core import agents as agent_records
 from core import audit
 from core.db.models import Agent, Ticket
 from core.domain import Role
-from core.errors import Forbidden, Unauthorized
+from core.errors import Forbidden, TooManyAttempts, Unauthorized
+from core.sign_in import SignInLimits, sign_in
 from helpdesk_app.services import get_services, get_session
 
 bp = Blueprint("auth", __name__)
@@ -167,9 +167,19 @@ def login() -> Any:
     if request.method == "POST":
         check_csrf()
         db = get_session()
-        agent = agent_records.authenticate(
-            db, request.form.get("email", ""), request.form.get("password", "")
-        )
+        try:
+            agent = sign_in(
+                db,
+                email=request.form.get("email", ""),
+                password=request.form.get("password", ""),
+                # The peer's address: behind a proxy, werkzeug's ProxyFix must set it.
+                address=request.remote_addr or "",
+                limits=SignInLimits.from_settings(get_services().settings),
+            )
+        except TooManyAttempts as refused:
+            flash(refused.public_message)  # the same words whether the password was right
+            return render_template("login.html"), 429
+        db.commit()  # the attempt counts (and a failure is audited) in every web process
         if agent is None:
             flash("Wrong email or password.")
             return render_template("login.html"), 401

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
+from sqlalchemy import select
 
 from core import agents
 from core.db import session_scope
+from core.db.models import AuditEvent, SignInAttempt
 from core.domain import MessageKind, Role
 from core.helpdesks import LocalHelpdesk
 from helpdesk_app import create_app
@@ -190,3 +194,57 @@ def test_quarantined_mail_is_listed_for_agents_escaped(client, session_factory):
     page = client.get("/quarantine").get_data(as_text=True)
     assert "eve@example.com" in page and "The server failed FETCH twice." in page
     assert "<script>alert(2)" not in page and "&lt;script&gt;" in page
+
+
+# --- sign-in lockouts ------------------------------------------------------------------------
+
+
+def test_five_wrong_passwords_lock_the_account_with_one_answer_for_any_password(
+    anonymous, client, session_factory
+):
+    """Locked, the right and the wrong password get the same 429 page; nobody is signed in."""
+    guesser = client.application.test_client()
+    for _ in range(5):
+        assert sign_in(guesser, "ann@example.com", "guess").status_code == 401
+    right = sign_in(guesser, "ann@example.com", PASSWORD)
+    wrong = sign_in(guesser, "ann@example.com", "guess")
+    assert right.status_code == wrong.status_code == 429
+    assert right.get_data(as_text=True) == wrong.get_data(as_text=True)
+    assert "Too many failed sign-ins" in right.get_data(as_text=True)
+    assert "Wrong email or password" not in right.get_data(as_text=True)
+    assert guesser.get("/").status_code == 302  # no session was started
+    with session_scope(session_factory) as session:
+        events = [e.event for e in session.scalars(select(AuditEvent))]
+    assert events.count("agent.sign_in_failed") == 5
+    assert events.count("agent.sign_in_locked") == 1
+
+
+def test_the_lockout_is_shared_by_every_web_process_and_ends(settings, client, session_factory):
+    """Failures in one process lock the account in another; fifteen minutes later it opens."""
+    first, second = (create_app(settings).test_client() for _ in range(2))
+    for n in range(5):
+        sign_in(first if n % 2 else second, "ann@example.com", "guess")
+    assert sign_in(second, "ann@example.com", PASSWORD).status_code == 429
+    with session_scope(session_factory) as session:
+        for row in session.scalars(select(SignInAttempt)):
+            row.at -= timedelta(minutes=15, seconds=1)
+    assert sign_in(first, "ann@example.com", PASSWORD).status_code == 302
+
+
+def test_one_address_guessing_many_emails_is_refused_and_cannot_hide_behind_a_header(
+    settings, client
+):
+    """The client address is the peer's; a forged X-Forwarded-For changes nothing."""
+    app = create_app(replace(settings, sign_in_address_failures=3))
+    attacker = {"environ_base": {"REMOTE_ADDR": "203.0.113.9"}}
+    guesser = app.test_client()
+    for n in range(3):
+        headers = {"X-Forwarded-For": f"192.0.2.{n}"}
+        response = sign_in(guesser, f"guess{n}@example.com", "guess", headers=headers, **attacker)
+        assert response.status_code == 401
+    for forged in ("192.0.2.77", "198.51.100.1, 10.0.0.1"):
+        headers = {"X-Forwarded-For": forged, "X-Real-IP": forged}
+        response = sign_in(guesser, "ann@example.com", PASSWORD, headers=headers, **attacker)
+        assert response.status_code == 429
+    elsewhere = {"environ_base": {"REMOTE_ADDR": "198.51.100.20"}}
+    assert sign_in(app.test_client(), "ann@example.com", PASSWORD, **elsewhere).status_code == 302
