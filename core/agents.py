@@ -13,7 +13,7 @@ import secrets
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import audit
+from core import agent_sessions, audit
 from core.db.models import Agent, AgentIdentity
 from core.domain import Role
 from core.errors import InvalidInput, NotFound
@@ -109,6 +109,16 @@ def save_agent(
     session.flush()
     audit.record(session, actor=actor, event="agent.saved", agent=agent.email, role=str(role))
     return agent
+
+
+def deactivate(session: Session, agent: Agent, *, actor: str = "admin") -> int:
+    """Take away an agent's access at once: inactive, and every signed-in session ended."""
+    agent.active = False
+    ended = agent_sessions.revoke_all(session, agent)
+    audit.record(
+        session, actor=actor, event="agent.deactivated", agent=agent.email, sessions_ended=ended
+    )
+    return ended
 
 
 def link_identity(

@@ -245,7 +245,7 @@ def agents_link(email: str, helpdesk: str, account: str, user_id: str) -> None:
 @agents.command("deactivate")
 @click.argument("email")
 def agents_deactivate(email: str) -> None:
-    """Take away an agent's access at once (their sidebar tokens stop working)."""
+    """Take away an agent's access at once (their sessions and sidebar tokens stop working)."""
     from core import agents as records
     from core.errors import NotFound
 
@@ -253,8 +253,8 @@ def agents_deactivate(email: str) -> None:
         agent = records.find_by_email(session, email)
         if agent is None:
             raise NotFound(f"no agent {email}")
-        agent.active = False
-        click.echo(f"{agent.email} deactivated")
+        ended = records.deactivate(session, agent)
+        click.echo(f"{agent.email} deactivated ({ended} signed-in session(s) ended)")
 
 
 @agents.command("list")

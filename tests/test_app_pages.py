@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
+from click.testing import CliRunner
+from sidebar_client import Sidebar
 from sqlalchemy import select
 
 from core import agents
 from core.db import session_scope
-from core.db.models import AuditEvent, SignInAttempt
+from core.db.models import AgentSession, AuditEvent, SignInAttempt
 from core.domain import MessageKind, Role
 from core.helpdesks import LocalHelpdesk
 from helpdesk_app import create_app
+from helpdesk_app.cli import cli
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
 
 XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
@@ -248,3 +252,93 @@ def test_one_address_guessing_many_emails_is_refused_and_cannot_hide_behind_a_he
         assert response.status_code == 429
     elsewhere = {"environ_base": {"REMOTE_ADDR": "198.51.100.20"}}
     assert sign_in(app.test_client(), "ann@example.com", PASSWORD, **elsewhere).status_code == 302
+
+
+# --- server-side sessions ----------------------------------------------------------------
+
+COOKIE = "billing_desk_session"
+
+
+def sign_out(client):
+    page = client.get("/").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return client.post("/logout", data={"csrf_token": csrf})
+
+
+def copy_of(client):
+    """A second browser holding a copy of this one's session cookie."""
+    other = client.application.test_client()
+    other.set_cookie(COOKIE, client.get_cookie(COOKIE).value)
+    return other
+
+
+def sidebar_token(client, ticket_id):
+    page = client.get(f"/sidebar/tickets/{ticket_id}").get_data(as_text=True)
+    return re.search(r'name="sidebar-token" content="([^"]+)"', page).group(1)
+
+
+def test_a_cookie_copied_before_sign_out_is_refused_after_it(client):
+    thief = copy_of(client)
+    assert thief.get("/").status_code == 200  # the copy works while the session lives
+    assert sign_out(client).status_code == 302
+    refused = thief.get("/")
+    assert refused.status_code == 302 and refused.headers["Location"].startswith("/login")
+    assert client.get("/").status_code == 302
+
+
+def test_signing_out_ends_the_sidebars_opened_from_that_sign_in(client, ticket_id):
+    sidebar = Sidebar(client.application.test_client(), sidebar_token(client, ticket_id))
+    assert sidebar.get("/panel").status_code == 200
+    sign_out(client)
+    assert sidebar.get("/panel").status_code == 401
+
+
+def test_deactivating_an_agent_ends_every_session_they_have(
+    client, ticket_id, settings, session_factory, monkeypatch
+):
+    """`billing-desk agents deactivate` revokes the sessions: reactivating does not revive them."""
+    laptop = client
+    phone = client.application.test_client()
+    assert sign_in(phone, "ann@example.com").status_code == 302
+    sidebar = Sidebar(client.application.test_client(), sidebar_token(laptop, ticket_id))
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    result = CliRunner().invoke(cli, ["agents", "deactivate", "ann@example.com"])
+    assert result.exit_code == 0, result.output
+    assert "2 signed-in session(s) ended" in result.output
+    with session_scope(session_factory) as session:
+        agents.find_by_email(session, "ann@example.com").active = True
+    for browser in (laptop, phone, copy_of(laptop)):
+        assert browser.get("/").status_code == 302
+    assert sidebar.get("/panel").status_code == 401
+    with session_scope(session_factory) as session:
+        events = [e.event for e in session.scalars(select(AuditEvent))]
+    assert "agent.deactivated" in events
+
+
+def test_the_cookie_carries_a_random_id_stored_only_hashed(client, session_factory):
+    app = client.application
+    cookie = client.get_cookie(COOKIE).value
+    data = app.session_interface.get_signing_serializer(app).loads(cookie)
+    assert set(data) >= {"sid"} and "agent_id" not in data
+    with session_scope(session_factory) as session:
+        (record,) = session.scalars(select(AgentSession)).all()
+        assert record.token_hash == hashlib.sha256(data["sid"].encode()).hexdigest()
+        assert data["sid"] not in record.token_hash
+        assert record.revoked_at is None and record.agent.email == "ann@example.com"
+
+
+def test_a_session_notes_when_it_was_last_seen(client, session_factory):
+    with session_scope(session_factory) as session:
+        record = session.scalars(select(AgentSession)).one()
+        record.last_seen_at -= timedelta(hours=1)
+        stale = record.last_seen_at
+    client.get("/")
+    with session_scope(session_factory) as session:
+        assert session.scalars(select(AgentSession)).one().last_seen_at > stale
+
+
+def test_signing_in_again_replaces_the_browsers_previous_session(client):
+    before = copy_of(client)
+    assert sign_in(client, "ann@example.com").status_code == 302
+    assert client.get("/").status_code == 200
+    assert before.get("/").status_code == 302

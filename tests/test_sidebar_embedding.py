@@ -28,6 +28,7 @@ from core.db.models import Action, AuditEvent, SpentToken, Ticket
 from core.domain import Role
 from core.links import update_card_token
 from helpdesk_app import create_app
+from helpdesk_app.auth import mint_sidebar_token
 from helpdesk_app.demo.seed import (
     DemoCustomer,
     create_customer,
@@ -250,6 +251,38 @@ def test_an_unlinked_agents_bootstrap_is_spent_too(app, linked_agent, zendesk_ke
     form = {"bootstrap": bootstrap, **ZENDESK_TICKET}
     assert client.post("/zendesk/sidebar/ticket", data=form).status_code == 403
     assert client.post("/zendesk/sidebar/ticket", data=form).status_code == 401
+
+
+def test_zendesk_sidebars_have_no_sign_in_session_and_outlive_a_sign_out(
+    app, linked_agent, zendesk_key, stripe_client
+):
+    """Signing out of the built-in helpdesk ends its sidebars, not the agent's Zendesk ones."""
+    create_customer(stripe_client, BOB)
+    _, page = open_in_zendesk(app.test_client(), zendesk_key[0], ZENDESK_TICKET)
+    token = re.search(r'name="sidebar-token" content="([^"]+)"', page.get_data(as_text=True))[1]
+    browser = app.test_client()
+    login = browser.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login)[1]
+    form = {"csrf_token": csrf, "email": "ann@example.com", "password": PASSWORD}
+    assert browser.post("/login", data=form).status_code == 302
+    inbox = browser.get("/").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', inbox)[1]
+    assert browser.post("/logout", data={"csrf_token": csrf}).status_code == 302
+    assert Sidebar(app.test_client(), token).get("/panel").status_code == 200
+
+
+def test_a_built_in_tickets_sidebar_token_must_name_a_live_sign_in(
+    app, linked_agent, session_factory
+):
+    """A token for one of our own tickets minted without a sign-in session is refused."""
+    with session_scope(session_factory) as session:
+        ticket = Ticket(subject="Local", requester_email=BOB.email, status="open")
+        session.add(ticket)
+        session.flush()
+        ann = agents.find_by_email(session, "ann@example.com")
+        with app.test_request_context():
+            token = mint_sidebar_token(ann, ticket)
+    assert Sidebar(app.test_client(), token).get("/panel").status_code == 401
 
 
 def test_a_forged_bootstrap_is_refused(app, linked_agent):
