@@ -342,3 +342,24 @@ def test_signing_in_again_replaces_the_browsers_previous_session(client):
     assert sign_in(client, "ann@example.com").status_code == 302
     assert client.get("/").status_code == 200
     assert before.get("/").status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("public_url", "secure"), [("http://127.0.0.1:8000", False), ("https://desk.example", True)]
+)
+def test_the_session_cookie_is_httponly_lax_and_secure_on_https(
+    settings, client, public_url, secure
+):
+    app = create_app(replace(settings, public_url=public_url))
+    response = sign_in(app.test_client(), "ann@example.com")
+    assert response.status_code == 302
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith(COOKIE))
+    flags = {part.strip().split("=")[0].lower(): part for part in cookie.split(";")[1:]}
+    assert "httponly" in flags and flags["samesite"].strip() == "SameSite=Lax"
+    assert ("secure" in flags) is secure
+
+
+def test_sign_out_needs_the_forms_csrf_token(client):
+    assert client.post("/logout").status_code == 400
+    assert client.post("/logout", data={"csrf_token": "forged"}).status_code == 400
+    assert client.get("/").status_code == 200  # still signed in
