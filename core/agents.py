@@ -14,12 +14,18 @@ import secrets
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import audit
+from core import agent_sessions, audit
 from core.db.models import Agent, AgentIdentity
 from core.domain import Role
 from core.errors import InvalidInput, NotFound
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# The hash of a random password nobody knows, checked when there is no real hash to check.
+# A literal, so no request pays for computing it (that would be a second scrypt).
+_DUMMY_HASH = (
+    "scrypt$632b060e0592e16a1598afffb663e494$cabec13251c21fdb0a203d83ca41ee96fed4cdbe2dd2bfab0"
+    "49182995bc872b3cecb5c7c7256d2e987fb9564a605377506f3f2deafdfa627b7fa73752509f771"
+)
 
 
 def hash_password(password: str) -> str:
@@ -29,15 +35,23 @@ def hash_password(password: str) -> str:
     return f"scrypt${salt.hex()}${digest.hex()}"
 
 
-def check_password(stored: str | None, password: str) -> bool:
-    """True when ``password`` matches the stored hash (constant time)."""
+def _parse_hash(stored: str | None) -> tuple[bytes, str] | None:
+    """The salt and hex digest of a stored hash, or None for no or a damaged record."""
     if not stored or not stored.startswith("scrypt$"):
-        return False
+        return None
     try:
         _, salt_hex, digest_hex = stored.split("$", 2)
-        salt = bytes.fromhex(salt_hex)
+        return bytes.fromhex(salt_hex), digest_hex
     except ValueError:
-        return False  # a damaged record refuses the sign-in; it never crashes it
+        return None  # a damaged record refuses the sign-in; it never crashes it
+
+
+def check_password(stored: str | None, password: str) -> bool:
+    """True when ``password`` matches the stored hash (constant time)."""
+    parsed = _parse_hash(stored)
+    if parsed is None:
+        return False
+    salt, digest_hex = parsed
     digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
     return hmac.compare_digest(digest.hex(), digest_hex)
 
@@ -48,13 +62,14 @@ def find_by_email(session: Session, email: str) -> Agent | None:
 
 
 def authenticate(session: Session, email: str, password: str) -> Agent | None:
-    """The active agent with these credentials, or None (same answer for every failure)."""
+    """The active agent with these credentials, or None (same answer, same work, every failure)."""
     agent = find_by_email(session, email)
-    if agent is None or not agent.active:
-        # Hash anyway so a wrong email takes as long as a wrong password.
-        check_password(hash_password("x"), password)
-        return None
-    return agent if check_password(agent.password_hash, password) else None
+    usable = agent is not None and agent.active and _parse_hash(agent.password_hash) is not None
+    # Exactly one scrypt whoever asks: an unknown email, a deactivated agent or one without a
+    # password costs what a wrong password costs, so the time taken tells nobody which it was.
+    stored = agent.password_hash if agent is not None and usable else _DUMMY_HASH
+    matches = check_password(stored, password)
+    return agent if usable and matches else None
 
 
 def save_agent(
@@ -82,6 +97,16 @@ def save_agent(
     session.flush()
     audit.record(session, actor=actor, event="agent.saved", agent=agent.email, role=str(role))
     return agent
+
+
+def deactivate(session: Session, agent: Agent, *, actor: str = "admin") -> int:
+    """Take away an agent's access at once: inactive, and every signed-in session ended."""
+    agent.active = False
+    ended = agent_sessions.revoke_all(session, agent)
+    audit.record(
+        session, actor=actor, event="agent.deactivated", agent=agent.email, sessions_ended=ended
+    )
+    return ended
 
 
 def link_identity(

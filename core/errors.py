@@ -55,6 +55,20 @@ class Forbidden(BillingDeskError):
     public_message = "Your role does not allow this action."
 
 
+class AlreadyUsed(BillingDeskError):
+    """A one-time link or token was used before; it will not work again."""
+
+    http_status = 410
+    public_message = "This link was already used. Ask us for a new one."
+
+
+class TooManyAttempts(BillingDeskError):
+    """Too many failed tries from this account or address: refused for a while, whatever is sent."""
+
+    http_status = 429
+    public_message = "Too many failed sign-ins. Wait a few minutes and try again."
+
+
 class PolicyDenied(BillingDeskError):
     """Policy forbids the action; the message is the human-readable reason."""
 

@@ -107,6 +107,13 @@ class Settings:
     sidebar_token_ttl: int = 1800
     update_card_link_ttl_hours: int = 72
 
+    # The built-in helpdesk's sign-in: so many failures within the window lock that account
+    # (or refuse that client address) for the lockout.
+    sign_in_account_failures: int = 5
+    sign_in_address_failures: int = 20
+    sign_in_window_minutes: int = 15
+    sign_in_lockout_minutes: int = 15
+
     zendesk_subdomain: str | None = None
     zendesk_app_public_key: str | None = None
     zendesk_installation_id: str | None = None
@@ -160,6 +167,10 @@ class Settings:
             frame_ancestors=tuple((_str(environ, "FRAME_ANCESTORS") or "").split()),
             sidebar_token_ttl=_int(environ, "SIDEBAR_TOKEN_TTL", 1800, minimum=60),
             update_card_link_ttl_hours=_int(environ, "UPDATE_CARD_LINK_TTL_HOURS", 72, minimum=1),
+            sign_in_account_failures=_int(environ, "SIGN_IN_ACCOUNT_FAILURES", 5, minimum=1),
+            sign_in_address_failures=_int(environ, "SIGN_IN_ADDRESS_FAILURES", 20, minimum=1),
+            sign_in_window_minutes=_int(environ, "SIGN_IN_WINDOW_MINUTES", 15, minimum=1),
+            sign_in_lockout_minutes=_int(environ, "SIGN_IN_LOCKOUT_MINUTES", 15, minimum=1),
             zendesk_subdomain=_str(environ, "ZENDESK_SUBDOMAIN"),
             zendesk_app_public_key=_pem(environ, "ZENDESK_APP_PUBLIC_KEY"),
             zendesk_installation_id=_str(environ, "ZENDESK_INSTALLATION_ID"),

@@ -5,6 +5,11 @@ mint a sidebar token bound to that helpdesk account, ticket and agent. The sideb
 an ``Authorization`` header, never a cookie, so a forged cross-site request cannot carry it:
 that header is the sidebar's CSRF protection. The agent's role is read from our database on
 every request, so a role change or deactivation takes effect at once.
+
+The built-in helpdesk's sign-in is a server-side session record (``core.agent_sessions``):
+the cookie carries its random id, and sign-out or deactivation revokes it, which also ends the
+sidebars opened from it (their tokens name the record). Zendesk and Help Scout sidebars have no
+such session; their tokens live out their short TTL.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
 
-from core import agents as agent_records
-from core import audit
-from core.db.models import Agent, Ticket
+from core import agent_sessions, audit
+from core.db import session_scope
+from core.db.models import Agent, AgentSession, Ticket
 from core.domain import Role
-from core.errors import Forbidden, Unauthorized
+from core.errors import Forbidden, TooManyAttempts, Unauthorized
+from core.sign_in import SignInLimits, sign_in
 from helpdesk_app.services import get_services, get_session
 
 bp = Blueprint("auth", __name__)
@@ -53,11 +60,15 @@ def _serializer(salt: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(secret, salt=salt)
 
 
-def mint_sidebar_token(agent: Agent, ticket: Ticket) -> str:
-    """A token for the sidebar of one ticket, for one agent, valid SIDEBAR_TOKEN_TTL seconds."""
-    return _serializer(_SIDEBAR_SALT).dumps(
-        {"g": agent.id, "t": ticket.id, "h": ticket.helpdesk, "a": ticket.helpdesk_account}
-    )
+def mint_sidebar_token(agent: Agent, ticket: Ticket, signed_in: AgentSession | None = None) -> str:
+    """A token for the sidebar of one ticket, for one agent, valid SIDEBAR_TOKEN_TTL seconds.
+
+    From the built-in helpdesk it names the sign-in session too, and dies with it.
+    """
+    data = {"g": agent.id, "t": ticket.id, "h": ticket.helpdesk, "a": ticket.helpdesk_account}
+    if signed_in is not None:
+        data["s"] = signed_in.id
+    return _serializer(_SIDEBAR_SALT).dumps(data)
 
 
 def _bearer() -> str:
@@ -99,6 +110,11 @@ def sidebar_session() -> SidebarSession:
         raise Unauthorized("the token's agent is unknown or deactivated")
     if ticket is None or (ticket.helpdesk, ticket.helpdesk_account) != (data["h"], data["a"]):
         raise Unauthorized("the token's ticket does not match")
+    # A built-in ticket's sidebar lives only as long as the sign-in it was opened from.
+    if (ticket.helpdesk == "local" or "s" in data) and not agent_sessions.is_live(
+        db, data.get("s"), agent.id
+    ):
+        raise Unauthorized("the sign-in this sidebar was opened from has ended")
     g.sidebar_session = SidebarSession(agent=agent, ticket=ticket)
     return g.sidebar_session
 
@@ -106,13 +122,23 @@ def sidebar_session() -> SidebarSession:
 # --- the built-in helpdesk's own sign-in --------------------------------------------------
 
 
+def current_agent_session() -> AgentSession | None:
+    """The live server-side session behind this browser's cookie, if any."""
+    if "agent_session" not in g:
+        record = agent_sessions.find_live(get_session(), session.get("sid"))
+        if record is not None and agent_sessions.needs_touch(record):
+            # Its own transaction, so noting the visit never commits a view's half-done work.
+            with session_scope(get_services().session_factory) as db:
+                agent_sessions.touch(db, record.id)
+        g.agent_session = record
+    found: AgentSession | None = g.agent_session
+    return found
+
+
 def current_agent() -> Agent | None:
-    """The agent signed in to the built-in helpdesk, if any (and still active)."""
-    agent_id = session.get("agent_id")
-    if agent_id is None:
-        return None
-    agent = get_session().get(Agent, agent_id)
-    return agent if agent is not None and agent.active else None
+    """The agent signed in to the built-in helpdesk, if any (session live, agent active)."""
+    record = current_agent_session()
+    return record.agent if record is not None else None
 
 
 def login_required(view: F) -> F:
@@ -142,9 +168,21 @@ def check_csrf() -> None:
         abort(400, "The form expired. Reload the page and try again.")
 
 
+def _is_local_path(target: str) -> bool:
+    """True for a path on this site, as a browser would read it after its own clean-up."""
+    # Browsers drop tabs and newlines and read a backslash as "/", so "/<TAB>/evil" and
+    # "/<backslash>evil" both go to //evil, another host: none of those characters is allowed.
+    if any(char.isspace() or not char.isprintable() or char == "\\" for char in target):
+        return False
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return False
+    return target.startswith("/") and not target.startswith("//")
+
+
 def _safe_next(target: str | None) -> str:
     # Only local paths: an open redirect would let a phishing link borrow our sign-in page.
-    if target and target.startswith("/") and not target.startswith("//"):
+    if target and _is_local_path(target):
         return target
     return url_for("helpdesk.inbox")
 
@@ -155,24 +193,49 @@ def login() -> Any:
     if request.method == "POST":
         check_csrf()
         db = get_session()
-        agent = agent_records.authenticate(
-            db, request.form.get("email", ""), request.form.get("password", "")
-        )
+        try:
+            agent = sign_in(
+                db,
+                email=request.form.get("email", ""),
+                password=request.form.get("password", ""),
+                # The peer's address: behind a proxy, werkzeug's ProxyFix must set it.
+                address=request.remote_addr or "",
+                limits=SignInLimits.from_settings(get_services().settings),
+            )
+        except TooManyAttempts as refused:
+            flash(refused.public_message)  # the same words whether the password was right
+            return render_template("login.html"), 429
+        db.commit()  # the attempt counts (and a failure is audited) in every web process
         if agent is None:
             flash("Wrong email or password.")
             return render_template("login.html"), 401
-        session.clear()
-        session["agent_id"] = agent.id
-        audit.record(db, actor=agent.email, event="agent.signed_in")
-        db.commit()
+        _begin_session(db, agent)
         return redirect(_safe_next(request.args.get("next")))
     return render_template("login.html")
 
 
+def _begin_session(db: Session, agent: Agent) -> None:
+    """A fresh server-side session for the agent, its id in the cookie; audited."""
+    previous = current_agent_session()
+    if previous is not None:
+        agent_sessions.revoke(previous)  # signing in again replaces this browser's session
+    session.clear()  # a new id at every sign-in: a cookie planted beforehand gains nothing
+    session_id, record = agent_sessions.start(db, agent)
+    session["sid"] = session_id
+    g.agent_session = record
+    audit.record(db, actor=agent.email, event="agent.signed_in", agent_session=record.id)
+    db.commit()
+
+
 @bp.post("/logout")
 def logout() -> Any:
-    """Sign out."""
+    """Sign out: the session ends on the server, so a copy of the cookie is worthless too."""
     check_csrf()
+    record = current_agent_session()
+    if record is not None:
+        agent_sessions.revoke(record)
+        audit.record(get_session(), actor=record.agent.email, event="agent.signed_out")
+        get_session().commit()
     session.clear()
     return redirect(url_for("auth.login"))
 

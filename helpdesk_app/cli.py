@@ -66,6 +66,7 @@ def web(host: str, port: int, workers: int) -> None:
     from gunicorn.app.base import BaseApplication
 
     from helpdesk_app import create_app
+    from helpdesk_app.access_log import RedactingLogger
 
     settings = _settings()
     settings.require_stripe()
@@ -78,6 +79,9 @@ def web(host: str, port: int, workers: int) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("accesslog", "-")
+            # gunicorn's default line has the whole URL: Help Scout's signed query and the
+            # update-card link's token would be in every log that keeps it.
+            self.cfg.set("logger_class", RedactingLogger)
 
         def load(self) -> Any:
             return app
@@ -241,7 +245,7 @@ def agents_link(email: str, helpdesk: str, account: str, user_id: str) -> None:
 @agents.command("deactivate")
 @click.argument("email")
 def agents_deactivate(email: str) -> None:
-    """Take away an agent's access at once (their sidebar tokens stop working)."""
+    """Take away an agent's access at once (their sessions and sidebar tokens stop working)."""
     from core import agents as records
     from core.errors import NotFound
 
@@ -249,8 +253,8 @@ def agents_deactivate(email: str) -> None:
         agent = records.find_by_email(session, email)
         if agent is None:
             raise NotFound(f"no agent {email}")
-        agent.active = False
-        click.echo(f"{agent.email} deactivated")
+        ended = records.deactivate(session, agent)
+        click.echo(f"{agent.email} deactivated ({ended} signed-in session(s) ended)")
 
 
 @agents.command("list")

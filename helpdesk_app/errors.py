@@ -12,6 +12,7 @@ from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from core.errors import BillingDeskError, InvalidInput, PolicyDenied
+from helpdesk_app.access_log import redacted_path
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ def _billing_desk_error(exc: BillingDeskError) -> tuple[str, int]:
     if exc.http_status >= 500:
         log.warning("request failed: %s", exc)
     elif exc.http_status in (401, 403):
-        log.info("refused %s %s: %s", request.method, request.path, exc)
+        # A refused update-card link has its token in the path: log it the way access logs do.
+        log.info("refused %s %s: %s", request.method, redacted_path(request.path), exc)
     readable = isinstance(exc, (InvalidInput, PolicyDenied))
     return _render(str(exc) if readable else exc.public_message, exc.http_status)
 

@@ -22,7 +22,7 @@ from core.errors import BillingDeskError, Forbidden, InvalidInput
 from core.policy import dispute_advice, escalation_route, retry_schedule
 from helpdesk_app.auth import (
     SidebarSession,
-    current_agent,
+    current_agent_session,
     login_required,
     mint_sidebar_token,
     sidebar_session,
@@ -80,9 +80,10 @@ def local_sidebar(ticket_id: int) -> str:
     ticket = get_session().get(Ticket, ticket_id)
     if ticket is None or ticket.helpdesk != HelpdeskName.LOCAL:
         abort(404, "No such ticket.")
-    agent = current_agent()
-    assert agent is not None
-    return render_sidebar(ticket, mint_sidebar_token(agent, ticket), agent)
+    signed_in = current_agent_session()
+    assert signed_in is not None
+    token = mint_sidebar_token(signed_in.agent, ticket, signed_in)
+    return render_sidebar(ticket, token, signed_in.agent)
 
 
 @bp.get("/panel")

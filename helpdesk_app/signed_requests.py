@@ -4,7 +4,10 @@ Zendesk posts an RS256 JWT signed with the app's key pair (``signedUrls: true``)
 signs with HMAC-SHA1 over the raw body (legacy Dynamic App) or over the query parameters (App
 Platform). Every failure raises ``Unauthorized`` whose ``str()`` says why, for the logs only.
 The claims prove the request came from the app; who the agent is and what they may do is
-decided from our own records, never from these claims.
+decided from our own records, never from these claims. The one claim we read for identity is
+``sub``, which Zendesk documents as the API URL of the user running the app
+(``https://{subdomain}.zendesk.com/api/v2/users/{id}.json``): we take the id from exactly that
+form, on this subdomain, and from nothing the browser sends.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class ZendeskClaims:
 
     subdomain: str
     installation_id: str
+    # The Zendesk user id from `sub`; None when `sub` is missing or not this subdomain's user URL.
     user_id: str | None
     location: str
     expires_at: int
@@ -89,11 +93,10 @@ def verify_zendesk_token(
     location = context.get("location") if isinstance(context, dict) else None
     if location != ZENDESK_LOCATION:
         raise Unauthorized(f"zendesk token location {location!r} is not {ZENDESK_LOCATION}")
-    subject = payload.get("sub")
     return ZendeskClaims(
         subdomain=subdomain,
         installation_id=found_installation,
-        user_id=None if subject is None else str(subject),
+        user_id=_user_from_subject(payload.get("sub"), subdomain),
         location=location,
         expires_at=int(payload["exp"]),
     )
@@ -163,6 +166,13 @@ def _check_audience(audience: Any, subdomain: str, installation_id: str | None) 
     if installation_id is not None and match.group(1) != installation_id:
         raise Unauthorized(f"zendesk token is for installation {match.group(1)}")
     return match.group(1)
+
+
+def _user_from_subject(subject: Any, subdomain: str) -> str | None:
+    """The user id in `sub`, which must be that user's API URL on this subdomain."""
+    pattern = rf"https://{re.escape(subdomain)}\.zendesk\.com/api/v2/users/([0-9]+)\.json"
+    match = re.fullmatch(pattern, subject) if isinstance(subject, str) else None
+    return match.group(1) if match else None
 
 
 def _check_hmac(message: bytes, signature: str | None, secret: str) -> None:

@@ -24,10 +24,11 @@ from sqlalchemy import select
 
 from core import agents
 from core.db import session_scope
-from core.db.models import Action, Ticket
+from core.db.models import Action, AuditEvent, SpentToken, Ticket
 from core.domain import Role
 from core.links import update_card_token
 from helpdesk_app import create_app
+from helpdesk_app.auth import mint_sidebar_token
 from helpdesk_app.demo.seed import (
     DemoCustomer,
     create_customer,
@@ -37,6 +38,13 @@ from helpdesk_app.demo.seed import (
 pytestmark = pytest.mark.e2e
 
 SUBDOMAIN, INSTALLATION, ZENDESK_USER = "acme", "360001", "9001"
+
+
+def user_url(user_id: str, subdomain: str = SUBDOMAIN) -> str:
+    """A Zendesk user as the ZAF JWT's `sub` names it: that user's API URL."""
+    return f"https://{subdomain}.zendesk.com/api/v2/users/{user_id}.json"
+
+
 HELPSCOUT_SECRET = "helpscout-app-secret-0123"
 BOB = DemoCustomer("Bob Chen", "bob@example.com", "T-1077", "Chen Logistics", "5555555555554444")
 
@@ -90,10 +98,11 @@ def zendesk_token(private_key, **overrides) -> str:
         "aud": f"https://{SUBDOMAIN}.zendesk.com/api/v2/apps/installations/{INSTALLATION}.json",
         "iat": now,
         "exp": now + 300,
-        "sub": ZENDESK_USER,
+        "sub": user_url(ZENDESK_USER),
         "context": {"product": "support", "location": "ticket_sidebar"},
         **overrides,
     }
+    claims = {name: value for name, value in claims.items() if value is not None}
     return jwt.encode(claims, private_key, algorithm="RS256")
 
 
@@ -161,9 +170,119 @@ def test_zendesk_refuses_a_token_signed_with_another_key(app, linked_agent):
 
 
 def test_an_unlinked_zendesk_user_is_told_how_to_get_access(app, linked_agent, zendesk_key):
-    _, sidebar = open_in_zendesk(app.test_client(), zendesk_key[0], ZENDESK_TICKET, sub="31337")
+    _, sidebar = open_in_zendesk(
+        app.test_client(), zendesk_key[0], ZENDESK_TICKET, sub=user_url("31337")
+    )
     assert sidebar.status_code == 403
     assert "billing-desk agents link" in sidebar.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [None, ZENDESK_USER, user_url(ZENDESK_USER, subdomain="evil"), ""],
+    ids=["no-sub", "bare-id", "other-subdomain", "empty"],
+)
+def test_zendesk_never_takes_the_agent_from_the_browser(
+    app, linked_agent, zendesk_key, session_factory, subject
+):
+    """Without a usable `sub` no agent is identified, whatever user_id the page posts."""
+    forged = {**ZENDESK_TICKET, "user_id": ZENDESK_USER}  # ZAF's currentUser, browser-supplied
+    first, sidebar = open_in_zendesk(app.test_client(), zendesk_key[0], forged, sub=subject)
+    assert first.status_code == 401 and sidebar is None
+    assert "Zendesk did not say which agent is signed in" in first.get_data(as_text=True)
+    assert 'name="bootstrap"' not in first.get_data(as_text=True)
+    with session_scope(session_factory) as session:
+        assert session.scalars(select(Ticket)).all() == []
+
+
+def zendesk_bootstrap(client, private_key) -> str:
+    """The bootstrap our first Zendesk page hands to ZAF's script."""
+    first = client.post("/zendesk/sidebar", data={"token": zendesk_token(private_key)})
+    assert first.status_code == 200, first.get_data(as_text=True)
+    return re.search(r'name="bootstrap" value="([^"]+)"', first.get_data(as_text=True))[1]
+
+
+@pytest.mark.parametrize(
+    ("replay", "other_process"),
+    [
+        ({}, False),
+        ({"ticket_id": "4343", "subject": "Someone else's ticket"}, False),
+        ({}, True),
+        ({"ticket_id": "4343"}, True),
+    ],
+    ids=["same-ticket", "other-ticket", "same-ticket-other-process", "other-ticket-other-process"],
+)
+def test_a_zendesk_bootstrap_opens_one_ticket_once(
+    app,
+    embedded_settings,
+    linked_agent,
+    zendesk_key,
+    stripe_client,
+    session_factory,
+    replay,
+    other_process,
+):
+    """The first use spends the bootstrap and binds it to its ticket; any replay gets 401."""
+    create_customer(stripe_client, BOB)
+    client = app.test_client()
+    bootstrap = zendesk_bootstrap(client, zendesk_key[0])
+    first = client.post("/zendesk/sidebar/ticket", data={"bootstrap": bootstrap, **ZENDESK_TICKET})
+    assert first.status_code == 200
+    # Another web process shares nothing with this one but the database.
+    again = create_app(embedded_settings).test_client() if other_process else client
+    replayed = again.post(
+        "/zendesk/sidebar/ticket", data={"bootstrap": bootstrap, **ZENDESK_TICKET, **replay}
+    )
+    assert replayed.status_code == 401
+    assert 'name="sidebar-token"' not in replayed.get_data(as_text=True)
+    with session_scope(session_factory) as session:
+        assert [t.external_id for t in session.scalars(select(Ticket))] == ["4242"]
+        spent = session.scalars(select(SpentToken)).one()
+        assert (spent.kind, spent.bound_to) == ("zendesk_bootstrap", "zendesk:acme:ticket:4242")
+
+
+def test_an_unlinked_agents_bootstrap_is_spent_too(app, linked_agent, zendesk_key):
+    """Refusing an unlinked agent still spends the bootstrap: no second try with it."""
+    client = app.test_client()
+    first = client.post(
+        "/zendesk/sidebar", data={"token": zendesk_token(zendesk_key[0], sub=user_url("31337"))}
+    )
+    bootstrap = re.search(r'name="bootstrap" value="([^"]+)"', first.get_data(as_text=True))[1]
+    form = {"bootstrap": bootstrap, **ZENDESK_TICKET}
+    assert client.post("/zendesk/sidebar/ticket", data=form).status_code == 403
+    assert client.post("/zendesk/sidebar/ticket", data=form).status_code == 401
+
+
+def test_zendesk_sidebars_have_no_sign_in_session_and_outlive_a_sign_out(
+    app, linked_agent, zendesk_key, stripe_client
+):
+    """Signing out of the built-in helpdesk ends its sidebars, not the agent's Zendesk ones."""
+    create_customer(stripe_client, BOB)
+    _, page = open_in_zendesk(app.test_client(), zendesk_key[0], ZENDESK_TICKET)
+    token = re.search(r'name="sidebar-token" content="([^"]+)"', page.get_data(as_text=True))[1]
+    browser = app.test_client()
+    login = browser.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login)[1]
+    form = {"csrf_token": csrf, "email": "ann@example.com", "password": PASSWORD}
+    assert browser.post("/login", data=form).status_code == 302
+    inbox = browser.get("/").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', inbox)[1]
+    assert browser.post("/logout", data={"csrf_token": csrf}).status_code == 302
+    assert Sidebar(app.test_client(), token).get("/panel").status_code == 200
+
+
+def test_a_built_in_tickets_sidebar_token_must_name_a_live_sign_in(
+    app, linked_agent, session_factory
+):
+    """A token for one of our own tickets minted without a sign-in session is refused."""
+    with session_scope(session_factory) as session:
+        ticket = Ticket(subject="Local", requester_email=BOB.email, status="open")
+        session.add(ticket)
+        session.flush()
+        ann = agents.find_by_email(session, "ann@example.com")
+        with app.test_request_context():
+            token = mint_sidebar_token(ann, ticket)
+    assert Sidebar(app.test_client(), token).get("/panel").status_code == 401
 
 
 def test_a_forged_bootstrap_is_refused(app, linked_agent):
@@ -319,6 +438,56 @@ def test_update_card_link_opens_a_portal_session_when_clicked(
     finally:
         time.time = original  # type: ignore[assignment]
     assert stale.status_code == 410 and "expired" in stale.get_data(as_text=True)
+
+
+@pytest.fixture
+def update_card_path(app, bob, run_worker, outbox):
+    """The path of the update-card link a lead emailed to Bob."""
+    sidebar = open_sidebar(app, "lee@example.com", bob["ticket"])
+    sidebar.verify(bob["customer"])
+    _, _, intent = sidebar.preview(kind="send_update_card_link")
+    sidebar.confirm(intent)
+    run_worker()
+    text = outbox[0].get_body(("plain",)).get_content()
+    link = re.search(r"http://\S+/billing/update-card/\S+", text)[0]
+    return "/" + link.split("://", 1)[1].split("/", 1)[1]
+
+
+@pytest.mark.parametrize("other_process", [False, True], ids=["same-process", "other-process"])
+def test_an_update_card_link_works_once(
+    app, embedded_settings, update_card_path, fake_stripe, session_factory, other_process
+):
+    """The first click opens the portal; any later click is told the link was used, audited."""
+    first = app.test_client().get(update_card_path)
+    assert first.status_code == 303
+    assert first.headers["Location"].startswith(f"{fake_stripe.url}/_portal/")
+    again = create_app(embedded_settings) if other_process else app
+    for _ in range(2):
+        second = again.test_client().get(update_card_path)
+        page = second.get_data(as_text=True)
+        assert second.status_code == 410 and "Location" not in second.headers
+        assert "This link was already used. Ask us for a new one." in page
+        assert "expired" not in page
+    with session_scope(session_factory) as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+        link_events = [e.event for e in events if e.event.startswith("update_card_link.")]
+        assert link_events == [
+            "update_card_link.opened",
+            "update_card_link.reused",
+            "update_card_link.reused",
+        ]
+        reused = [e for e in events if e.event == "update_card_link.reused"]
+        assert all(e.action_id is not None and e.stripe_customer_id for e in reused)
+
+
+def test_an_update_card_link_that_failed_to_open_still_works(
+    app, embedded_settings, update_card_path
+):
+    """Stripe down at the first click: nothing is spent, so the next click opens the portal."""
+    broken = create_app(replace(embedded_settings, stripe_api_base="http://127.0.0.1:9"))
+    assert broken.test_client().get(update_card_path).status_code == 503
+    assert app.test_client().get(update_card_path).status_code == 303
+    assert app.test_client().get(update_card_path).status_code == 410
 
 
 def test_frame_ancestors_follow_the_configured_helpdesks(settings, db_engine):

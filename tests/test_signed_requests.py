@@ -24,6 +24,8 @@ NOW = 1_700_000_000
 SUBDOMAIN = "acme"
 INSTALLATION = "360001234567"
 AUDIENCE = f"https://acme.zendesk.com/api/v2/apps/installations/{INSTALLATION}.json"
+# Zendesk's documented form of `sub`: the API URL of the user running the app.
+USER_URL = "https://acme.zendesk.com/api/v2/users/9001.json"
 
 
 def _private_key() -> rsa.RSAPrivateKey:
@@ -57,7 +59,7 @@ def _claims(**changes) -> dict:
         "aud": AUDIENCE,
         "iat": NOW - 5,
         "exp": NOW + 300,
-        "sub": 9001,
+        "sub": USER_URL,
         "context": {"product": "support", "location": "ticket_sidebar"},
         "qsh": "ignored",
     }
@@ -82,7 +84,7 @@ def _hs256_with_public_pem() -> str:
 
 def _payload_swapped() -> str:
     header, _, signature = _signed().split(".")
-    return f"{header}.{_segment(_claims(sub=1))}.{signature}"
+    return f"{header}.{_segment(_claims(sub=USER_URL.replace('9001', '1')))}.{signature}"
 
 
 def test_valid_zendesk_token_gives_its_claims():
@@ -115,6 +117,32 @@ def test_zendesk_token_variants_that_are_accepted(claims, installation_id):
         installation_id=installation_id,
         now=NOW,
     )
+
+
+@pytest.mark.parametrize(
+    ("subject", "user_id"),
+    [
+        pytest.param(USER_URL, "9001", id="user-url"),
+        pytest.param(None, None, id="missing"),
+        pytest.param("9001", None, id="bare-id"),
+        pytest.param(9001, None, id="number"),
+        pytest.param("", None, id="empty"),
+        pytest.param(USER_URL.replace("acme", "evil"), None, id="other-subdomain"),
+        pytest.param(USER_URL.replace("https://", "http://"), None, id="plain-http"),
+        pytest.param(USER_URL + "?as=1", None, id="suffix"),
+        pytest.param("x" + USER_URL, None, id="prefix"),
+        pytest.param(USER_URL.replace("9001", "9001/../1"), None, id="path-tricks"),
+        pytest.param(USER_URL.replace("9001", "٩٠٠١"), None, id="non-ascii-digits"),
+        pytest.param(USER_URL.replace("users", "apps/installations"), None, id="not-a-user"),
+        pytest.param([USER_URL], None, id="list"),
+    ],
+)
+def test_the_agent_is_the_user_in_sub_and_only_in_its_documented_form(subject, user_id):
+    """`sub` names the Zendesk user only as this subdomain's user API URL; else no user."""
+    claims = verify_zendesk_token(
+        _signed(_claims(sub=subject)), public_key_pem=APP_PUBLIC_PEM, subdomain=SUBDOMAIN, now=NOW
+    )
+    assert claims.user_id == user_id
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,10 @@ def test_demo_mode_needs_no_stripe_key_or_redis_url():
         ({"IMAP_PORT": "0"}, "IMAP_PORT"),
         ({"SMTP_STARTTLS": "maybe"}, "SMTP_STARTTLS"),
         ({"IMAP_POLL_INTERVAL": "-5"}, "IMAP_POLL_INTERVAL"),
+        ({"SIGN_IN_ACCOUNT_FAILURES": "0"}, "SIGN_IN_ACCOUNT_FAILURES"),
+        ({"SIGN_IN_ADDRESS_FAILURES": "many"}, "SIGN_IN_ADDRESS_FAILURES"),
+        ({"SIGN_IN_WINDOW_MINUTES": "0"}, "SIGN_IN_WINDOW_MINUTES"),
+        ({"SIGN_IN_LOCKOUT_MINUTES": "1.5"}, "SIGN_IN_LOCKOUT_MINUTES"),
     ],
 )
 def test_settings_name_the_bad_variable(env, setting):

@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -295,3 +296,57 @@ class OutboundEmail(Base):
     status: Mapped[str] = mapped_column(String(20), default=OutboundStatus.PENDING)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SpentToken(Base):
+    """A one-time token that has been used (a Zendesk bootstrap, an update-card link).
+
+    The unique key is what makes "once" hold across several web processes: a second use,
+    even a simultaneous one, cannot insert the same (kind, token id) again.
+    """
+
+    __tablename__ = "spent_tokens"
+    __table_args__ = (UniqueConstraint("kind", "token_id", name="uq_spent_tokens_kind_token"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    token_id: Mapped[str] = mapped_column(String(64))
+    # What the first use opened (a ticket, a customer's portal), for whoever investigates.
+    bound_to: Mapped[str | None] = mapped_column(String(200))
+    spent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SignInAttempt(Base):
+    """One try at the built-in helpdesk's sign-in, counted for lockouts by every web process."""
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (
+        Index("ix_sign_in_attempts_email_at", "email", "at"),
+        Index("ix_sign_in_attempts_client_address_at", "client_address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Lowercased and trimmed, so "Ann@Example.com " and "ann@example.com" are one account.
+    email: Mapped[str] = mapped_column(String(320))
+    client_address: Mapped[str] = mapped_column(String(64))
+    succeeded: Mapped[bool] = mapped_column(default=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AgentSession(Base):
+    """A signed-in browser of the built-in helpdesk; revoking it ends that sign-in at once.
+
+    The cookie carries a random id; only its SHA-256 is stored here, so reading this table
+    does not let anyone sign in.
+    """
+
+    __tablename__ = "agent_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    agent: Mapped[Agent] = relationship()
