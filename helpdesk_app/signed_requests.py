@@ -5,9 +5,11 @@ signs with HMAC-SHA1 over the raw body (legacy Dynamic App) or over the query pa
 Platform). Every failure raises ``Unauthorized`` whose ``str()`` says why, for the logs only.
 The claims prove the request came from the app; who the agent is and what they may do is
 decided from our own records, never from these claims. The one claim we read for identity is
-``sub``, which Zendesk documents as the API URL of the user running the app
-(``https://{subdomain}.zendesk.com/api/v2/users/{id}.json``): we take the id from exactly that
-form, on this subdomain, and from nothing the browser sends.
+``sub``, the user running the app: the user's API URL on this subdomain
+(``https://{subdomain}.zendesk.com/api/v2/users/{id}.json``) or that user's bare id. Both are
+Zendesk's signed word (the documentation we could read types ``sub`` as a string without
+showing its form), so both are taken; a URL on another subdomain or anything else is not, and
+nothing the browser sends ever is.
 """
 
 from __future__ import annotations
@@ -169,9 +171,11 @@ def _check_audience(audience: Any, subdomain: str, installation_id: str | None) 
 
 
 def _user_from_subject(subject: Any, subdomain: str) -> str | None:
-    """The user id in `sub`, which must be that user's API URL on this subdomain."""
-    pattern = rf"https://{re.escape(subdomain)}\.zendesk\.com/api/v2/users/([0-9]+)\.json"
-    match = re.fullmatch(pattern, subject) if isinstance(subject, str) else None
+    """The user id in `sub`: that user's API URL on this subdomain, or the bare id."""
+    url = rf"https://{re.escape(subdomain)}\.zendesk\.com/api/v2/users/([0-9]+)\.json"
+    if not isinstance(subject, str):
+        return None
+    match = re.fullmatch(url, subject, re.ASCII) or re.fullmatch(r"([0-9]+)", subject, re.ASCII)
     return match.group(1) if match else None
 
 

@@ -179,8 +179,8 @@ def test_an_unlinked_zendesk_user_is_told_how_to_get_access(app, linked_agent, z
 
 @pytest.mark.parametrize(
     "subject",
-    [None, ZENDESK_USER, user_url(ZENDESK_USER, subdomain="evil"), ""],
-    ids=["no-sub", "bare-id", "other-subdomain", "empty"],
+    [None, f"agent-{ZENDESK_USER}", user_url(ZENDESK_USER, subdomain="evil"), ""],
+    ids=["no-sub", "not-an-id", "other-subdomain", "empty"],
 )
 def test_zendesk_never_takes_the_agent_from_the_browser(
     app, linked_agent, zendesk_key, session_factory, subject
@@ -193,6 +193,16 @@ def test_zendesk_never_takes_the_agent_from_the_browser(
     assert 'name="bootstrap"' not in first.get_data(as_text=True)
     with session_scope(session_factory) as session:
         assert session.scalars(select(Ticket)).all() == []
+
+
+@pytest.mark.parametrize("subject", ["31337", user_url("31337")], ids=["bare-id", "user-url"])
+def test_the_signed_sub_names_the_agent_not_the_page(app, linked_agent, zendesk_key, subject):
+    """A token signed for user 31337 opens no linked agent's sidebar, whatever the page posts."""
+    forged = {**ZENDESK_TICKET, "user_id": ZENDESK_USER}
+    first, sidebar = open_in_zendesk(app.test_client(), zendesk_key[0], forged, sub=subject)
+    assert first.status_code == 200
+    assert sidebar.status_code == 403
+    assert "31337" in sidebar.get_data(as_text=True)
 
 
 def zendesk_bootstrap(client, private_key) -> str:

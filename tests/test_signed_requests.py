@@ -124,7 +124,9 @@ def test_zendesk_token_variants_that_are_accepted(claims, installation_id):
     [
         pytest.param(USER_URL, "9001", id="user-url"),
         pytest.param(None, None, id="missing"),
-        pytest.param("9001", None, id="bare-id"),
+        pytest.param("9001", "9001", id="bare-id"),
+        pytest.param("٩٠٠١", None, id="bare-non-ascii-digits"),
+        pytest.param("9001 ", None, id="bare-id-and-space"),
         pytest.param(9001, None, id="number"),
         pytest.param("", None, id="empty"),
         pytest.param(USER_URL.replace("acme", "evil"), None, id="other-subdomain"),
@@ -138,7 +140,7 @@ def test_zendesk_token_variants_that_are_accepted(claims, installation_id):
     ],
 )
 def test_the_agent_is_the_user_in_sub_and_only_in_its_documented_form(subject, user_id):
-    """`sub` names the Zendesk user only as this subdomain's user API URL; else no user."""
+    """`sub` names the Zendesk user as this subdomain's user API URL or the bare id; else no one."""
     claims = verify_zendesk_token(
         _signed(_claims(sub=subject)), public_key_pem=APP_PUBLIC_PEM, subdomain=SUBDOMAIN, now=NOW
     )
