@@ -13,7 +13,14 @@ FORBIDDEN = {
     "mail": {"helpdesk_app", "jobs", "flask", "rq", "redis"},
     "jobs": {"helpdesk_app", "flask"},
 }
-PURE = {"core/policy", "core/playbooks.py", "core/domain.py", "core/errors.py", "core/settings.py"}
+PURE = {
+    "core/policy",
+    "core/playbooks.py",
+    "core/plans.py",
+    "core/domain.py",
+    "core/errors.py",
+    "core/settings.py",
+}
 IO_LIBRARIES = {"sqlalchemy", "stripe", "requests", "redis", "imapclient", "smtplib", "socket"}
 
 
@@ -46,3 +53,35 @@ def test_policy_and_playbooks_do_no_io():
             if bad:
                 offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert offenders == {}
+
+
+def python_files(*packages: str):
+    for package in packages:
+        yield from (ROOT / package).rglob("*.py")
+
+
+def test_no_module_outside_policy_builds_a_decision():
+    """Policy returns the decision; nothing else invents one (no Decision(...) and no copy of
+    one with changes, anywhere but core/policy)."""
+    offenders = []
+    for path in python_files("core", "mail", "jobs", "helpdesk_app", "bench"):
+        if (ROOT / "core" / "policy") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            copies = name == "replace" and any(
+                "decision" in ast.unparse(arg).lower() for arg in node.args
+            )
+            if name == "Decision" or copies:
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_every_action_kind_has_its_module():
+    """One module per action kind, behind one registry."""
+    from core.actions.registry import registered
+    from core.domain import ActionKind
+
+    assert registered() == frozenset(ActionKind)
