@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,7 @@ from core.policy import (
     judge_refund,
     load_policy,
 )
+from core.policy.config import POLICY_KEYS
 
 NOON = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DAY = timedelta(hours=24)
@@ -262,3 +265,10 @@ def test_policy_file_errors_name_the_key(tmp_path, toml, key):
     with pytest.raises(ConfigError) as raised:
         load_policy(str(path))
     assert key in str(raised.value)
+
+
+def test_the_shipped_policy_file_is_the_defaults():
+    """policy.toml documents every setting, each with the value the code defaults to."""
+    shipped = Path(__file__).resolve().parent.parent / "policy.toml"
+    assert load_policy(str(shipped)) == PolicyConfig()
+    assert set(tomllib.loads(shipped.read_text(encoding="utf-8"))) == POLICY_KEYS

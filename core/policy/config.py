@@ -196,6 +196,10 @@ _PARSERS = {
 }
 
 
+# Every key a policy file may set.
+POLICY_KEYS = frozenset(_PARSERS)
+
+
 def policy_from_mapping(data: dict[str, Any], source: str = "policy") -> PolicyConfig:
     """Build a PolicyConfig from parsed TOML, refusing unknown keys and bad values."""
     values: dict[str, Any] = {}
