@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, abort, render_template
 from sqlalchemy import func, select
 
-from core.db.models import InboundEmail, Ticket
+from core.actions import describe
+from core.db.models import InboundEmail, Plan, Ticket
 from core.domain import HelpdeskName, InboundStatus, TicketStatus
 from helpdesk_app.auth import login_required
 from helpdesk_app.services import get_session
@@ -56,4 +57,5 @@ def ticket(ticket_id: int) -> str:
     found = get_session().get(Ticket, ticket_id)
     if found is None:
         abort(404, "No such ticket.")
-    return render_template("ticket.html", ticket=found)
+    plans = get_session().scalars(select(Plan).where(Plan.ticket_id == found.id).order_by(Plan.id))
+    return render_template("ticket.html", ticket=found, plans=list(plans), describe=describe)

@@ -352,3 +352,34 @@ def test_an_unused_module_refund_over_the_limit_needs_both_approvals(
         assert any(
             "Approvals: avery@example.com (Account manager), lee@example.com" in n for n in notes
         )
+
+
+def signed_in_client(app, email: str):
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    client.post("/login", data={"csrf_token": csrf, "email": email, "password": PASSWORD})
+    return client
+
+
+def test_the_ticket_and_the_sidebar_show_the_plan_and_where_it_stands(
+    app, people, ticket_id, alice, run_worker
+):
+    """A confirmed refund is a plan of steps, shown step by step until it is done."""
+    sidebar = open_sidebar(app, "ann@example.com", ticket_id)
+    sidebar.verify(alice["customer"])
+    form = {"kind": "refund", "charge_id": alice["second"], "reason": "duplicate"}
+    _, page, intent = sidebar.preview(**form, confirm_and_close="on")
+    assert "Then: email the confirmation with the refund ID to alice@example.com" in page
+    sidebar.confirm(intent)
+    panel = sidebar.get("/panel").get_data(as_text=True)
+    assert 'data-plan-status="running"' in panel
+    assert re.findall(r'data-step-status="(\w+)"', panel) == ["queued", "planned", "planned"]
+    run_worker()
+    panel = sidebar.get("/panel").get_data(as_text=True)
+    assert 'data-plan-status="done"' in panel
+    assert re.findall(r'data-step-status="(\w+)"', panel) == ["succeeded"] * 3
+    page = signed_in_client(app, "ann@example.com").get(f"/tickets/{ticket_id}")
+    text = page.get_data(as_text=True)
+    assert "data-plan-id" in text and "Email the refund confirmation to alice@example.com" in text
+    assert "Close the ticket: Resolved — Refund issued" in text
