@@ -165,6 +165,7 @@ class ActionKind(StrEnum):
 class ActionStatus(StrEnum):
     """Where an action (a plan step) is in its life."""
 
+    SUGGESTED = "suggested"  # prepared by the mail agent: nothing happens unless an agent starts it
     PLANNED = "planned"  # a later step of a plan: waits for the steps before it
     PENDING_APPROVAL = "pending_approval"
     QUEUED = "queued"  # judged and ready: a worker runs it

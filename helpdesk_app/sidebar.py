@@ -230,6 +230,16 @@ def start_plan(plan_id: int) -> str:
     return render_template("sidebar/action.html", action=plan.steps[0], describe=actions.describe)
 
 
+@bp.post("/plans/<int:plan_id>/dismiss")
+def dismiss_plan(plan_id: int) -> str:
+    """Drop a suggested plan: the ticket needs something else."""
+    session = sidebar_session()
+    plan = _plan(session, plan_id)
+    actions.dismiss_suggested(get_session(), plan, session.agent, request.form.get("note") or "")
+    get_session().commit()
+    return _panel(session)
+
+
 def _plan(session: SidebarSession, plan_id: int) -> Plan:
     plan = get_session().get(Plan, plan_id)
     if plan is None or plan.ticket_id != session.ticket.id:

@@ -15,6 +15,7 @@ from core.actions.workflow import (
     action_by_key,
     advance_plan,
     decide,
+    dismiss_suggested,
     request_plan,
     start_suggested,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "confirm",
     "decide",
     "describe",
+    "dismiss_suggested",
     "preview_suggested",
     "propose",
     "start_plan",

@@ -50,7 +50,9 @@ def plan_by_key(session: Session, key: str) -> Plan | None:
     return session.scalar(select(Plan).where(Plan.key == key))
 
 
-def _status_for(decision: Decision | None) -> ActionStatus:
+def _status_for(decision: Decision | None, suggested: bool = False) -> ActionStatus:
+    if suggested:
+        return ActionStatus.SUGGESTED
     if decision is None:
         return ActionStatus.PLANNED
     if decision.verdict is Verdict.NEEDS_APPROVAL:
@@ -66,8 +68,9 @@ def _step_row(
     requested_by: str,
     requester_role: Role | None,
     decision: Decision | None,
+    suggested: bool,
 ) -> Action:
-    status = _status_for(decision)
+    status = _status_for(decision, suggested)
     params = dict(step.params)
     if status is ActionStatus.PENDING_APPROVAL and decision is not None and decision.then:
         params["approvals_after"] = [str(r) for r in decision.then]
@@ -133,6 +136,7 @@ def request_plan(
             requested_by=requested_by,
             requester_role=requester_role,
             decision=step.decision if position == 0 and not draft.suggested else None,
+            suggested=draft.suggested,
         )
         for position, step in enumerate(draft.steps)
     ]
@@ -251,6 +255,7 @@ def start_suggested(
         first.params = {**params_of(first), "approvals_after": [str(r) for r in decision.then]}
     for step in plan.steps[1:]:
         step.requested_by, step.requester_role = agent.email, agent.role
+        step.status = ActionStatus.PLANNED
     audit.record(
         session,
         actor=agent.email,
@@ -262,6 +267,30 @@ def start_suggested(
         policy=decision.reason,
     )
     return advance_plan(session, plan)
+
+
+def dismiss_suggested(session: Session, plan: Plan, agent: Agent, why: str) -> None:
+    """An agent decides a suggested plan is not what the ticket needs: nothing of it runs."""
+    dropped = session.execute(
+        update(Plan)
+        .where(Plan.id == plan.id, Plan.status == PlanStatus.SUGGESTED)
+        .values(status=PlanStatus.STOPPED, finished_at=utcnow())
+    )
+    if dropped.rowcount != 1:  # type: ignore[attr-defined]
+        raise InvalidInput("This plan was already started or dropped.")
+    session.refresh(plan)
+    for step in plan.steps:
+        step.status = ActionStatus.SKIPPED
+        step.completed_at = utcnow()
+    audit.record(
+        session,
+        actor=agent.email,
+        event="plan.dismissed",
+        ticket_id=plan.ticket_id,
+        plan=plan.id,
+        summary=plan.title,
+        note=why.strip() or None,
+    )
 
 
 def decide(session: Session, action: Action, approver: Agent, *, approve: bool, note: str) -> None:
@@ -331,6 +360,8 @@ def send_back_for_approval(session: Session, action: Action, decision: Decision)
     action.status = ActionStatus.PENDING_APPROVAL
     action.approval_role = decision.approval_role
     action.policy_reason = decision.reason
+    # The approvals given stay in the parameters; the step is undecided again.
+    action.decided_by = action.decided_at = action.decision_note = None
     action.params = {**params_of(action), "approvals_after": [str(r) for r in decision.then]}
     _audit(session, action, "approval_needed", actor="billing-desk", policy=decision.reason)
 
