@@ -183,6 +183,22 @@ def eval_classifier(path: Path) -> None:
 
 
 @cli.group()
+def plans() -> None:
+    """Stored plans and their steps."""
+
+
+@plans.command("resume")
+def plans_resume() -> None:
+    """Queue again the due step of every running plan whose job is gone (a lost Redis, a
+    process that died between recording a step and queueing the next)."""
+    from jobs.plans import resume_plans
+    from jobs.runtime import build_runtime
+
+    queued = resume_plans(build_runtime(_settings()))
+    click.echo(f"{queued} plan step(s) queued again")
+
+
+@cli.group()
 def agents() -> None:
     """Agent records: who may use the sidebar, with which role (admins only)."""
 
