@@ -26,6 +26,7 @@ from core.domain import ActionKind, Category, Money, Role
 from core.plans import PlanDraft, StepDraft
 from core.policy import Mode
 from helpdesk_app import create_app
+from helpdesk_app.cli import main
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
 from jobs.inbound import process_inbound_email
 
@@ -293,3 +294,31 @@ def test_a_dismissed_suggestion_never_runs(app, people, twins, session_factory, 
     assert ann.post(f"/plans/{plan_id}/start", {"intent": intent}).status_code == 400
     run_worker()
     assert steps(session_factory, ticket_id) == [("refund", "skipped")]
+
+
+def test_a_step_whose_job_was_lost_is_resumed(
+    app, people, twins, rt, stripe_client, run_worker, session_factory, monkeypatch, capsys
+):
+    """The web process stored the plan but its job never reached Redis (or Redis lost it):
+    `billing-desk plans resume` queues the due step once; a queued one is left alone."""
+    customer, _older, newer = twins
+    with session_scope(session_factory) as session:
+        row = Ticket(subject="Charged twice", requester_email=ALICE.email, status="open")
+        session.add(row)
+        session.flush()
+        ticket_id = row.id
+    ann = open_sidebar(app, "ann@example.com", ticket_id)
+    ann.verify(customer)
+    _, _, intent = ann.preview(kind="refund", charge_id=newer, reason="duplicate")
+    ann.confirm(intent)
+    rt.redis.flushdb()  # the job is gone; the plan says its step is queued
+    run_worker()
+    assert refunds(stripe_client, newer) == []
+    for name, value in rt.settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    main(["plans", "resume"])
+    assert "1 plan step(s) queued again" in capsys.readouterr().out
+    main(["plans", "resume"])  # its job is queued now: not queued twice
+    assert "0 plan step(s) queued again" in capsys.readouterr().out
+    run_worker()
+    assert len(refunds(stripe_client, newer)) == 1
