@@ -226,6 +226,20 @@ def identity_of(gateway: StripeGateway, ticket: Ticket) -> Identity | None:
     return identity_for(ticket, candidates[0], matched_by) if len(candidates) == 1 else None
 
 
+def identity_now(
+    gateway: StripeGateway, ticket: Ticket | None, customer_id: str
+) -> Identity | None:
+    """The customer's identity as the ticket's customer now, asked again just before a step
+    runs: None when the ticket is about someone else by now, or Stripe no longer has them."""
+    if ticket is None or not customer_id or ticket.stripe_customer_id != customer_id:
+        return None
+    try:
+        customer = gateway.get_customer(customer_id)
+    except NotFound:
+        return None
+    return identity_for(ticket, customer, MatchKind(ticket.customer_match or MatchKind.EXPLICIT))
+
+
 def choose_customer(session: Session, ticket: Ticket, customer: Customer, agent: Agent) -> None:
     """An agent says which Stripe customer the ticket is about; it stays unconfirmed."""
     if ticket.stripe_customer_id == customer.id:

@@ -6,6 +6,7 @@ one runner (jobs.plans) advances it a step at a time, each step its own idempote
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,3 +46,16 @@ class PlanDraft:
             raise ValueError("a plan needs at least one step")
         if not self.suggested and self.steps[0].decision is None:
             raise ValueError("the first step of a plan that runs must carry its decision")
+
+
+# What a plan's later steps are called in its title.
+_STEP_WORDS = {
+    ActionKind.CONFIRM_REFUND: "email the confirmation",
+    ActionKind.CLOSE: "close the ticket",
+}
+
+
+def plan_title(first: str, later: Sequence[StepDraft]) -> str:
+    """A plan's title: its first step in words, then each later step's, joined by arrows."""
+    words = (_STEP_WORDS.get(s.kind, str(s.kind).replace("_", " ")) for s in later)
+    return " → ".join([first, *words])

@@ -27,7 +27,7 @@ from core.domain import (
     Customer,
     RefundReason,
 )
-from core.plans import PlanDraft, StepDraft
+from core.plans import PlanDraft, StepDraft, plan_title
 from core.policy import (
     Asker,
     Mode,
@@ -166,8 +166,7 @@ def _duplicate_charge(
         ]
     plan = PlanDraft(
         key=f"triage:{facts.email_key}",
-        title=f"Refund the duplicate {duplicate.id} ({duplicate.amount})"
-        + (" → email the confirmation → close the ticket" if customer.email else ""),
+        title=plan_title(f"Refund the duplicate {duplicate.id} ({duplicate.amount})", steps[1:]),
         reason=reason,
         steps=tuple(steps),
         suggested=not runs,

@@ -104,7 +104,7 @@ def context(
 
 def asking(role: Role = Role.AGENT) -> Asking:
     """An agent of ``role`` previewing in the sidebar."""
-    return Asking(Asker.PREVIEW, "ann@support.test", role)
+    return Asking(Asker.PREVIEW, role)
 
 
 def propose_refund(built: BillingContext, form: dict[str, str], role: Role, config: PolicyConfig):

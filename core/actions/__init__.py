@@ -23,7 +23,7 @@ from core.billing_context import BillingContext
 from core.db.models import Action, Agent, Plan
 from core.domain import ActionKind, ActionStatus, Money, Role
 from core.errors import InvalidInput
-from core.plans import PlanDraft, StepDraft
+from core.plans import PlanDraft, StepDraft, plan_title
 from core.policy import Asker, PolicyConfig
 
 __all__ = [
@@ -44,7 +44,7 @@ __all__ = [
 
 
 def _asking(agent: Agent, asker: Asker) -> Asking:
-    return Asking(asker=asker, requester=agent.email, requester_role=Role(agent.role))
+    return Asking(asker=asker, requester_role=Role(agent.role))
 
 
 def propose(
@@ -88,7 +88,7 @@ def confirm(
     follow_ups = spec.follow_ups(requested, context)
     draft = PlanDraft(
         key=requested.key,
-        title=" → ".join([title, *(action_words(s) for s in follow_ups)]),
+        title=plan_title(title, follow_ups),
         reason=decision.reason,
         steps=(main, *follow_ups),
     )
@@ -110,13 +110,6 @@ def _with_warning(params: Mapping[str, object], context: BillingContext) -> dict
 
 def _due(plan: Plan) -> Action | None:
     return next((s for s in plan.steps if s.status == ActionStatus.QUEUED), None)
-
-
-def action_words(step: StepDraft) -> str:
-    """A later step in a few words, for a plan's title."""
-    return {"confirm_refund": "email the confirmation", "close": "close the ticket"}.get(
-        str(step.kind), str(step.kind).replace("_", " ")
-    )
 
 
 def _suggested_request(plan: Plan) -> Requested:

@@ -9,11 +9,10 @@ from sqlalchemy.orm import Session
 
 from core.actions.base import Asking, Effects, approvals_of
 from core.billing_context import FREE_TIME, BillingContext
-from core.customers import identity_for
+from core.customers import identity_now
 from core.db import queries
 from core.db.models import Action, Ticket
-from core.domain import ActionKind, MatchKind, Role
-from core.errors import NotFound
+from core.domain import ActionKind, Role
 from core.policy import ActionQuestion, Asker
 
 
@@ -47,26 +46,16 @@ def worker_question(
     """The same question just before a worker runs the step, from Stripe and our records now."""
     ticket = session.get(Ticket, action.ticket_id) if action.ticket_id else None
     customer_id = action.stripe_customer_id or ""
-    confirmed, conflict, email = False, None, None
-    if ticket is not None and ticket.stripe_customer_id == customer_id:
-        try:
-            customer = fx.gateway.get_customer(customer_id)
-        except NotFound:
-            customer = None
-        if customer is not None:
-            identity = identity_for(
-                ticket, customer, MatchKind(ticket.customer_match or "explicit")
-            )
-            confirmed, conflict, email = identity.confirmed, identity.conflict, identity.email
+    identity = identity_now(fx.gateway, ticket, customer_id)
     since = fx.now() - timedelta(days=fx.policy.free_time_window_days)
     grants = queries.actions_of(session, customer_id, FREE_TIME, since=since, excluding=action.id)
     return ActionQuestion(
         kind=ActionKind(action.kind),
         asker=Asker.WORKER,
         requester_role=Role(action.requester_role) if action.requester_role else None,
-        identity_confirmed=confirmed,
-        identity_conflict=conflict,
-        customer_email=email,
+        identity_confirmed=bool(identity and identity.confirmed),
+        identity_conflict=identity.conflict if identity else None,
+        customer_email=identity.email if identity else None,
         months=months,
         days=days,
         grants_in_window=len(grants),

@@ -92,7 +92,6 @@ class Asking:
     from, whichever path asks."""
 
     asker: Asker
-    requester: str  # an agent's email, or "mail-agent"
     requester_role: Role | None  # None: automation
     approvals: tuple[Approval, ...] = ()
 

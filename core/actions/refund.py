@@ -26,7 +26,7 @@ from core.actions.base import (
     params_of,
 )
 from core.billing_context import BillingContext, ChargeView
-from core.customers import identity_for, open_claims
+from core.customers import identity_now, open_claims
 from core.db import queries
 from core.db.models import Action, Ticket
 from core.domain import (
@@ -39,7 +39,7 @@ from core.domain import (
     Role,
     Subscription,
 )
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput
 from core.plans import StepDraft
 from core.policy import Asker, Decision, PolicyConfig, RefundQuestion, judge_refund, prorated_refund
 
@@ -118,23 +118,17 @@ def _worker_question(
     disputes = gateway.list_disputes(charge.id) if charge.disputed else []
     customer_id = action.stripe_customer_id or charge.customer_id or ""
     ticket = session.get(Ticket, action.ticket_id) if action.ticket_id else None
-    confirmed, conflict, sender_matched = False, None, False
-    about_this_customer = ticket is not None and ticket.stripe_customer_id == customer_id
-    try:
-        customer = gateway.get_customer(customer_id)
-    except NotFound:
-        customer = None
-    if ticket is not None and customer is not None and about_this_customer:
-        identity = identity_for(ticket, customer, MatchKind(ticket.customer_match or "explicit"))
-        confirmed, conflict = identity.confirmed, identity.conflict
-        # The mail agent refunds only the customer the email's sender is, and nothing said
-        # in the email contradicted (see core.customers.match_sender).
-        sender_matched = (
-            identity.matched_by is MatchKind.EMAIL
-            and identity.requester_is_customer
-            and not ticket.automation_blocked
-        )
-    claims = open_claims(session, customer) if customer else None
+    identity = identity_now(gateway, ticket, customer_id)
+    # The mail agent refunds only the customer the email's sender is, and nothing said in the
+    # email contradicted (see core.customers.match_sender).
+    sender_matched = bool(
+        identity
+        and ticket
+        and identity.matched_by is MatchKind.EMAIL
+        and identity.requester_is_customer
+        and not ticket.automation_blocked
+    )
+    claims = open_claims(session, identity.customer) if identity else None
     in_flight = queries.in_flight_by_charge(session, customer_id, excluding=action.id)
     since = fx.now() - timedelta(days=config.customer_refund_window_days)
     amount = Money(action.amount or 0, action.currency or charge.amount.currency)
@@ -146,8 +140,8 @@ def _worker_question(
         reason=_reason(action.reason),
         now=fx.now(),
         disputes=tuple(disputes),
-        identity_confirmed=confirmed,
-        identity_conflict=conflict,
+        identity_confirmed=bool(identity and identity.confirmed),
+        identity_conflict=identity.conflict if identity else None,
         sender_matched=sender_matched,
         claims=claims.categories if claims else frozenset(),
         chargeback_claimed=bool(claims and claims.chargeback_claimed),
