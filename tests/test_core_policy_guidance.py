@@ -8,11 +8,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core.domain import Category, EscalationTarget, Money
+from core.domain import Category, Dispute, EscalationTarget, Money
 from core.errors import ConfigError
 from core.policy import (
     DeclineBucket,
     PolicyConfig,
+    dispute_advice,
     escalation_route,
     guidance_for,
     load_policy,
@@ -468,3 +469,22 @@ def test_the_classifier_confidence_threshold_is_a_fraction(value, ok):
     else:
         with pytest.raises(ConfigError, match="min_classifier_confidence"):
             policy_from_mapping({"min_classifier_confidence": value})
+
+
+@pytest.mark.parametrize(
+    ("amount", "reason", "fraud", "accept", "words"),
+    [
+        (1999, "product_unacceptable", False, True, "under $20.00"),
+        (2000, "product_unacceptable", False, False, "Challenge"),
+        (90000, "fraudulent", False, True, "fraud is suspected"),
+        (90000, "unrecognized", False, True, "fraud is suspected"),
+        (90000, "general", True, True, "fraud is suspected"),
+        (90000, "subscription_canceled", False, False, "proof of use"),
+    ],
+)
+def test_dispute_advice(amount, reason, fraud, accept, words):
+    """PenguinMails: accept if fraud is suspected or the amount is small (<$20); else challenge."""
+    opened = datetime(2026, 3, 1, tzinfo=UTC)
+    dispute = Dispute("dp_1", "ch_1", Money(amount, "usd"), reason, "needs_response", opened)
+    advice = dispute_advice(dispute, PolicyConfig(), fraud_suspected=fraud)
+    assert advice.accept is accept and words in advice.reason

@@ -221,8 +221,27 @@ def test_a_disputed_charge_points_to_the_dispute_instead(
     sidebar.verify(alice["customer"])
     panel = sidebar.get("/panel").get_data(as_text=True)
     assert "Disputed" in panel and "Under dispute" in panel
+    # The playbook accepts a dispute when fraud is suspected (the fraudulent reason).
+    assert "Accept: fraud is suspected" in panel
     _, page, intent = sidebar.preview(kind="refund", charge_id=alice["second"], reason="duplicate")
     assert intent is None and "cannot be refunded outside the dispute process" in page
+
+
+@pytest.mark.parametrize(
+    ("category", "target"),
+    [("chargeback", "finance"), ("card_not_recognized", "security"), ("other", None)],
+)
+def test_the_escalate_form_starts_at_the_categorys_route(
+    app, people, ticket_id, alice, session_factory, category, target
+):
+    """The escalation matrix picks the team the form offers first."""
+    with session_scope(session_factory) as session:
+        session.get(Ticket, ticket_id).category = category
+    panel = open_sidebar(app, "ann@example.com", ticket_id).get("/panel").get_data(as_text=True)
+    selected = re.findall(r'<option value="(\w+)" selected>', panel)
+    assert [s for s in selected if s in ("finance", "security", "support_lead")] == (
+        [target] if target else []
+    )
 
 
 def test_card_not_recognised_waits_for_security(
