@@ -16,12 +16,17 @@ from pathlib import Path
 import pytest
 import stripe
 from imapclient import IMAPClient
+from sidebar_client import PASSWORD
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from core.db import Base, make_engine, make_session_factory, upgrade
+from core import agents
+from core.db import Base, make_engine, make_session_factory, session_scope, upgrade
+from core.db.models import Ticket
+from core.domain import Role
 from core.settings import Settings
 from core.stripe_gateway import make_stripe_client
+from helpdesk_app import create_app
 from helpdesk_app.demo import servers
 from jobs import runtime
 from jobs.inbound import enqueue_inbound
@@ -200,3 +205,53 @@ def poll_mail(rt: runtime.Runtime, settings: Settings):
 def data_dir() -> Path:
     """tests/data."""
     return Path(__file__).parent / "data"
+
+
+# --- the web app, its team, tickets ---------------------------------------------------------
+
+# One of each role the playbooks name (two plain agents), all with sidebar_client.PASSWORD.
+TEAM = [
+    ("ann@example.com", "Ann Agent", Role.AGENT),
+    ("bea@example.com", "Bea Agent", Role.AGENT),
+    ("otto@example.com", "Otto Other", Role.AGENT),
+    ("lee@example.com", "Lee Lead", Role.SUPPORT_LEAD),
+    ("sam@example.com", "Sam Security", Role.SECURITY),
+    ("avery@example.com", "Avery Manager", Role.ACCOUNT_MANAGER),
+    ("fin@example.com", "Fin Finance", Role.FINANCE),
+]
+
+
+@pytest.fixture
+def app(settings, db_engine, stripe_client, rt):
+    """The web app on the test servers."""
+    built = create_app(settings)
+    built.config["TESTING"] = True
+    return built
+
+
+@pytest.fixture
+def people(session_factory) -> None:
+    """The team, signed up for the built-in helpdesk."""
+    with session_scope(session_factory) as session:
+        for email_address, name, role in TEAM:
+            agents.save_agent(session, email=email_address, name=name, role=role, password=PASSWORD)
+
+
+@pytest.fixture
+def new_ticket(session_factory):
+    """Open a built-in ticket from ``requester`` with any other fields; returns its ID."""
+
+    def make(requester: str, category: str | None = None, **fields) -> int:
+        with session_scope(session_factory) as session:
+            row = Ticket(
+                subject=fields.pop("subject", "Billing"),
+                requester_email=requester,
+                status="open",
+                category=category,
+                **fields,
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+    return make

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.actions.base import Asking
+from core.actions.base import Ask, Asking
 from core.actions.refund import RefundAction, _interval_end
 from core.actions.registry import action_type
 from core.billing_context import BillingContext, ChargeView, mark_duplicates
@@ -102,24 +102,24 @@ def context(
     )
 
 
-def asking(role: Role = Role.AGENT) -> Asking:
+def asked(built: BillingContext, role: Role, config: PolicyConfig, now: datetime) -> Ask:
     """An agent of ``role`` previewing in the sidebar."""
-    return Asking(Asker.PREVIEW, role)
+    return Ask(built, Asking(Asker.PREVIEW, role), config, now)
 
 
 def propose_refund(built: BillingContext, form: dict[str, str], role: Role, config: PolicyConfig):
     """The refund proposal an agent of ``role`` gets."""
-    return RefundAction().propose(built, form, asking(role), config, REFUND_DAY)
+    return RefundAction().propose(asked(built, role, config, REFUND_DAY), form)
 
 
 def propose_account_action(kind, built, form, role, config, now):
     """The proposal of any other kind an agent of ``role`` gets."""
-    return action_type(kind).propose(built, form, asking(role), config, now)
+    return action_type(kind).propose(asked(built, role, config, now), form)
 
 
 def propose(kind_name, built, form, role, config, now):
     """Any proposal, found by the kind's name as the sidebar sends it."""
-    return action_type(kind_name).propose(built, form, asking(role), config, now)
+    return action_type(kind_name).propose(asked(built, role, config, now), form)
 
 
 def refund_form(**fields: str) -> dict[str, str]:

@@ -10,14 +10,11 @@ import html
 import re
 
 import pytest
-from sidebar_client import PASSWORD, open_sidebar
+from sidebar_client import open_sidebar
 from sqlalchemy import select
 
-from core import agents
 from core.db import session_scope
 from core.db.models import Action, Ticket
-from core.domain import Role
-from helpdesk_app import create_app
 from helpdesk_app.demo.seed import (
     DemoCustomer,
     create_charge,
@@ -31,35 +28,6 @@ ERIN = DemoCustomer(
     "Erin Walsh", "erin@example.com", "T-1150", "Walsh Analytics", "5200828282828210"
 )
 OTTO = DemoCustomer("Otto Other", "otto@example.com", "T-1300", "Other Co", "4242424242424242")
-
-
-@pytest.fixture
-def app(settings, db_engine, stripe_client, rt):
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    return app
-
-
-@pytest.fixture
-def people(session_factory):
-    with session_scope(session_factory) as session:
-        for email, name, role in [
-            ("ann@example.com", "Ann Agent", Role.AGENT),
-            ("lee@example.com", "Lee Lead", Role.SUPPORT_LEAD),
-            ("sam@example.com", "Sam Security", Role.SECURITY),
-            ("avery@example.com", "Avery Manager", Role.ACCOUNT_MANAGER),
-        ]:
-            agents.save_agent(session, email=email, name=name, role=role, password=PASSWORD)
-
-
-def ticket(session_factory, requester: str, category: str | None = None, **fields) -> int:
-    with session_scope(session_factory) as session:
-        row = Ticket(
-            subject="Billing", requester_email=requester, status="open", category=category, **fields
-        )
-        session.add(row)
-        session.flush()
-        return row.id
 
 
 @pytest.fixture
@@ -113,11 +81,11 @@ def action_id(answer) -> int:
 
 
 def test_a_customer_chosen_on_an_unrelated_ticket_cannot_be_confirmed(
-    app, people, erin, session_factory
+    app, people, erin, session_factory, new_ticket
 ):
     """On Otto's ticket, Ann picks Erin and ticks the three boxes: refused, and the refund with
     it, because the ticket's requester is not Erin's address."""
-    otto_ticket = ticket(session_factory, OTTO.email, "other")
+    otto_ticket = new_ticket(OTTO.email, "other")
     sidebar = Reading(open_sidebar(app, "ann@example.com", otto_ticket))
     chosen = seen(sidebar.post("/customer", {"customer_id": erin["customer"]}))
     assert (
@@ -134,9 +102,9 @@ def test_a_customer_chosen_on_an_unrelated_ticket_cannot_be_confirmed(
         assert session.get(Ticket, otto_ticket).customer_verified_by is None
 
 
-def test_a_conflicting_tenant_refuses_confirmation(app, people, erin, session_factory):
+def test_a_conflicting_tenant_refuses_confirmation(app, people, erin, session_factory, new_ticket):
     """Erin writes, but her ticket names another tenant: no one can confirm her on it."""
-    erin_ticket = ticket(session_factory, ERIN.email, "refund_request", tenant_id="T-9999")
+    erin_ticket = new_ticket(ERIN.email, "refund_request", tenant_id="T-9999")
     sidebar = open_sidebar(app, "lee@example.com", erin_ticket)
     boxes = {"customer_id": erin["customer"], "email": "on", "organisation": "on", "tenant": "on"}
     refused = sidebar.post("/verify", boxes)
@@ -144,12 +112,12 @@ def test_a_conflicting_tenant_refuses_confirmation(app, people, erin, session_fa
 
 
 def test_a_claim_on_any_of_the_customers_open_tickets_gates_her_refunds(
-    app, people, erin, session_factory
+    app, people, erin, session_factory, new_ticket
 ):
     """Erin has an open unused-module ticket; on her other ticket (category other) the same
     charge still needs the account manager, and a lead for the $500 limit."""
-    ticket(session_factory, ERIN.email, "unused_module", stripe_customer_id=erin["customer"])
-    other = ticket(session_factory, ERIN.email, "other")
+    new_ticket(ERIN.email, "unused_module", stripe_customer_id=erin["customer"])
+    other = new_ticket(ERIN.email, "other")
     sidebar = verified_sidebar(app, "ann@example.com", other, erin["customer"])
     _, page, intent = refund_preview(sidebar, erin["module"], "800.00")
     assert intent is not None
@@ -159,11 +127,11 @@ def test_a_claim_on_any_of_the_customers_open_tickets_gates_her_refunds(
 
 
 def test_card_not_recognised_elsewhere_waits_for_security(
-    app, people, erin, session_factory, stripe_client, run_worker
+    app, people, erin, session_factory, stripe_client, run_worker, new_ticket
 ):
     """A card-not-recognised claim on another ticket of hers: Security clears any refund."""
-    ticket(session_factory, ERIN.email, "card_not_recognized", stripe_customer_id=erin["customer"])
-    other = ticket(session_factory, ERIN.email, "other")
+    new_ticket(ERIN.email, "card_not_recognized", stripe_customer_id=erin["customer"])
+    other = new_ticket(ERIN.email, "other")
     ann = verified_sidebar(app, "ann@example.com", other, erin["customer"])
     _, page, intent = refund_preview(ann, erin["small"], "49.00", reason="duplicate")
     assert "No refund until Security clears it" in page
@@ -184,10 +152,10 @@ def test_card_not_recognised_elsewhere_waits_for_security(
 
 
 def test_an_800_refund_as_two_400s_needs_a_lead_for_the_second(
-    app, people, erin, session_factory, stripe_client, run_worker
+    app, people, erin, session_factory, stripe_client, run_worker, new_ticket
 ):
     """The first $400 runs; the second, queued or after the first landed, needs a lead."""
-    erin_ticket = ticket(session_factory, ERIN.email, "refund_request")
+    erin_ticket = new_ticket(ERIN.email, "refund_request")
     ann = verified_sidebar(app, "ann@example.com", erin_ticket, erin["customer"])
     _, page, first = refund_preview(ann, erin["module"], "400.00")
     assert "Within the $500.00 refund limit" in page
@@ -207,7 +175,7 @@ def test_an_800_refund_as_two_400s_needs_a_lead_for_the_second(
 
 
 def test_refunds_split_across_charges_count_for_the_customer(
-    app, people, stripe_client, rt, session_factory, run_worker
+    app, people, stripe_client, rt, session_factory, run_worker, new_ticket
 ):
     """$400 on one charge and $200 on another: over the $500 a customer may have back in 30
     days without a lead."""
@@ -215,7 +183,7 @@ def test_refunds_split_across_charges_count_for_the_customer(
     base = rt.settings.stripe_api_base
     one = create_charge(stripe_client, base, customer, 40000, "Seat pack", days_ago=1)
     two = create_charge(stripe_client, base, customer, 20000, "Add-on", days_ago=1)
-    erin_ticket = ticket(session_factory, ERIN.email, "refund_request")
+    erin_ticket = new_ticket(ERIN.email, "refund_request")
     ann = verified_sidebar(app, "ann@example.com", erin_ticket, customer)
     _, _, first = refund_preview(ann, one, "400.00")
     ann.confirm(first)
@@ -235,9 +203,11 @@ def erin_subscribed(stripe_client, rt):
     )
 
 
-def test_a_twelve_month_comp_needs_a_lead(app, people, erin_subscribed, session_factory):
+def test_a_twelve_month_comp_needs_a_lead(
+    app, people, erin_subscribed, session_factory, new_ticket
+):
     customer, sub = erin_subscribed
-    erin_ticket = ticket(session_factory, ERIN.email, "general_dissatisfaction")
+    erin_ticket = new_ticket(ERIN.email, "general_dissatisfaction")
     ann = verified_sidebar(app, "ann@example.com", erin_ticket, customer)
     _, page, _ = ann.preview(kind="comp_coupon", subscription_id=sub, months="12")
     assert "A comp of 12 months is more than the 1" in page and "Request approval" in page
@@ -246,12 +216,12 @@ def test_a_twelve_month_comp_needs_a_lead(app, people, erin_subscribed, session_
 
 
 def test_repeated_trial_extensions_need_a_lead_after_the_first(
-    app, people, erin_subscribed, session_factory, run_worker, stripe_client
+    app, people, erin_subscribed, session_factory, run_worker, stripe_client, new_ticket
 ):
     """Three +30-day extensions in a row: the first runs, the next one waits for a lead, and a
     +365 days never runs alone."""
     customer, sub = erin_subscribed
-    erin_ticket = ticket(session_factory, ERIN.email, "other")
+    erin_ticket = new_ticket(ERIN.email, "other")
     ann = verified_sidebar(app, "ann@example.com", erin_ticket, customer)
     _, page, _ = ann.preview(kind="extend_trial", subscription_id=sub, days="365")
     assert "365 free days is more than the 30" in page
@@ -274,7 +244,7 @@ def test_repeated_trial_extensions_need_a_lead_after_the_first(
 
 
 def test_a_confirmation_never_goes_to_an_address_only_the_ticket_gave(
-    app, people, stripe_client, rt, session_factory, run_worker, outbox
+    app, people, stripe_client, rt, session_factory, run_worker, outbox, new_ticket
 ):
     """A Stripe customer without an email: the refund is issued, but no confirmation goes to
     the ticket's requester, the ticket stays open for an agent, and no billing link is sent."""
@@ -283,8 +253,7 @@ def test_a_confirmation_never_goes_to_an_address_only_the_ticket_gave(
     assert not stripe_client.v1.customers.retrieve(customer).email
     charge = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 4900, "Pro")
     requester = "someone@elsewhere.test"
-    erin_ticket = ticket(
-        session_factory,
+    erin_ticket = new_ticket(
         requester,
         "duplicate_charge",
         stripe_customer_id=customer,

@@ -15,17 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 
 import pytest
-from sidebar_client import PASSWORD, open_sidebar
+from sidebar_client import open_sidebar
 from sqlalchemy import select
 
-from core import agents
 from core.actions import request_plan
 from core.db import session_scope
 from core.db.models import Action, InboundEmail, Plan, Ticket
-from core.domain import ActionKind, Category, Money, Role
+from core.domain import ActionKind, Category, Money
 from core.plans import PlanDraft, StepDraft
 from core.policy import Mode
-from helpdesk_app import create_app
 from helpdesk_app.cli import main
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
 from jobs.inbound import process_inbound_email
@@ -33,25 +31,6 @@ from jobs.inbound import process_inbound_email
 pytestmark = pytest.mark.e2e
 
 ALICE = DemoCustomer("Alice Martin", "alice@example.com", "T-1042", "Northwind", "4242424242424242")
-
-
-@pytest.fixture
-def app(settings, db_engine, stripe_client, rt):
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    return app
-
-
-@pytest.fixture
-def people(session_factory):
-    with session_scope(session_factory) as session:
-        for email_address, name, role in [
-            ("ann@example.com", "Ann Agent", Role.AGENT),
-            ("bea@example.com", "Bea Agent", Role.AGENT),
-            ("lee@example.com", "Lee Lead", Role.SUPPORT_LEAD),
-            ("sam@example.com", "Sam Security", Role.SECURITY),
-        ]:
-            agents.save_agent(session, email=email_address, name=name, role=role, password=PASSWORD)
 
 
 @pytest.fixture
@@ -163,15 +142,11 @@ def _open_dispute(fake_stripe, charge: str) -> None:
 
 
 def test_a_step_the_worker_finds_refused_stops_the_plan_and_skips_the_rest(
-    app, people, twins, fake_stripe, stripe_client, run_worker, outbox, session_factory
+    app, people, twins, fake_stripe, stripe_client, run_worker, outbox, session_factory, new_ticket
 ):
     """Disputed between the agent's click and the worker: no refund, no email, no close."""
     customer, _older, newer = twins
-    with session_scope(session_factory) as session:
-        row = Ticket(subject="Charged twice", requester_email=ALICE.email, status="open")
-        session.add(row)
-        session.flush()
-        ticket_id = row.id
+    ticket_id = new_ticket(ALICE.email, subject="Charged twice")
     ann = open_sidebar(app, "ann@example.com", ticket_id)
     ann.verify(customer)
     _, _, intent = ann.preview(
@@ -194,17 +169,13 @@ def test_a_step_the_worker_finds_refused_stops_the_plan_and_skips_the_rest(
 
 
 def test_a_claim_that_appears_after_the_approval_sends_the_step_back(
-    app, people, stripe_client, rt, run_worker, session_factory
+    app, people, stripe_client, rt, run_worker, session_factory, new_ticket
 ):
     """A lead approved a $600 refund; before the worker ran it, a card-not-recognised ticket of
     the same customer arrived: the worker asks Security first, then refunds once."""
     customer = create_customer(stripe_client, ALICE)
     big = create_charge(stripe_client, rt.settings.stripe_api_base, customer, 60000, "Seats")
-    with session_scope(session_factory) as session:
-        row = Ticket(subject="Refund please", requester_email=ALICE.email, status="open")
-        session.add(row)
-        session.flush()
-        ticket_id = row.id
+    ticket_id = new_ticket(ALICE.email, subject="Refund please")
     ann = open_sidebar(app, "ann@example.com", ticket_id)
     ann.verify(customer)
     _, _, intent = ann.preview(kind="refund", charge_id=big, reason="duplicate")
@@ -253,14 +224,13 @@ def test_an_email_processed_twice_stores_one_plan(
     assert len(refunds(stripe_client, twins[2])) == 1
 
 
-def test_a_dismissed_suggestion_never_runs(app, people, twins, session_factory, run_worker):
+def test_a_dismissed_suggestion_never_runs(
+    app, people, twins, session_factory, run_worker, new_ticket
+):
     """An agent drops the mail agent's suggestion: every step skipped, starting it refused."""
     customer, _older, newer = twins
+    ticket_id = new_ticket(ALICE.email, subject="Charged twice")
     with session_scope(session_factory) as session:
-        row = Ticket(subject="Charged twice", requester_email=ALICE.email, status="open")
-        session.add(row)
-        session.flush()
-        ticket_id = row.id
         draft = PlanDraft(
             key="triage:test",
             title="Refund the duplicate",
@@ -297,16 +267,21 @@ def test_a_dismissed_suggestion_never_runs(app, people, twins, session_factory, 
 
 
 def test_a_step_whose_job_was_lost_is_resumed(
-    app, people, twins, rt, stripe_client, run_worker, session_factory, monkeypatch, capsys
+    app,
+    people,
+    twins,
+    rt,
+    stripe_client,
+    run_worker,
+    session_factory,
+    monkeypatch,
+    capsys,
+    new_ticket,
 ):
     """The web process stored the plan but its job never reached Redis (or Redis lost it):
     `billing-desk plans resume` queues the due step once; a queued one is left alone."""
     customer, _older, newer = twins
-    with session_scope(session_factory) as session:
-        row = Ticket(subject="Charged twice", requester_email=ALICE.email, status="open")
-        session.add(row)
-        session.flush()
-        ticket_id = row.id
+    ticket_id = new_ticket(ALICE.email, subject="Charged twice")
     ann = open_sidebar(app, "ann@example.com", ticket_id)
     ann.verify(customer)
     _, _, intent = ann.preview(kind="refund", charge_id=newer, reason="duplicate")

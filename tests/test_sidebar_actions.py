@@ -16,33 +16,11 @@ from sqlalchemy import func, select
 from core import agents
 from core.db import session_scope
 from core.db.models import Action, AuditEvent, Escalation, Plan, Ticket, TicketMessage
-from core.domain import Role
-from helpdesk_app import create_app
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
 
 pytestmark = pytest.mark.e2e
 
 ALICE = DemoCustomer("Alice Martin", "alice@example.com", "T-1042", "Northwind", "4242424242424242")
-
-
-@pytest.fixture
-def app(settings, db_engine, stripe_client, rt):
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    return app
-
-
-@pytest.fixture
-def people(session_factory):
-    with session_scope(session_factory) as session:
-        for email, name, role in [
-            ("ann@example.com", "Ann Agent", Role.AGENT),
-            ("lee@example.com", "Lee Lead", Role.SUPPORT_LEAD),
-            ("sam@example.com", "Sam Security", Role.SECURITY),
-            ("otto@example.com", "Otto Other", Role.AGENT),
-            ("avery@example.com", "Avery Manager", Role.ACCOUNT_MANAGER),
-        ]:
-            agents.save_agent(session, email=email, name=name, role=role, password=PASSWORD)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from core.actions.base import Asking, Proposal, Requested
+from core.actions.base import Ask, Asking, Proposal, Requested
 from core.actions.registry import action_type, describe
 from core.actions.workflow import (
     MAIL_AGENT,
@@ -43,8 +43,10 @@ __all__ = [
 ]
 
 
-def _asking(agent: Agent, asker: Asker) -> Asking:
-    return Asking(asker=asker, requester_role=Role(agent.role))
+def _ask(
+    context: BillingContext, agent: Agent, asker: Asker, config: PolicyConfig, now: datetime
+) -> Ask:
+    return Ask(context, Asking(asker=asker, requester_role=Role(agent.role)), config, now)
 
 
 def propose(
@@ -56,8 +58,7 @@ def propose(
     now: datetime,
 ) -> Proposal:
     """The sidebar's preview of any action, with policy's answer for this agent."""
-    spec = action_type(kind_name)
-    return spec.propose(context, form, _asking(agent, Asker.PREVIEW), config, now)
+    return action_type(kind_name).propose(_ask(context, agent, Asker.PREVIEW, config, now), form)
 
 
 def confirm(
@@ -73,7 +74,7 @@ def confirm(
     charge may have been disputed or refunded, or the identity withdrawn, since the preview.
     Returns the plan and the step due to run, if one is."""
     spec = action_type(requested.kind)
-    decision = spec.judge(context, requested, _asking(agent, Asker.CONFIRMATION), config, now)
+    decision = spec.judge(_ask(context, agent, Asker.CONFIRMATION, config, now), requested)
     customer = context.customer.id if context.customer else None
     main = StepDraft(
         requested.kind,
@@ -132,8 +133,8 @@ def preview_suggested(
     if plan.ticket_id != context.ticket.id:
         raise InvalidInput("That plan belongs to another ticket.")
     requested = _suggested_request(plan)
-    spec = action_type(requested.kind)
-    decision = spec.judge(context, requested, _asking(agent, Asker.PREVIEW), config, now)
+    ask = _ask(context, agent, Asker.PREVIEW, config, now)
+    decision = action_type(requested.kind).judge(ask, requested)
     return Proposal(requested, plan.title, describe(plan.steps[0]), decision)
 
 
@@ -149,6 +150,5 @@ def start_plan(
     if plan.ticket_id != context.ticket.id:
         raise InvalidInput("That plan belongs to another ticket.")
     requested = _suggested_request(plan)
-    spec = action_type(requested.kind)
-    decision = spec.judge(context, requested, _asking(agent, Asker.CONFIRMATION), config, now)
-    return start_suggested(session, plan, agent, decision)
+    ask = _ask(context, agent, Asker.CONFIRMATION, config, now)
+    return start_suggested(session, plan, agent, action_type(requested.kind).judge(ask, requested))

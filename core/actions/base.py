@@ -97,6 +97,17 @@ class Asking:
 
 
 @dataclass(frozen=True)
+class Ask:
+    """An agent's request in the sidebar: the ticket's context, who asks, under which policy,
+    and when."""
+
+    context: BillingContext
+    asking: Asking
+    config: PolicyConfig
+    now: datetime
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What executing a step did: the Stripe (or other) object it touched, and the sentence
     for the ticket's internal note (None: the step speaks for itself, like an email)."""
@@ -152,25 +163,11 @@ class ActionType:
 
     kind: ClassVar[ActionKind]
 
-    def propose(
-        self,
-        context: BillingContext,
-        form: Mapping[str, str],
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Proposal:
+    def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
         """The sidebar's preview of this action for the agent's form."""
         raise InvalidInput(f"{self.kind} is not offered in the sidebar.")
 
-    def judge(
-        self,
-        context: BillingContext,
-        requested: Requested,
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Decision:
+    def judge(self, ask: Ask, requested: Requested) -> Decision:
         """Policy's answer for this request on this ticket's fresh context."""
         raise NotImplementedError
 

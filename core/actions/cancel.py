@@ -3,40 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 
-from core.actions import account
-from core.actions.base import (
-    ActionType,
-    Asking,
-    Effects,
-    Outcome,
-    Proposal,
-    Requested,
-    StepRefused,
-    idempotency_key,
-    params_of,
-)
-from core.billing_context import BillingContext
+from core.actions.account import AccountAction, who
+from core.actions.base import Ask, Effects, Outcome, Proposal, Requested, idempotency_key, params_of
 from core.db.models import Action
 from core.domain import ActionKind
-from core.policy import Decision, PolicyConfig, judge_action
 
 
-class CancelSubscription(ActionType):
-    """Stop a subscription billing."""
+class CancelSubscription(AccountAction):
+    """Stop a subscription billing; identity first, since it changes what the customer pays."""
 
     kind = ActionKind.CANCEL_SUBSCRIPTION
 
-    def propose(
-        self,
-        context: BillingContext,
-        form: Mapping[str, str],
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Proposal:
+    def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
         """Cancel one of the customer's subscriptions, at period end unless asked otherwise."""
+        context = ask.context
         sub = context.subscription_by_id(form.get("subscription_id"))
         at_period_end = form.get("mode", "at_period_end") != "now"
         if at_period_end and sub.current_period_end:
@@ -60,20 +41,9 @@ class CancelSubscription(ActionType):
         return Proposal(
             requested,
             f"Cancel {sub.plan_name or 'subscription'} {when}",
-            f"{sub.id} of {account.who(context)}",
-            self.judge(context, requested, asking, config, now),
+            f"{sub.id} of {who(context)}",
+            self.judge(ask, requested),
         )
-
-    def judge(
-        self,
-        context: BillingContext,
-        requested: Requested,
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Decision:
-        """Identity first: cancelling changes what the customer is billed."""
-        return judge_action(account.context_question(self.kind, context, asking), config)
 
     def describe(self, action: Action) -> str:
         """``Cancel sub_… at period end``."""
@@ -83,11 +53,7 @@ class CancelSubscription(ActionType):
 
     def execute(self, action: Action, fx: Effects) -> Outcome:
         """Cancel in Stripe under the action's key (a retry changes nothing twice)."""
-        with fx.transaction() as session:
-            question = account.worker_question(action, fx, session, months=None, days=None)
-        decision = judge_action(question, fx.policy)
-        if not decision.allowed:
-            raise StepRefused(decision)
+        self.allowed_now(action, fx)
         params = params_of(action)
         sub = fx.gateway.cancel_subscription(
             params["subscription_id"],

@@ -3,72 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 
-from core.actions import account
-from core.actions.base import (
-    ActionType,
-    Asking,
-    Effects,
-    Outcome,
-    Proposal,
-    Requested,
-    StepRefused,
-    idempotency_key,
-    params_of,
-)
-from core.billing_context import BillingContext
+from core.actions.account import AccountAction
+from core.actions.base import Ask, Effects, Outcome, Proposal, Requested, idempotency_key, params_of
 from core.db.models import Action
 from core.domain import ActionKind
 from core.errors import InvalidInput
 from core.links import update_card_token
-from core.policy import Decision, PolicyConfig, judge_action
 
 TEMPLATE = "update_payment_method"
 
 
-class SendUpdateCardLink(ActionType):
+class SendUpdateCardLink(AccountAction):
     """A secure link to the billing portal's payment-method update, to the customer's address."""
 
     kind = ActionKind.SEND_UPDATE_CARD_LINK
 
-    def propose(
-        self,
-        context: BillingContext,
-        form: Mapping[str, str],
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Proposal:
+    def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
         """The link goes to the Stripe customer's own email, never one only the ticket gives."""
+        context = ask.context
         if context.identity is None:
             raise InvalidInput("Choose the customer first.")
         customer, email = context.identity.customer, context.identity.email
         requested = Requested(
             self.kind,
-            idempotency_key(self.kind, context.ticket.id, customer.id, email, now.date()),
+            idempotency_key(self.kind, context.ticket.id, customer.id, email, ask.now.date()),
             params={"email": email},
         )
         return Proposal(
             requested,
             "Email a secure link to update the payment method",
             f"{email or 'no email on file'} ({customer.id})",
-            self.judge(context, requested, asking, config, now),
+            self.judge(ask, requested),
             details=(
                 "The link opens a Stripe billing portal session when the customer clicks it.",
             ),
         )
-
-    def judge(
-        self,
-        context: BillingContext,
-        requested: Requested,
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Decision:
-        """Identity, and an address of the customer's own to send it to."""
-        return judge_action(account.context_question(self.kind, context, asking), config)
 
     def describe(self, action: Action) -> str:
         """``Email an update-payment-method link to …``."""
@@ -76,11 +46,7 @@ class SendUpdateCardLink(ActionType):
 
     def execute(self, action: Action, fx: Effects) -> Outcome:
         """Send the link once; the token names the customer and this action, and expires."""
-        with fx.transaction() as session:
-            question = account.worker_question(action, fx, session, months=None, days=None)
-        decision = judge_action(question, fx.policy)
-        if not decision.allowed:
-            raise StepRefused(decision)
+        question = self.allowed_now(action, fx)
         fx.settings.require_secret_key()
         assert fx.settings.secret_key is not None and action.stripe_customer_id is not None
         token = update_card_token(fx.settings.secret_key, action.stripe_customer_id, action.id)

@@ -5,50 +5,45 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from core.actions import account
+from core.actions.account import AccountAction, who
 from core.actions.base import (
-    ActionType,
-    Asking,
+    Ask,
     Effects,
     Outcome,
     Proposal,
     Requested,
-    StepRefused,
     idempotency_key,
     int_field,
     params_of,
 )
-from core.billing_context import BillingContext
 from core.db.models import Action
 from core.domain import ActionKind
-from core.policy import Decision, PolicyConfig, judge_action
 
 # What the form accepts at all; policy decides what an agent may give alone.
 MAX_COMP_MONTHS = 12
 MAX_COMP_DAYS = 365
 
 
-class CompCoupon(ActionType):
+class CompCoupon(AccountAction):
     """Make a subscription free once, or for some months."""
 
     kind = ActionKind.COMP_COUPON
 
-    def propose(
-        self,
-        context: BillingContext,
-        form: Mapping[str, str],
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Proposal:
+    def terms(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A comp's size is its months (none: the next invoice only)."""
+        return {"months": params.get("duration_in_months")}
+
+    def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
         """A 100%-off coupon on one subscription."""
+        context = ask.context
         sub = context.subscription_by_id(form.get("subscription_id"))
         months_raw = (form.get("months") or "").strip()
         months = int_field(form, "months", "Months", 1, MAX_COMP_MONTHS) if months_raw else None
         span = f"for {months} month(s)" if months else "on the next invoice"
-        # The key names the request, not the subscription's state: a second comp of the same
-        # kind is a repeat, and policy counts every comp however it is keyed.
+        # Policy counts every comp of the customer however it is keyed: a repeat with a new
+        # key is judged as the customer's second comp, never as a first.
         requested = Requested(
             self.kind,
             idempotency_key(self.kind, context.ticket.id, sub.id, months, sub.coupon_ids),
@@ -57,22 +52,9 @@ class CompCoupon(ActionType):
         return Proposal(
             requested,
             f"Comp: 100% off {span}",
-            f"{sub.id} ({sub.plan_name or 'subscription'}) of {account.who(context)}",
-            self.judge(context, requested, asking, config, now),
+            f"{sub.id} ({sub.plan_name or 'subscription'}) of {who(context)}",
+            self.judge(ask, requested),
         )
-
-    def judge(
-        self,
-        context: BillingContext,
-        requested: Requested,
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Decision:
-        """Within the comp limits, or a Support Lead approves."""
-        months = requested.params.get("duration_in_months")
-        question = account.context_question(self.kind, context, asking, months=months)
-        return judge_action(question, config)
 
     def describe(self, action: Action) -> str:
         """``Comp sub_…: 100% off for 1 month(s)``."""
@@ -83,16 +65,11 @@ class CompCoupon(ActionType):
 
     def execute(self, action: Action, fx: Effects) -> Outcome:
         """Apply the coupon (its ID derives from the action's key, so a retry reuses it)."""
+        self.allowed_now(action, fx)
         params = params_of(action)
-        months = params.get("duration_in_months")
-        with fx.transaction() as session:
-            question = account.worker_question(action, fx, session, months=months, days=None)
-        decision = judge_action(question, fx.policy)
-        if not decision.allowed:
-            raise StepRefused(decision)
         coupon, sub = fx.gateway.comp_subscription(
             params["subscription_id"],
-            duration_in_months=months,
+            duration_in_months=params.get("duration_in_months"),
             idempotency_key=action.idempotency_key,
         )
         return Outcome(
@@ -100,24 +77,22 @@ class CompCoupon(ActionType):
         )
 
 
-class ExtendTrial(ActionType):
+class ExtendTrial(AccountAction):
     """Give free days by moving the subscription's trial end."""
 
     kind = ActionKind.EXTEND_TRIAL
 
-    def propose(
-        self,
-        context: BillingContext,
-        form: Mapping[str, str],
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Proposal:
+    def terms(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Free time's size is its days."""
+        return {"days": params.get("days")}
+
+    def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
         """Move the trial end of one subscription by N days."""
+        context = ask.context
         sub = context.subscription_by_id(form.get("subscription_id"))
         days = int_field(form, "days", "Days", 1, MAX_COMP_DAYS)
         # Free days start where the customer's paid (or trial) time ends, never in the past.
-        base = max(d for d in (sub.trial_end, sub.current_period_end, now) if d is not None)
+        base = max(d for d in (sub.trial_end, sub.current_period_end, ask.now) if d is not None)
         until = base + timedelta(days=days)
         requested = Requested(
             self.kind,
@@ -134,22 +109,9 @@ class ExtendTrial(ActionType):
         return Proposal(
             requested,
             f"Free time: trial end moved to {until:%d %b %Y} (+{days} days)",
-            f"{sub.id} of {account.who(context)}",
-            self.judge(context, requested, asking, config, now),
+            f"{sub.id} of {who(context)}",
+            self.judge(ask, requested),
         )
-
-    def judge(
-        self,
-        context: BillingContext,
-        requested: Requested,
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Decision:
-        """Within the free-time limits, or a Support Lead approves."""
-        days = requested.params.get("days")
-        question = account.context_question(self.kind, context, asking, days=days)
-        return judge_action(question, config)
 
     def describe(self, action: Action) -> str:
         """``Move the trial end of sub_… to 01 Jan 2027 (+30 days)``."""
@@ -159,14 +121,8 @@ class ExtendTrial(ActionType):
 
     def execute(self, action: Action, fx: Effects) -> Outcome:
         """Set the trial end in Stripe under the action's key, without prorating."""
+        self.allowed_now(action, fx)
         params = params_of(action)
-        with fx.transaction() as session:
-            question = account.worker_question(
-                action, fx, session, months=None, days=params.get("days")
-            )
-        decision = judge_action(question, fx.policy)
-        if not decision.allowed:
-            raise StepRefused(decision)
         until = datetime.fromtimestamp(int(params["trial_end"]), UTC)
         sub = fx.gateway.set_trial_end(
             params["subscription_id"], trial_end=until, idempotency_key=action.idempotency_key

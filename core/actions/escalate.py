@@ -4,14 +4,12 @@ possible fraud, which escalates to Security."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 
 from sqlalchemy import select
 
-from core.actions import account
+from core.actions.account import AccountAction, who
 from core.actions.base import (
-    ActionType,
-    Asking,
+    Ask,
     Effects,
     Outcome,
     Proposal,
@@ -20,11 +18,10 @@ from core.actions.base import (
     params_of,
     text_field,
 )
-from core.billing_context import BillingContext
 from core.db.models import Action, Escalation
 from core.domain import ActionKind, EscalationTarget
 from core.errors import InvalidInput
-from core.policy import Decision, PolicyConfig, judge_action, sla_due, sla_text
+from core.policy import sla_due, sla_text
 
 
 def open_escalation(
@@ -53,41 +50,19 @@ def open_escalation(
         return escalation
 
 
-class _Allowed(ActionType):
-    """Actions any agent may take on any ticket: no identity or money involved."""
-
-    def judge(
-        self,
-        context: BillingContext,
-        requested: Requested,
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Decision:
-        """Policy's answer (allowed for everyone today; asked all the same)."""
-        return judge_action(account.context_question(self.kind, context, asking), config)
-
-
-class Escalate(_Allowed):
+class Escalate(AccountAction):
     """Hand the ticket to a team per the escalation matrix."""
 
     kind = ActionKind.ESCALATE
 
-    def propose(
-        self,
-        context: BillingContext,
-        form: Mapping[str, str],
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Proposal:
+    def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
         """Escalate to a target, with the reason; the SLA is stated."""
         try:
             target = EscalationTarget(form.get("target") or "")
         except ValueError:
             raise InvalidInput("Choose who to escalate to.") from None
         why = text_field(form, "text", "The reason")
-        ticket_id = context.ticket.id
+        ticket_id = ask.context.ticket.id
         requested = Requested(
             self.kind,
             idempotency_key(self.kind, ticket_id, str(target), why),
@@ -97,8 +72,8 @@ class Escalate(_Allowed):
             requested,
             f"Escalate to {target.label}",
             f"ticket #{ticket_id}",
-            self.judge(context, requested, asking, config, now),
-            details=(sla_text(target, config),),
+            self.judge(ask, requested),
+            details=(sla_text(target, ask.config),),
         )
 
     def describe(self, action: Action) -> str:
@@ -118,20 +93,14 @@ class Escalate(_Allowed):
         )
 
 
-class FlagFraud(_Allowed):
+class FlagFraud(AccountAction):
     """Mark the customer as possible fraud in Stripe, and escalate to Security."""
 
     kind = ActionKind.FLAG_FRAUD
 
-    def propose(
-        self,
-        context: BillingContext,
-        form: Mapping[str, str],
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Proposal:
+    def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
         """Flag the context's customer, with the reason."""
+        context = ask.context
         if context.customer is None:
             raise InvalidInput("Choose the customer first.")
         why = text_field(form, "text", "The reason")
@@ -143,9 +112,9 @@ class FlagFraud(_Allowed):
         return Proposal(
             requested,
             "Flag as possible fraud and escalate to Security",
-            account.who(context),
-            self.judge(context, requested, asking, config, now),
-            details=(sla_text(EscalationTarget.SECURITY, config),),
+            who(context),
+            self.judge(ask, requested),
+            details=(sla_text(EscalationTarget.SECURITY, ask.config),),
         )
 
     def describe(self, action: Action) -> str:
@@ -172,22 +141,15 @@ class FlagFraud(_Allowed):
         )
 
 
-class Note(_Allowed):
+class Note(AccountAction):
     """An internal note on the ticket."""
 
     kind = ActionKind.NOTE
 
-    def propose(
-        self,
-        context: BillingContext,
-        form: Mapping[str, str],
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Proposal:
+    def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
         """A note only agents see."""
         body = text_field(form, "text", "The note")
-        ticket_id = context.ticket.id
+        ticket_id = ask.context.ticket.id
         requested = Requested(
             self.kind, idempotency_key(self.kind, ticket_id, body), params={"text": body}
         )
@@ -195,7 +157,7 @@ class Note(_Allowed):
             requested,
             "Add an internal note",
             f"ticket #{ticket_id}",
-            self.judge(context, requested, asking, config, now),
+            self.judge(ask, requested),
         )
 
     def describe(self, action: Action) -> str:

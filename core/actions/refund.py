@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.actions.base import (
     ActionType,
-    Asking,
+    Ask,
     Effects,
     Outcome,
     Proposal,
@@ -41,7 +41,7 @@ from core.domain import (
 )
 from core.errors import InvalidInput
 from core.plans import StepDraft
-from core.policy import Asker, Decision, PolicyConfig, RefundQuestion, judge_refund, prorated_refund
+from core.policy import Asker, Decision, RefundQuestion, judge_refund, prorated_refund
 
 
 def _interval_end(start: datetime, interval: str | None) -> datetime:
@@ -82,10 +82,9 @@ def _reason(value: str | None) -> RefundReason:
         raise InvalidInput("Choose a refund reason.") from None
 
 
-def context_question(
-    context: BillingContext, requested: Requested, asking: Asking, now: datetime
-) -> RefundQuestion:
+def context_question(ask: Ask, requested: Requested) -> RefundQuestion:
     """The refund question for one of the context's charges, as the sidebar asks it."""
+    context, asking = ask.context, ask.asking
     view = context.charge_view(requested.charge_id)
     if requested.amount is None:
         raise InvalidInput("Enter the amount to refund.")
@@ -96,7 +95,7 @@ def context_question(
         charge=view.charge,
         amount=requested.amount,
         reason=_reason(requested.reason),
-        now=now,
+        now=ask.now,
         disputes=tuple(view.disputes),
         identity_confirmed=bool(identity and identity.confirmed),
         identity_conflict=identity.conflict if identity else None,
@@ -165,15 +164,9 @@ class RefundAction(ActionType):
 
     kind = ActionKind.REFUND
 
-    def propose(
-        self,
-        context: BillingContext,
-        form: Mapping[str, str],
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Proposal:
+    def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
         """A full, partial or prorated refund of one charge."""
+        context = ask.context
         view = context.charge_view(form.get("charge_id"))
         charge = view.charge
         reason = _reason(form.get("reason"))
@@ -211,7 +204,7 @@ class RefundAction(ActionType):
             requested=requested,
             title=f"Refund {amount} ({part}) — reason: {reason}",
             target=target.strip(),
-            decision=self.judge(context, requested, asking, config, now),
+            decision=self.judge(ask, requested),
             details=tuple(details),
             follow_ups=self._follow_up_words(requested, context),
         )
@@ -229,16 +222,9 @@ class RefundAction(ActionType):
             raise InvalidInput("Nothing of this charge's period was left after the cancellation.")
         return computed.amount, computed.explanation, cancelled
 
-    def judge(
-        self,
-        context: BillingContext,
-        requested: Requested,
-        asking: Asking,
-        config: PolicyConfig,
-        now: datetime,
-    ) -> Decision:
+    def judge(self, ask: Ask, requested: Requested) -> Decision:
         """Policy's answer for refunding one of the context's charges."""
-        return judge_refund(context_question(context, requested, asking, now), config)
+        return judge_refund(context_question(ask, requested), ask.config)
 
     def follow_ups(self, requested: Requested, context: BillingContext) -> tuple[StepDraft, ...]:
         """Confirm by email to the customer's own address, then close, when the agent asked."""
