@@ -205,8 +205,8 @@ class Action(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decision_note: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
-    # When a worker last started it, and how often: a step left running by a dead worker is
-    # found by these and run again (every step is idempotent).
+    # When a worker last started it, and how often: more than once means a retry, or a re-run
+    # after a worker died (every step is idempotent, so a re-run changes nothing twice).
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
