@@ -7,8 +7,13 @@ have a Stripe customer, the double-charge ones with two identical charges) in a 
 mailbox, runs the real ``billing-desk poll-mail --once`` as a child process to store and
 queue them, then starts one candidate worker model as child processes with the product's
 settings in their environment, and times it until every email is a classified ticket and the
-worker has exited (``--burst``: refunds, confirmation emails and closes included). Fresh
-database, Redis and mailbox per run; the fake Stripe, SMTP sink and Redis server are shared.
+worker has exited (``--burst``: refunds, confirmation emails and closes included). Every run
+starts from the same state: a fresh database, Redis and mailbox, and the fake Stripe emptied
+and seeded again (its searches scan every customer, so a store that grew from run to run would
+slow later runs down). Besides tickets per second it reports the time to the first job, the
+peak memory per process (RSS, and the private part not shared with any other process), and CPU
+seconds per email: the worker processes' own (from ``wait4``) and the fake Stripe's, which
+shares the same CPUs (it is a single Python process and the busiest one here).
 
 Models (``--models``, comma-separated):
 
@@ -37,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -56,7 +62,7 @@ from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
 ROOT = Path(__file__).resolve().parent.parent
 USER, PASSWORD, KEY = "billing@example.com", "bench", "sk_test_bench"
 SAMPLE_SECONDS = 0.1
-MEMORY_SAMPLE_SECONDS = 1.0
+MEMORY_SAMPLE_SECONDS = 2.0  # reading smaps costs ~20 ms of CPU per process
 
 
 @dataclass(frozen=True)
@@ -120,19 +126,16 @@ def has_customer(n: int) -> bool:
     return n % 4 != 3
 
 
-def sender(n: int, run: int) -> DemoCustomer:
-    """Email n's sender; double-charged senders are new in every run (their charge gets
-    refunded), the others are the same customers run after run."""
-    template = TEMPLATES[n % len(TEMPLATES)]
-    tag = f"r{run}-{n}" if template.twin_charges else f"{n}"
+def sender(n: int) -> DemoCustomer:
+    """Email n's sender."""
     return DemoCustomer(
-        f"Customer {n}", f"c{tag}@bench.example", f"T-{10000 + n}", f"Org {n}", "4242424242424242"
+        f"Customer {n}", f"c{n}@bench.example", f"T-{10000 + n}", f"Org {n}", "4242424242424242"
     )
 
 
-def message(n: int, run: int) -> bytes:
-    """Email n of a run."""
-    who, template = sender(n, run), TEMPLATES[n % len(TEMPLATES)]
+def message(n: int) -> bytes:
+    """Email n."""
+    who, template = sender(n), TEMPLATES[n % len(TEMPLATES)]
     msg = EmailMessage()
     msg["From"] = email.utils.formataddr((who.name, who.email))
     msg["To"] = USER
@@ -207,6 +210,8 @@ class Memory:
     child_rss: float = 0.0
     child_uss: float = 0.0
     child_pids: set[int] = field(default_factory=set)
+    worker_cpu: float = 0.0  # seconds, every process of the model together
+    stripe_cpu: float = 0.0  # seconds, the fake Stripe's
 
     def sample(self, root: psutil.Process) -> None:
         """Read the process tree once."""
@@ -258,6 +263,7 @@ class Bench:
         self.scratch = scratch
         self.emails = emails
         self.stripe = servers.start_fake_stripe(log_path=scratch / "fake-stripe.log")
+        self.stripe_process = psutil.Process(self.stripe.process.pid)
         self.imap = servers.start_imap_server(USER, PASSWORD)
         self.smtp = servers.start_smtp_sink()
         self.redis_url = os.environ.get("REDIS_URL")
@@ -267,11 +273,6 @@ class Bench:
             self.redis_url = f"redis://127.0.0.1:{self.redis_server.port}/0"
         self.stripe_client = make_stripe_client(KEY, self.stripe.url)
         self.runs = 0
-        started = time.perf_counter()
-        for n in range(emails):
-            if has_customer(n) and not TEMPLATES[n % len(TEMPLATES)].twin_charges:
-                create_customer(self.stripe_client, sender(n, 0))
-        print(f"(created the shared Stripe customers in {time.perf_counter() - started:.0f} s)")
 
     def stop(self) -> None:
         """Stop every server."""
@@ -280,8 +281,13 @@ class Bench:
                 server.stop()
         self.smtp.stop()
 
+    def stripe_cpu(self) -> float:
+        """CPU seconds the fake Stripe has used so far."""
+        times = self.stripe_process.cpu_times()
+        return float(times.user + times.system)
+
     def prepare_run(self) -> Settings:
-        """A fresh database, Redis and mailbox, and this run's double-charged customers."""
+        """A fresh database, Redis and mailbox, and the fake Stripe emptied and seeded."""
         self.runs += 1
         run = self.runs
         settings = servers.embedded_settings(
@@ -298,13 +304,17 @@ class Bench:
         from redis import Redis
 
         Redis.from_url(settings.redis_url or "").flushdb()
+        request = urllib.request.Request(f"{self.stripe.url}/_config/data", method="DELETE")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
         for n in range(self.emails):
-            if has_customer(n) and TEMPLATES[n % len(TEMPLATES)].twin_charges:
-                customer = create_customer(self.stripe_client, sender(n, run))
-                for days_ago in (0.05, 0):
-                    create_charge(
-                        self.stripe_client, self.stripe.url, customer, 4900, "Pro", days_ago
-                    )
+            if has_customer(n):
+                customer = create_customer(self.stripe_client, sender(n))
+                if TEMPLATES[n % len(TEMPLATES)].twin_charges:
+                    for days_ago in (0.05, 0):
+                        create_charge(
+                            self.stripe_client, self.stripe.url, customer, 4900, "Pro", days_ago
+                        )
         inbox = IMAPClient("127.0.0.1", port=self.imap.port, ssl=False)
         inbox.login(USER, PASSWORD)
         inbox.select_folder("INBOX")
@@ -312,7 +322,7 @@ class Bench:
         if existing:
             inbox.delete_messages(existing)
             inbox.expunge()
-        batch = [message(n, run) for n in range(self.emails)]
+        batch = [message(n) for n in range(self.emails)]
         for start in range(0, len(batch), 100):
             inbox.multiappend("INBOX", batch[start : start + 100])
         inbox.logout()
@@ -343,6 +353,7 @@ class Bench:
         poll_seconds = self.poll(settings, f"{log_name}.poll.log")
         processed = _processed_counter(settings)
         memory = Memory()
+        stripe_before = self.stripe_cpu()
         started = time.perf_counter()
         first = done = None
         with open(self.scratch / f"{log_name}.worker.log", "wb") as log:
@@ -355,7 +366,13 @@ class Bench:
             )
             root = psutil.Process(process.pid)
             next_memory = 0.0
-            while process.poll() is None:
+            while True:
+                # wait4: the exit status and the CPU of the process and every child it reaped.
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if pid:
+                    process.returncode = os.waitstatus_to_exitcode(status)
+                    memory.worker_cpu = usage.ru_utime + usage.ru_stime
+                    break
                 elapsed = time.perf_counter() - started
                 count = processed()
                 if first is None and count:
@@ -367,6 +384,7 @@ class Bench:
                     next_memory = elapsed + MEMORY_SAMPLE_SECONDS
                 time.sleep(SAMPLE_SECONDS)
         exit_seconds = time.perf_counter() - started
+        memory.stripe_cpu = self.stripe_cpu() - stripe_before
         if process.returncode != 0:
             raise SystemExit(f"{model} exited with {process.returncode}; see {log.name}")
         count = processed()
@@ -395,12 +413,16 @@ class Bench:
         rt = runtime.build_runtime(settings)
         runtime.install(rt)
         classifier.load()  # once per process; not part of the figure
+        stripe_before = self.stripe_cpu()
+        cpu_before = time.process_time()  # this process: the SMTP sink's thread is in it too
         started = time.perf_counter()
         drain_queues(rt, logging_level="WARNING")
         seconds = time.perf_counter() - started
         runtime.install(None)
         own = psutil.Process().memory_full_info()
         memory = Memory(main_rss=own.rss / 2**20, main_uss=own.uss / 2**20)
+        memory.worker_cpu = time.process_time() - cpu_before
+        memory.stripe_cpu = self.stripe_cpu() - stripe_before
         return RunResult(
             self.emails, poll_seconds, None, seconds, seconds, _classified(settings), memory
         )
@@ -434,6 +456,7 @@ def _span(values: list[float], digits: int = 1) -> str:
 def report(model: str, results: list[RunResult]) -> str:
     """One line of figures, as ranges over the runs."""
     memory = [r.memory for r in results]
+    pairs = [(r.memory, r) for r in results]
     children = max(len(m.child_pids) for m in memory)
     starts = [r.first_job_seconds for r in results if r.first_job_seconds is not None]
     first = _span(starts) if starts else "—"
@@ -452,6 +475,8 @@ def report(model: str, results: list[RunResult]) -> str:
         f"exit {_span([r.exit_seconds for r in results])} s; "
         f"main RSS {_span([m.main_rss for m in memory], 0)} MiB "
         f"(private {_span([m.main_uss for m in memory], 0)}); {child}; "
+        f"CPU per email: workers {_span([m.worker_cpu / r.emails * 1000 for m, r in pairs], 0)}"
+        f" ms, fake Stripe {_span([m.stripe_cpu / r.emails * 1000 for m, r in pairs], 0)} ms; "
         f"classified {min(r.classified for r in results)}/{results[0].emails}"
     )
 
