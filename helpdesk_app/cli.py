@@ -90,9 +90,24 @@ def web(host: str, port: int, workers: int) -> None:
 
 
 @cli.command()
-@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-def worker(burst: bool) -> None:
-    """Run an RQ worker on Billing Desk's queues."""
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes to run.  [default: the CPU count]",
+)
+@click.option(
+    "--burst", is_flag=True, help="Stop when the queues are empty and every worker is idle."
+)
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replace a worker process with a fresh one after this many jobs (bounds memory).",
+)
+def worker(processes: int | None, burst: bool, max_jobs: int | None) -> None:
+    """Run the workers on Billing Desk's queues: a supervisor and its worker processes,
+    with RQ's scheduler for delayed retries."""
     from jobs.runtime import build_runtime
     from jobs.worker import run_worker
 
@@ -100,7 +115,7 @@ def worker(burst: bool) -> None:
     settings.require_stripe()
     settings.require_smtp()
     rt = build_runtime(settings)
-    run_worker(rt, burst=burst)
+    run_worker(rt, processes=processes, burst=burst, max_jobs=max_jobs)
 
 
 @cli.command("poll-mail")

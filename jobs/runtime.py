@@ -56,6 +56,15 @@ class Runtime:
         """A queue on this process's Redis."""
         return get_queue(name, self.redis)
 
+    def after_fork(self) -> None:
+        """In a process forked from the one that built this runtime: open connections of its
+        own, leaving the parent's to the parent (SQLAlchemy's advice for pools across fork is
+        ``dispose(close=False)``; redis-py's pool is reset the same way), and build the
+        Stripe client here."""
+        self.session_factory.kw["bind"].dispose(close=False)
+        self.redis.connection_pool.reset()
+        self.__dict__.pop("gateway", None)  # cached_property: built again on first use
+
 
 def build_runtime(settings: Settings) -> Runtime:
     """Connect everything a worker needs, failing early with the setting at fault."""
@@ -64,8 +73,8 @@ def build_runtime(settings: Settings) -> Runtime:
         raise ConfigError("REDIS_URL", "is not set")
     engine = make_engine(settings.database_url)
     check_connection(engine)
-    # RQ forks a work-horse per job: the parent must hold no pooled connection a child
-    # could inherit and share (SQLAlchemy's advice for pools across fork).
+    # The worker supervisor forks its workers from this process: it must hold no pooled
+    # connection a child could inherit and share (SQLAlchemy's advice for pools across fork).
     engine.dispose()
     return Runtime(
         settings=settings,

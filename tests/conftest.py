@@ -160,6 +160,17 @@ def settings(
     smtp_server: servers.SmtpSink,
 ) -> Settings:
     """Settings pointing every part of the product at the test servers."""
+    return settings_for(database_url, redis_url, fake_stripe, imap_server, smtp_server)
+
+
+def settings_for(
+    database_url: str,
+    redis_url: str,
+    fake_stripe: servers.ChildServer,
+    imap_server: servers.ChildServer,
+    smtp_server: servers.SmtpSink,
+) -> Settings:
+    """The ``settings`` fixture's settings, for fixtures that outlive one test."""
     return servers.embedded_settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -186,7 +197,7 @@ def rt(settings: Settings, db_engine, stripe_client, outbox) -> Iterator[runtime
 
 @pytest.fixture
 def run_worker(rt: runtime.Runtime):
-    """Run an RQ worker in this process until the queues are empty."""
+    """Run the production worker class in this process until the queues are empty."""
 
     return lambda: drain_queues(rt)
 

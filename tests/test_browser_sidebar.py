@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, FrameLocator, Page, expect, sync_playwright
-from rq import SimpleWorker
-from rq.timeouts import TimerDeathPenalty
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
@@ -39,6 +37,7 @@ from helpdesk_app.demo.seed import (
 )
 from jobs import queues
 from jobs.runtime import Runtime
+from jobs.worker import make_worker
 
 pytestmark = pytest.mark.browser
 
@@ -76,17 +75,10 @@ def live_server(settings, rt) -> Iterator[str]:
     server.server_close()
 
 
-class ThreadWorker(SimpleWorker):
-    """An RQ worker that runs off the main thread: timer timeouts, no signal handlers."""
-
-    death_penalty_class = TimerDeathPenalty
-
-    def _install_signal_handlers(self) -> None:
-        """Signals belong to the main thread; the fixture stops this worker with an event."""
-
-
 class BackgroundWorker:
-    """Drains every queue every 0.2 s in a thread until stopped, as a worker process would."""
+    """Drains every queue every 0.2 s in a thread until stopped, as a worker process would:
+    the production worker class, which times jobs out with a timer thread off the main thread
+    and leaves signals to the main thread (the fixture stops it with an event)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -96,11 +88,9 @@ class BackgroundWorker:
         self.thread = threading.Thread(target=self._run, name="rq-worker", daemon=True)
 
     def _run(self) -> None:
-        names = queues.ALL_QUEUES
         try:
             while not self.stop.is_set():
-                worker = ThreadWorker([self.rt.queue(n) for n in names], connection=self.rt.redis)
-                worker.work(burst=True, logging_level="WARNING")
+                make_worker(self.rt).work(burst=True, logging_level="WARNING")
                 self.passes += 1
                 self.stop.wait(0.2)
         except BaseException as exc:  # surfaced by the fixture: a dead worker fails the test
