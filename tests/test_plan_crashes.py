@@ -17,12 +17,12 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from crash_points import POINTS
 from sqlalchemy import func, select
 
 from core.db import session_scope
 from core.db.models import Action, AuditEvent, InboundEmail, Plan, Ticket
 from core.domain import RESOLUTION_REFUND_ISSUED
-from crash_points import POINTS
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
 from jobs.inbound import process_inbound_email
 
@@ -94,9 +94,7 @@ def test_a_worker_killed_at_any_step_boundary_changes_nothing_twice(
     with session_scope(rt.session_factory) as session:
         ticket = session.scalars(select(Ticket)).one()
         assert (ticket.status, ticket.resolution) == ("closed", RESOLUTION_REFUND_ISSUED)
-        closes = session.scalar(
-            select(func.count()).where(AuditEvent.event == "ticket.closed")
-        )
+        closes = session.scalar(select(func.count()).where(AuditEvent.event == "ticket.closed"))
         assert closes == 1  # one close
         refund_notes = [m for m in ticket.messages if m.kind == "note" and issued[0].id in m.body]
         assert len(refund_notes) == 1  # one note
