@@ -1,5 +1,4 @@
-"""Escalations per the playbooks' matrix, each with its SLA; and flagging a customer as
-possible fraud, which escalates to Security."""
+"""Escalations per the playbooks' matrix, each with its SLA."""
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import select
 
-from core.actions.account import AccountAction, who
+from core.actions.account import AccountAction
 from core.actions.base import (
     Ask,
     Effects,
@@ -91,79 +90,3 @@ class Escalate(AccountAction):
             f"Escalated to {sla_text(target, fx.policy)}, due {escalation.due_at:%d %b %H:%M} "
             f"UTC. Reason: {params.get('text')}",
         )
-
-
-class FlagFraud(AccountAction):
-    """Mark the customer as possible fraud in Stripe, and escalate to Security."""
-
-    kind = ActionKind.FLAG_FRAUD
-
-    def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
-        """Flag the context's customer, with the reason."""
-        context = ask.context
-        if context.customer is None:
-            raise InvalidInput("Choose the customer first.")
-        why = text_field(form, "text", "The reason")
-        requested = Requested(
-            self.kind,
-            idempotency_key(self.kind, context.ticket.id, context.customer.id, why),
-            params={"text": why},
-        )
-        return Proposal(
-            requested,
-            "Flag as possible fraud and escalate to Security",
-            who(context),
-            self.judge(ask, requested),
-            details=(sla_text(EscalationTarget.SECURITY, ask.config),),
-        )
-
-    def describe(self, action: Action) -> str:
-        """``Flag cus_… as possible fraud and escalate to Security``."""
-        return f"Flag {action.stripe_customer_id} as possible fraud and escalate to Security"
-
-    def execute(self, action: Action, fx: Effects) -> Outcome:
-        """Write the flag into the customer's Stripe metadata, then open the escalation."""
-        params = params_of(action)
-        assert action.stripe_customer_id is not None
-        customer = fx.gateway.flag_fraud(
-            action.stripe_customer_id,
-            reason=params.get("text", ""),
-            flagged_by=action.requested_by,
-            idempotency_key=action.idempotency_key,
-        )
-        target = EscalationTarget.SECURITY
-        escalation = open_escalation(action, fx, target, params.get("text", ""))
-        return Outcome(
-            customer.id,
-            f"Customer {customer.id} flagged as possible fraud in Stripe; escalated to "
-            f"{sla_text(target, fx.policy)}, due {escalation.due_at:%d %b %H:%M} UTC. "
-            f"Reason: {params.get('text')}",
-        )
-
-
-class Note(AccountAction):
-    """An internal note on the ticket."""
-
-    kind = ActionKind.NOTE
-
-    def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
-        """A note only agents see."""
-        body = text_field(form, "text", "The note")
-        ticket_id = ask.context.ticket.id
-        requested = Requested(
-            self.kind, idempotency_key(self.kind, ticket_id, body), params={"text": body}
-        )
-        return Proposal(
-            requested,
-            "Add an internal note",
-            f"ticket #{ticket_id}",
-            self.judge(ask, requested),
-        )
-
-    def describe(self, action: Action) -> str:
-        """``Internal note``."""
-        return "Internal note"
-
-    def execute(self, action: Action, fx: Effects) -> Outcome:
-        """The note is the outcome."""
-        return Outcome(None, f"Note: {params_of(action).get('text')}")

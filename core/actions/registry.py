@@ -5,10 +5,14 @@ from __future__ import annotations
 from core.actions.base import ActionType
 from core.actions.cancel import CancelSubscription
 from core.actions.card_link import SendUpdateCardLink
-from core.actions.comp import CompCoupon, ExtendTrial
-from core.actions.escalate import Escalate, FlagFraud, Note
-from core.actions.follow_ups import CloseTicket, ConfirmRefund
+from core.actions.close import CloseTicket
+from core.actions.comp import CompCoupon
+from core.actions.confirm_refund import ConfirmRefund
+from core.actions.escalate import Escalate
+from core.actions.fraud_flag import FlagFraud
+from core.actions.note import Note
 from core.actions.refund import RefundAction
+from core.actions.trial import ExtendTrial
 from core.db.models import Action
 from core.domain import ActionKind
 from core.errors import InvalidInput

@@ -1,5 +1,5 @@
-"""The steps a plan takes after its main action: confirm a refund to the customer by email, and
-close the ticket with its resolution. Plans bring them; agents never propose them alone."""
+"""Close the ticket with the plan's resolution (Servinix: 'Close the support ticket with status
+"Resolved — Refund issued."'). A plan brings it as its last step."""
 
 from __future__ import annotations
 
@@ -7,42 +7,7 @@ from sqlalchemy import select
 
 from core.actions.base import ActionType, Effects, Outcome, params_of
 from core.db.models import Action, Plan, TicketMessage
-from core.domain import ActionKind, ActionStatus, MessageKind, Money
-from core.errors import BillingDeskError
-
-REFUND_TEMPLATE = "refund_confirmation"
-
-
-class ConfirmRefund(ActionType):
-    """Email the customer the refund amount, its Stripe ID and the timeline."""
-
-    kind = ActionKind.CONFIRM_REFUND
-
-    def describe(self, action: Action) -> str:
-        """``Email the refund confirmation to …``."""
-        return f"Email the refund confirmation to {params_of(action).get('to')}"
-
-    def execute(self, action: Action, fx: Effects) -> Outcome:
-        """Send the confirmation of the plan's issued refund, once."""
-        with fx.transaction() as session:
-            refund = session.scalar(
-                select(Action).where(
-                    Action.plan_id == action.plan_id,
-                    Action.kind == ActionKind.REFUND,
-                    Action.status == ActionStatus.SUCCEEDED,
-                )
-            )
-            if refund is None or refund.amount is None or refund.currency is None:
-                raise BillingDeskError("there is no issued refund in this plan to confirm")
-            amount, refund_id = Money(refund.amount, refund.currency), refund.stripe_object_id
-        sent = fx.send_customer_email(
-            action,
-            template=REFUND_TEMPLATE,
-            subject="Your refund has been issued",
-            context={"amount": str(amount), "refund_id": refund_id},
-            to=str(params_of(action)["to"]),
-        )
-        return Outcome(None, None, {"email": sent})
+from core.domain import ActionKind, MessageKind
 
 
 class CloseTicket(ActionType):
