@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from core import agent_sessions, audit
 from core.db import session_scope
 from core.db.models import Agent, AgentSession, Ticket
-from core.domain import Role
+from core.domain import HelpdeskName, Role
 from core.errors import Forbidden, TooManyAttempts, Unauthorized
 from core.sign_in import SignInLimits, sign_in
 from helpdesk_app.services import get_services, get_session
@@ -111,7 +111,7 @@ def sidebar_session() -> SidebarSession:
     if ticket is None or (ticket.helpdesk, ticket.helpdesk_account) != (data["h"], data["a"]):
         raise Unauthorized("the token's ticket does not match")
     # A built-in ticket's sidebar lives only as long as the sign-in it was opened from.
-    if (ticket.helpdesk == "local" or "s" in data) and not agent_sessions.is_live(
+    if (ticket.helpdesk == HelpdeskName.LOCAL or "s" in data) and not agent_sessions.is_live(
         db, data.get("s"), agent.id
     ):
         raise Unauthorized("the sign-in this sidebar was opened from has ended")

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from core.db import check_connection, make_engine, upgrade
+from core.domain import HelpdeskName
 from core.errors import BillingDeskError, ConfigError
 from core.settings import Settings
 
@@ -255,7 +256,11 @@ def agents_add(email: str, name: str, role: str, password: bool) -> None:
 
 @agents.command("link")
 @click.argument("email")
-@click.option("--helpdesk", type=click.Choice(["zendesk", "helpscout"]), required=True)
+@click.option(
+    "--helpdesk",
+    type=click.Choice([HelpdeskName.ZENDESK, HelpdeskName.HELPSCOUT]),
+    required=True,
+)
 @click.option("--account", required=True, help="Zendesk subdomain or Help Scout mailbox ID.")
 @click.option("--user-id", required=True, help="The agent's user ID in that helpdesk.")
 def agents_link(email: str, helpdesk: str, account: str, user_id: str) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from core import one_time_tokens
 from core.agents import agent_for_identity
+from core.domain import HelpdeskName
 from core.errors import ConfigError, NotFound, Unauthorized
 from core.helpdesks.mirrored import mirror_ticket
 from helpdesk_app.auth import mint_sidebar_token
@@ -104,13 +105,13 @@ def zendesk_ticket() -> Any:
     account, user_id = data["sub"], str(data["user"])
     try:
         agent = agent_for_identity(
-            db, helpdesk="zendesk", account=account, external_user_id=user_id
+            db, helpdesk=HelpdeskName.ZENDESK, account=account, external_user_id=user_id
         )
     except NotFound:
-        return _not_linked("zendesk", account, user_id)
+        return _not_linked(HelpdeskName.ZENDESK, account, user_id)
     ticket = mirror_ticket(
         db,
-        helpdesk="zendesk",
+        helpdesk=HelpdeskName.ZENDESK,
         account=account,
         external_id=ticket_id,
         subject=request.form.get("subject", ""),
@@ -138,13 +139,16 @@ def helpscout_sidebar() -> Any:
     db = get_session()
     try:
         agent = agent_for_identity(
-            db, helpdesk="helpscout", account=account, external_user_id=args.get("userId", "")
+            db,
+            helpdesk=HelpdeskName.HELPSCOUT,
+            account=account,
+            external_user_id=args.get("userId", ""),
         )
     except NotFound:
-        return _not_linked("helpscout", account, args.get("userId", ""))
+        return _not_linked(HelpdeskName.HELPSCOUT, account, args.get("userId", ""))
     ticket = mirror_ticket(
         db,
-        helpdesk="helpscout",
+        helpdesk=HelpdeskName.HELPSCOUT,
         account=account,
         external_id=args.get("conversationId", ""),
         subject=args.get("subject", ""),
