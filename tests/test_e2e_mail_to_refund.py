@@ -7,9 +7,9 @@ with an RQ worker, and the database.
 from __future__ import annotations
 
 import email.utils
-from email.message import EmailMessage
 
 import pytest
+from customer_mail import customer_email
 from sqlalchemy import func, select
 
 import jobs.inbound
@@ -23,17 +23,6 @@ from jobs.plans import run_step
 pytestmark = pytest.mark.e2e
 
 ALICE = DemoCustomer("Alice Martin", "alice@example.com", "T-1042", "Northwind", "4242424242424242")
-
-
-def customer_email(subject: str, body: str, sender: str = ALICE.email) -> bytes:
-    message = EmailMessage()
-    message["From"] = email.utils.formataddr(("Alice Martin", sender))
-    message["To"] = "billing@example.com"
-    message["Subject"] = subject
-    message["Date"] = email.utils.formatdate()
-    message["Message-ID"] = email.utils.make_msgid(domain="example.com")
-    message.set_content(body)
-    return message.as_bytes()
 
 
 DOUBLE_CHARGE = customer_email(

@@ -6,12 +6,11 @@ with emails stored as the poller stores them, the fake Stripe and the worker.
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 
 import pytest
+from customer_mail import customer_email as mail_from_customer
 from sqlalchemy import func, select
 
 from core.customers import match_sender, same_organization
@@ -134,14 +133,7 @@ _uids = itertools.count(1)
 
 
 def customer_email(body: str, subject: str = "Charged twice", sender: str = SENDER) -> bytes:
-    message = EmailMessage()
-    message["From"] = email.utils.formataddr(("Alice Martin", sender))
-    message["To"] = "billing@example.com"
-    message["Subject"] = subject
-    message["Date"] = email.utils.formatdate()
-    message["Message-ID"] = email.utils.make_msgid(domain="example.com")
-    message.set_content(body)
-    return message.as_bytes()
+    return mail_from_customer(subject, body, sender)
 
 
 def store(rt, raw: bytes, *, status: str = "received", error: str | None = None) -> int:

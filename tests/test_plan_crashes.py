@@ -9,15 +9,14 @@ puts its job back; the re-run finds what the dead one did.
 
 from __future__ import annotations
 
-import email.utils
 import os
 import subprocess
 import sys
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from crash_points import POINTS
+from customer_mail import DOUBLE_CHARGE, customer_email
 from sqlalchemy import func, select
 
 from core.db import session_scope
@@ -34,14 +33,7 @@ WORKER_TIMEOUT_SECONDS = 180
 
 
 def double_charge_email() -> bytes:
-    message = EmailMessage()
-    message["From"] = email.utils.formataddr(("Alice Martin", ALICE.email))
-    message["To"] = "billing@example.com"
-    message["Subject"] = "Charged twice"
-    message["Date"] = email.utils.formatdate()
-    message["Message-ID"] = email.utils.make_msgid(domain="example.com")
-    message.set_content("I was charged twice today, $49.00 two times. Please refund one.")
-    return message.as_bytes()
+    return customer_email("Charged twice", DOUBLE_CHARGE)
 
 
 def run_crashing_worker(settings, point: str, marker: Path) -> subprocess.CompletedProcess:

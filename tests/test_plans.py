@@ -7,14 +7,13 @@ Real servers throughout: the fake Stripe, Redis with the worker, the database, t
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import re
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from email.message import EmailMessage
 
 import pytest
+from customer_mail import DOUBLE_CHARGE, customer_email
 from sidebar_client import open_sidebar
 from sqlalchemy import select
 
@@ -44,14 +43,7 @@ def twins(stripe_client, rt):
 
 
 def double_charge_email() -> bytes:
-    message = EmailMessage()
-    message["From"] = email.utils.formataddr(("Alice Martin", ALICE.email))
-    message["To"] = "billing@example.com"
-    message["Subject"] = "Charged twice"
-    message["Date"] = email.utils.formatdate()
-    message["Message-ID"] = email.utils.make_msgid(domain="example.com")
-    message.set_content("I was charged twice today, $49.00 two times. Please refund one.")
-    return message.as_bytes()
+    return customer_email("Charged twice", DOUBLE_CHARGE)
 
 
 def refunds(stripe_client, charge: str):
