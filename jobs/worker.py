@@ -51,9 +51,10 @@ from rq.results import Result
 from rq.scheduler import RQScheduler
 from rq.timeouts import BaseDeathPenalty, TimerDeathPenalty, UnixSignalDeathPenalty
 from rq.utils import now
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import BillingDeskError
-from jobs import queues, runtime
+from jobs import plans, queues, runtime
 from mail import classifier
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ DEATHS_META_KEY = "worker_deaths"  # job.meta: how many worker processes died ru
 HARD_TIMEOUT_GRACE_SECONDS = 60  # past job_timeout, as RQ's forking Worker allows its horse
 TICK_SECONDS = 0.1  # how often the supervisor looks for dead workers
 TIMEOUT_CHECK_SECONDS = 5.0
+# How often the supervisor looks for plan steps whose job the queue lost (jobs.plans).
+PLANS_RESUME_SECONDS = 60.0
 QUICK_DEATH_SECONDS = 10.0  # idle workers dying younger than this, repeatedly: back off
 MAX_BACKOFF_SECONDS = 30.0
 BURST_START_FAILURES = 5  # in burst mode, give up after this many failed starts in a row
@@ -284,6 +287,8 @@ class Supervisor:
         else:
             self.scheduler.register_birth()
         last_schedule = last_timeout_check = 0.0
+        self._resume_plans()
+        last_resume = time.monotonic()
         try:
             while True:
                 self._reap()
@@ -299,6 +304,9 @@ class Supervisor:
                 if clock - last_timeout_check >= TIMEOUT_CHECK_SECONDS:
                     self._kill_stuck_jobs()
                     last_timeout_check = clock
+                if not self.burst and clock - last_resume >= PLANS_RESUME_SECONDS:
+                    self._resume_plans()
+                    last_resume = clock
                 time.sleep(TICK_SECONDS)
         finally:
             if not self.burst:
@@ -422,6 +430,14 @@ class Supervisor:
             self.scheduler.enqueue_scheduled_jobs()
         except RedisError as exc:
             log.warning("supervisor: scheduler round failed: %s", exc)
+
+    def _resume_plans(self) -> None:
+        """Queue again the due steps of plans whose job is gone (a web process that died
+        between storing a plan and queueing it, a Redis that lost its data)."""
+        try:
+            plans.resume_plans(self.rt)
+        except (RedisError, BillingDeskError, SQLAlchemyError) as exc:
+            log.warning("supervisor: could not look for plans to resume: %s", exc)
 
     def _kill_stuck_jobs(self) -> None:
         """SIGKILL a worker whose job outlived its timeout by the grace: SIGALRM did not stop

@@ -36,11 +36,12 @@ def double_charge_email() -> bytes:
     return customer_email("Charged twice", DOUBLE_CHARGE)
 
 
-def run_crashing_worker(settings, point: str, marker: Path) -> subprocess.CompletedProcess:
-    """``billing-desk worker --processes 1 --burst`` with one crash point armed."""
+def run_crashing_worker(settings, point: str | None, marker: Path) -> subprocess.CompletedProcess:
+    """``billing-desk worker --processes 1 --burst``, with one crash point armed (or none)."""
     env = {**os.environ, **settings.to_env()}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "crash_points", point, str(marker), "--"]
+    command = [sys.executable, "-m"]
+    command += ["crash_points", point, str(marker), "--"] if point else ["helpdesk_app"]
     command += ["worker", "--processes", "1", "--burst"]
     return subprocess.run(
         command,
@@ -99,4 +100,28 @@ def test_a_worker_killed_at_any_step_boundary_changes_nothing_twice(
             ("close", "succeeded"),
         ]
         assert steps[0].stripe_object_id == issued[0].id
+        assert session.scalars(select(Plan.status)).one() == "done"
+
+
+def test_a_worker_starting_queues_the_plans_whose_job_was_lost(
+    settings, rt, stripe_client, outbox, mailbox_client, poll_mail, tmp_path
+):
+    """Redis lost the queued refund (or the process that stored the plan died before queueing
+    it): the worker pool finds the plan when it starts, and runs it to the end."""
+    customer = create_customer(stripe_client, ALICE)
+    base = rt.settings.stripe_api_base
+    create_charge(stripe_client, base, customer, 4900, "Pro", days_ago=0.1)
+    newer = create_charge(stripe_client, base, customer, 4900, "Pro")
+    mailbox_client.append("INBOX", double_charge_email())
+    poll_mail()
+    with session_scope(rt.session_factory) as session:
+        email_id = session.scalars(select(InboundEmail.id)).one()
+    process_inbound_email(email_id)
+    rt.redis.flushdb()
+
+    finished = run_crashing_worker(rt.settings, None, tmp_path / "unused")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert len(stripe_client.v1.refunds.list(params={"charge": newer}).data) == 1
+    assert len(outbox) == 1
+    with session_scope(rt.session_factory) as session:
         assert session.scalars(select(Plan.status)).one() == "done"
