@@ -4,8 +4,8 @@
 the CPU count unless told). Each runs ``BillingDeskWorker``, RQ's ``SimpleWorker``: a job runs
 in the worker process itself, so what a process builds once (the classifier, SQLAlchemy's
 statement cache, the Stripe client) serves all its jobs. RQ's forking ``Worker`` forked a
-work-horse per job instead, which rebuilt all of that for every job: 3 tickets/s where this
-model does about 14 on two cores (``bench/worker_models.py``; figures in ``bench/README.md``).
+work-horse per job instead, which rebuilt all of that for every job: 0.8 tickets/s where this
+model does 13 on two cores (``bench/worker_models.py``; figures in ``bench/README.md``).
 
 What the work-horse gave is kept:
 
