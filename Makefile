@@ -23,7 +23,11 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	$(BIN)/billing-desk demo --port $(PORT)
 
-test: lint test-sqlite test-postgres
+# The two passes share nothing (each starts its own servers on free ports; SQLite with an
+# embedded Redis, PostgreSQL in a scratch database with Redis database 15), so they run side
+# by side; each one's output is printed whole when it ends.
+test: lint
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -16,6 +16,7 @@ from core.db import check_connection, make_engine, upgrade
 from core.domain import HelpdeskName
 from core.errors import BillingDeskError, ConfigError
 from core.settings import Settings
+from jobs.queues import ALL_QUEUES
 
 
 def _settings() -> Settings:
@@ -106,7 +107,17 @@ def web(host: str, port: int, workers: int) -> None:
     default=None,
     help="Replace a worker process with a fresh one after this many jobs (bounds memory).",
 )
-def worker(processes: int | None, burst: bool, max_jobs: int | None) -> None:
+@click.option(
+    "--queue",
+    "queue_names",
+    multiple=True,
+    type=click.Choice(ALL_QUEUES),
+    help="Work only this queue (repeat for more): e.g. a pool of its own for agents' actions."
+    "  [default: every queue]",
+)
+def worker(
+    processes: int | None, burst: bool, max_jobs: int | None, queue_names: tuple[str, ...]
+) -> None:
     """Run the workers on Billing Desk's queues: a supervisor and its worker processes,
     with RQ's scheduler for delayed retries."""
     from jobs.runtime import build_runtime
@@ -116,7 +127,8 @@ def worker(processes: int | None, burst: bool, max_jobs: int | None) -> None:
     settings.require_stripe()
     settings.require_smtp()
     rt = build_runtime(settings)
-    run_worker(rt, processes=processes, burst=burst, max_jobs=max_jobs)
+    chosen = tuple(q for q in ALL_QUEUES if q in queue_names) or ALL_QUEUES  # actions first
+    run_worker(rt, processes=processes, burst=burst, max_jobs=max_jobs, queue_names=chosen)
 
 
 @cli.command("poll-mail")

@@ -35,6 +35,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
@@ -109,11 +110,13 @@ def _on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def make_worker(rt: runtime.Runtime, name: str | None = None) -> BillingDeskWorker:
+def make_worker(
+    rt: runtime.Runtime,
+    name: str | None = None,
+    queue_names: Sequence[str] = queues.ALL_QUEUES,
+) -> BillingDeskWorker:
     """Our worker class on our queues (actions first), on the runtime's Redis."""
-    return BillingDeskWorker(
-        [rt.queue(n) for n in queues.ALL_QUEUES], name=name, connection=rt.redis
-    )
+    return BillingDeskWorker([rt.queue(n) for n in queue_names], name=name, connection=rt.redis)
 
 
 def drain_queues(rt: runtime.Runtime, logging_level: str = "INFO") -> None:
@@ -130,15 +133,19 @@ def run_worker(
     processes: int | None = None,
     burst: bool = False,
     max_jobs: int | None = None,
+    queue_names: Sequence[str] = queues.ALL_QUEUES,
     logging_level: str = "INFO",
 ) -> None:
-    """Supervise ``processes`` worker processes (the CPU count by default) until SIGTERM or
-    SIGINT, or with ``burst`` until the queues are empty and every worker has stopped; with
-    ``max_jobs`` a worker is replaced by a fresh one after that many jobs."""
+    """Supervise ``processes`` worker processes (the CPU count by default) on ``queue_names``
+    (every queue by default) until SIGTERM or SIGINT, or with ``burst`` until those queues are
+    empty and every worker has stopped; with ``max_jobs`` a worker is replaced by a fresh one
+    after that many jobs."""
     runtime.install(rt)
     logging.getLogger("rq.worker").setLevel(logging_level)
-    # Load once, before forking: the workers share these pages and never load it themselves.
-    classifier.load()
+    if queues.MAIL in queue_names:
+        # Load once, before forking: the workers share these pages and never load it
+        # themselves. A pool without the mail queue never classifies and starts at once.
+        classifier.load()
     # Objects made so far are never collected: a child's collector would otherwise write to
     # every one of them (its gc header) and copy the page it sits on (gc.freeze's docs).
     gc.freeze()
@@ -147,6 +154,7 @@ def run_worker(
         processes=processes or cpu_count(),
         burst=burst,
         max_jobs=max_jobs,
+        queue_names=tuple(queue_names),
         logging_level=logging_level,
     ).run()
 
@@ -225,9 +233,9 @@ def _forget_executions(job: Job, queue: Queue, pipeline: Pipeline) -> None:
             Execution(execution_id, job_id, connection=job.connection).delete(job, pipeline)
 
 
-def _enqueue_due_jobs(connection: Redis) -> None:
+def _enqueue_due_jobs(connection: Redis, queue_names: Sequence[str] = queues.ALL_QUEUES) -> None:
     """What RQ's scheduler does for a burst worker: enqueue the delayed jobs now due, once."""
-    scheduler = RQScheduler(list(queues.ALL_QUEUES), connection=connection)
+    scheduler = RQScheduler(list(queue_names), connection=connection)
     if scheduler.acquire_locks():
         try:
             scheduler.enqueue_scheduled_jobs()
@@ -256,34 +264,37 @@ class Supervisor:
         processes: int,
         burst: bool,
         max_jobs: int | None,
+        queue_names: tuple[str, ...] = queues.ALL_QUEUES,
         logging_level: str = "INFO",
     ) -> None:
         self.rt = rt
         self.processes = processes
         self.burst = burst
         self.max_jobs = max_jobs
+        self.queue_names = queue_names
         self.logging_level = logging_level
         self.children: dict[int, _Child] = {}
         self.stopping = False
         self.serial = 0
         self.start_failures = 0
         self.next_start = 0.0  # monotonic time before which no worker is started (backoff)
-        self.scheduler = RQScheduler(list(queues.ALL_QUEUES), connection=rt.redis)
+        self.scheduler = RQScheduler(list(queue_names), connection=rt.redis)
         self.prefix = f"{socket.gethostname()}.{os.getpid()}"
 
     def run(self) -> None:
         """Supervise until stopped (or, in burst mode, until the work is done)."""
         log.info(
-            "supervisor %d: %d worker process(es)%s%s",
+            "supervisor %d: %d worker process(es) on %s%s%s",
             os.getpid(),
             self.processes,
+            ", ".join(self.queue_names),
             ", burst" if self.burst else "",
             f", each replaced after {self.max_jobs} jobs" if self.max_jobs else "",
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._request_stop)
         if self.burst:
-            _enqueue_due_jobs(self.rt.redis)
+            _enqueue_due_jobs(self.rt.redis, self.queue_names)
         else:
             self.scheduler.register_birth()
         last_schedule = last_timeout_check = 0.0
@@ -356,7 +367,7 @@ class Supervisor:
             for sig in stops:  # until RQ installs its own, a stop ends this idle process
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            os._exit(_child_main(self.rt, name, self.burst, self.max_jobs, self.logging_level))
+            os._exit(_child_main(self, name))
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self.children[pid] = _Child(name, pid, time.monotonic())
         log.info("supervisor: started worker %s (pid %d)", name, pid)
@@ -415,7 +426,7 @@ class Supervisor:
 
     def _queued(self) -> bool:
         try:
-            return any(self.rt.queue(name).count for name in queues.ALL_QUEUES)
+            return any(self.rt.queue(name).count for name in self.queue_names)
         except RedisError:
             return True  # unknown: keep (or bring back) the workers, which wait for Redis
 
@@ -466,17 +477,16 @@ class Supervisor:
                     os.kill(child.pid, signal.SIGKILL)
 
 
-def _child_main(
-    rt: runtime.Runtime, name: str, burst: bool, max_jobs: int | None, logging_level: str
-) -> int:
+def _child_main(supervisor: Supervisor, name: str) -> int:
     """A forked worker process: its own connections, then RQ's loop; the exit status."""
+    rt, burst, max_jobs = supervisor.rt, supervisor.burst, supervisor.max_jobs
     try:
         _exit_with_parent(os.getppid())
         random.seed()  # not the sequence every sibling inherited
         rt.after_fork()
         runtime.install(rt)
-        worker = make_worker(rt, name=name)
-        worker.work(burst=burst, max_jobs=max_jobs, logging_level=logging_level)
+        worker = make_worker(rt, name=name, queue_names=supervisor.queue_names)
+        worker.work(burst=burst, max_jobs=max_jobs, logging_level=supervisor.logging_level)
         finished = burst or (max_jobs is not None and worker.executed_jobs >= max_jobs)
         return 0 if finished or worker.stop_requested else EXIT_QUIT_UNASKED
     except BaseException:

@@ -51,3 +51,14 @@ def kill_own_process(directory: str, name: str) -> None:
     segfault in a C library would)."""
     _note(directory, name, "started")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def record_classifier_state(directory: str, name: str) -> int:
+    """Like ``record``, noting in ``<name>.classifier`` whether this process holds the
+    classifier ("loaded") or never loaded it ("absent")."""
+    import sys
+
+    classifier = sys.modules.get("mail.classifier")
+    loaded = classifier is not None and classifier._model is not None
+    Path(directory, f"{name}.classifier").write_text("loaded" if loaded else "absent")
+    return record(directory, name)

@@ -165,6 +165,14 @@ class TestOneWorkerForManyJobs:
         assert ran_in <= set(children.values())
         assert pool.process.pid not in ran_in  # never in the supervisor itself
 
+    def test_a_pool_on_every_queue_inherits_the_classifier_loaded_before_the_fork(
+        self, pool, marks
+    ):
+        actions = Queue(queues.ACTIONS, connection=pool.redis)
+        job = actions.enqueue(test_jobs.record_classifier_state, marks, "any")
+        wait_for_job(job, JobStatus.FINISHED, pool)
+        assert Path(marks, "any.classifier").read_text() == "loaded"
+
     def test_a_child_killed_mid_job_is_replaced_and_the_job_runs_again_at_once(
         self, pool, queue, marks
     ):
@@ -257,6 +265,29 @@ def test_sigterm_lets_the_running_job_finish_and_stops_cleanly(settings, tmp_pat
         assert not redis.keys("rq:scheduler-lock:*")  # and the scheduler let go
     finally:
         worker.stop()
+
+
+def test_a_pool_for_the_actions_queue_leaves_mail_alone_and_never_loads_the_classifier(
+    settings, rt, tmp_path
+):
+    """`--queue actions`: agents' actions get workers of their own, which no mail backlog
+    holds up; they never classify, so they do not load the classifier either."""
+    actions = Queue(queues.ACTIONS, connection=rt.redis)
+    mail = Queue(queues.MAIL, connection=rt.redis)
+    action = actions.enqueue(test_jobs.record_classifier_state, str(tmp_path), "action")
+    inbound = mail.enqueue(test_jobs.record, str(tmp_path), "inbound")
+
+    worker = WorkerProcess(settings, tmp_path / "worker.log", "--burst", "--queue", "actions")
+    try:
+        returncode = worker.process.wait(START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"--burst did not exit:\n{worker.log()}")
+
+    assert returncode == 0, worker.log()
+    assert action.get_status() == JobStatus.FINISHED
+    assert (tmp_path / "action.classifier").read_text() == "absent"
+    assert inbound.get_status() == JobStatus.QUEUED and mail.count == 1
+    assert test_jobs.pids(str(tmp_path), "inbound", "done") == []
 
 
 def test_burst_exits_when_the_work_is_done_and_max_jobs_recycles_children(
