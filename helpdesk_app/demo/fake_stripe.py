@@ -465,8 +465,8 @@ def disputes_for_charge(charge_id: str) -> list[Dispute]:
 
 
 def _patch_store() -> None:
-    # localstripe pickles its whole store to /tmp/localstripe.pickle on every write, a file
-    # shared by every localstripe on the machine; we keep state in memory only.
+    # localstripe pickles its whole store to localstripe.pickle in the temp directory on every
+    # write, a file shared by every localstripe on the machine; we keep state in memory only.
     ls.Store.dump_to_disk = lambda self: None
 
 
