@@ -40,7 +40,7 @@ def message(sender: str, subject: str, body: str) -> bytes:
     msg["Message-ID"] = email.utils.make_msgid(domain="example.com")
     msg["Date"] = email.utils.formatdate()
     msg.set_content(body)
-    return msg.as_bytes()
+    return servers.sender_verified(msg.as_bytes())  # DMARC passed at our mail server
 
 
 def poll_and_work(rt: runtime.Runtime, settings: Settings) -> tuple[float, float]:

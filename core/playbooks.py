@@ -67,6 +67,10 @@ class TicketFacts:
     claims: Claims = field(default_factory=Claims.none)
     in_flight_by_charge: Mapping[str, int] = field(default_factory=dict)
     customer_recent: int = 0
+    # Whether the sender is who From says (mail.authentication), and why: money moves
+    # without an agent only for an authenticated sender.
+    sender_authenticated: bool = False
+    sender_authentication: str = "The sender is not authenticated."
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,10 @@ def _duplicate_charge(
     if decision.verdict is Verdict.DENY:
         return Triage(Next.AGENT, reason, customer)
     runs = decision.allowed and mode is Mode.AUTO
+    if runs and not facts.sender_authenticated:
+        # Anyone can write a customer's address in From: the plan waits for an agent.
+        runs = False
+        reason += f" {facts.sender_authentication} An agent starts the plan."
     key = f"duplicate-refund:{duplicate.id}"
     steps = [
         StepDraft(

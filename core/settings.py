@@ -90,6 +90,9 @@ class Settings:
     max_message_bytes: int = 25 * 1024 * 1024
     # Automatic replies to one address per hour, at most (a loop breaker of last resort).
     auto_reply_limit_per_hour: int = 5
+    # The authserv-ids of our receiving mail server(s): only their Authentication-Results
+    # count when the mail agent asks whether a sender is who From says (mail.authentication).
+    mail_authserv_ids: tuple[str, ...] = ()
 
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -155,6 +158,9 @@ class Settings:
             imap_idle=_bool(environ, "IMAP_IDLE", True),
             max_message_bytes=_int(environ, "MAX_MESSAGE_BYTES", 25 * 1024 * 1024, minimum=1024),
             auto_reply_limit_per_hour=_int(environ, "AUTO_REPLY_LIMIT_PER_HOUR", 5, minimum=0),
+            mail_authserv_ids=tuple(
+                i for i in (_str(environ, "MAIL_AUTHSERV_IDS") or "").replace(",", " ").split()
+            ),
             smtp_host=_str(environ, "SMTP_HOST"),
             smtp_port=_int(environ, "SMTP_PORT", 587, minimum=1),
             smtp_starttls=_bool(environ, "SMTP_STARTTLS", True),
@@ -249,7 +255,8 @@ class Settings:
             if isinstance(value, bool):
                 env[key] = "true" if value else "false"
             elif isinstance(value, tuple):
-                env[key] = ("," if f.name == "imap_extra_folders" else " ").join(value)
+                separator = "," if f.name in ("imap_extra_folders", "mail_authserv_ids") else " "
+                env[key] = separator.join(value)
             else:
                 env[key] = str(value)
         return env

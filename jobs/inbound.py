@@ -38,6 +38,7 @@ from core.helpdesks import make_helpdesk
 from core.playbooks import CHARGEBACK_FILED, TicketFacts, Triage, plan_ticket
 from jobs import queues, runtime
 from jobs.plans import queue_due_steps
+from mail.authentication import SenderAuthentication, authenticate_sender
 from mail.classifier import Classification, classify
 from mail.conversations import find_ticket_for
 from mail.extract import Entities, extract
@@ -73,7 +74,8 @@ def process_inbound_email(email_id: int) -> str:
             # Quarantined mail waits for a person; nothing of it can be read here.
             log.warning("inbound email %s is %s: not processed", email_id, stored.status)
             return stored.status
-        parsed = parse_email(stored.raw)
+        raw = stored.raw  # as received: a redacted copy no longer carries a valid signature
+        parsed = parse_email(raw)
         if parsed.card_data_found:
             # PCI: no card number is kept, in the stored copy any more than on the ticket.
             stored.raw = redact_raw_message(stored.raw, parsed.text)
@@ -101,10 +103,10 @@ def process_inbound_email(email_id: int) -> str:
     confident = classification.is_confident(rt.policy.min_classifier_confidence)
     category = classification.category if confident else Category.OTHER
     match, charges = _lookup(rt, parsed, category, entities)
+    sender = authenticate_sender(raw, parsed.from_address, rt.settings.mail_authserv_ids)
     with session_scope(rt.session_factory) as session:
-        triage = plan_ticket(
-            _facts(session, rt, email_id, category, match, charges, entities), rt.policy
-        )
+        facts = _facts(session, rt, email_id, category, match, charges, entities, sender)
+        triage = plan_ticket(facts, rt.policy)
         # Tickets opened from email live in the built-in helpdesk.
         helpdesk = make_helpdesk(HelpdeskName.LOCAL, session)
         helpdesk.set_triage(
@@ -240,6 +242,7 @@ def _facts(
     match: CustomerMatch,
     charges: list[Charge],
     entities: Entities,
+    sender: SenderAuthentication,
 ) -> TicketFacts:
     """What the playbook decides on: the email's reading, and our records of the customer."""
     now = utcnow()
@@ -261,6 +264,8 @@ def _facts(
         claims=claims,
         in_flight_by_charge=in_flight,
         customer_recent=recent,
+        sender_authenticated=sender.authenticated,
+        sender_authentication=sender.reason,
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import email.utils
 from email.message import EmailMessage
 
+from helpdesk_app.demo.servers import sender_verified
+
 DOUBLE_CHARGE = "I was charged twice today, $49.00 two times. Please refund one."
 
 
@@ -13,8 +15,11 @@ def customer_email(
     body: str,
     sender: str = "alice@example.com",
     name: str = "Alice Martin",
+    *,
+    authenticated: bool = True,
 ) -> bytes:
-    """One plain-text email to the billing address, with a fresh Message-ID."""
+    """One plain-text email to the billing address, with a fresh Message-ID; as our mail
+    server hands it on, DMARC passed for the sender's domain (unless not ``authenticated``)."""
     message = EmailMessage()
     message["From"] = email.utils.formataddr((name, sender))
     message["To"] = "billing@example.com"
@@ -22,4 +27,4 @@ def customer_email(
     message["Date"] = email.utils.formatdate()
     message["Message-ID"] = email.utils.make_msgid(domain="example.com")
     message.set_content(body)
-    return message.as_bytes()
+    return sender_verified(message.as_bytes()) if authenticated else message.as_bytes()

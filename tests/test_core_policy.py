@@ -165,7 +165,14 @@ TWIN = [charge("a"), charge("b", at=NOON + timedelta(hours=1))]
 )
 def test_plan_ticket(category, customers, charges, config, step):
     match = match_sender(ALICE.email or "", customers)
-    facts = TicketFacts(category, match, NOON + 2 * timedelta(hours=1), "email-1", charges)
+    facts = TicketFacts(
+        category,
+        match,
+        NOON + 2 * timedelta(hours=1),
+        "email-1",
+        charges,
+        sender_authenticated=True,
+    )
     triage = plan_ticket(facts, config)
     assert triage.next is step
     assert triage.reason
@@ -209,6 +216,7 @@ def test_the_playbook_weighs_the_customers_other_tickets(claims, in_flight, step
         TWIN,
         claims=claims,
         in_flight_by_charge=in_flight,
+        sender_authenticated=True,
     )
     assert plan_ticket(facts, PolicyConfig()).next is step
 

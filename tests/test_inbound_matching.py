@@ -102,8 +102,10 @@ TWIN = [paid("ch_b", NOON + timedelta(hours=1)), paid("ch_a", NOON)]
 
 
 def facts(category: Category, blocked: str | None = None, **changes) -> TicketFacts:
+    """An authenticated sender's email (unless ``changes`` say otherwise)."""
     match = match_sender(SENDER, [ALICE])
     match = type(match)(match.customer, match.candidates, match.how, blocked)
+    changes.setdefault("sender_authenticated", True)
     return TicketFacts(category, match, NOON + timedelta(hours=2), "email-1", TWIN, **changes)
 
 
@@ -118,6 +120,18 @@ def test_a_blocked_match_goes_to_an_agent_with_the_reason():
     triage = plan_ticket(facts(Category.DUPLICATE_CHARGE, "Tenant differs."), PolicyConfig())
     assert (triage.next, triage.reason) == (Next.AGENT, "Automation blocked. Tenant differs.")
     assert plan_ticket(facts(Category.DUPLICATE_CHARGE), PolicyConfig()).next is Next.AUTO
+
+
+def test_an_unauthenticated_sender_gets_the_same_plan_as_a_suggestion_saying_why():
+    why = "The sender example.com is not authenticated: mx reports dmarc=fail."
+    triage = plan_ticket(
+        facts(Category.DUPLICATE_CHARGE, sender_authenticated=False, sender_authentication=why),
+        PolicyConfig(),
+    )
+    assert triage.next is Next.SUGGEST
+    assert triage.plan is not None and triage.plan.suggested
+    assert [s.kind for s in triage.plan.steps] == ["refund", "confirm_refund", "close"]
+    assert why in triage.reason and "An agent starts the plan." in triage.reason
 
 
 # --- through the inbound job --------------------------------------------------------------
