@@ -82,7 +82,10 @@ def process_inbound_email(email_id: int) -> str:
         oversized = stored.status == InboundStatus.OVERSIZED
         automated = automated_reason(parsed, email.utils.parseaddr(rt.settings.mail_from)[1])
         body = _oversized_body(stored, parsed) if oversized else parsed.text
-        ticket_id = _thread(session, HelpdeskName.LOCAL, stored, parsed, automated, body)
+        our_address = email.utils.parseaddr(rt.settings.mail_from)[1]
+        ticket_id = _thread(
+            session, HelpdeskName.LOCAL, stored, parsed, automated, body, our_address
+        )
         is_new = _opened_by(session, ticket_id, email_id)
         email_day = (parsed.date or stored.received_at).date()
 
@@ -161,6 +164,7 @@ def _thread(
     parsed: ParsedEmail,
     automated: str | None,
     body: str,
+    our_address: str,
 ) -> int:
     """The email's ticket, found or opened, with the email added to it once."""
     existing = session.scalar(
@@ -169,7 +173,8 @@ def _thread(
     if existing is not None:
         return existing
     helpdesk = make_helpdesk(helpdesk_name, session)
-    ticket_id = find_ticket_for(session, parsed)
+    threading = find_ticket_for(session, parsed, our_address)
+    ticket_id = threading.ticket_id
     if ticket_id is None:
         ticket_id = helpdesk.open_ticket(
             subject=parsed.subject or "(no subject)",
@@ -191,6 +196,15 @@ def _thread(
         ).one()
         # Listed so the agent knows they exist; their content is never stored.
         message.attachments = [attachment.to_dict() for attachment in parsed.attachments]
+    if threading.named is not None:
+        # Never onto another person's conversation: a Message-ID is no proof of who writes.
+        helpdesk.add_internal_note(
+            ticket_id,
+            f"This email answers ticket #{threading.named}, but its sender "
+            f"({parsed.from_address or 'no address'}) is not part of that conversation, so it "
+            "was opened as a ticket of its own.",
+            author=ACTOR,
+        )
     stored.ticket_id = ticket_id
     return ticket_id
 

@@ -1,16 +1,34 @@
-"""Which ticket an email belongs to: thread headers first, then a ticket token in the subject."""
+"""Which ticket an email belongs to: thread headers first, then a ticket token in the subject,
+and only within the conversation.
+
+Message-IDs travel: anyone who ever saw one of our emails (a forwarded confirmation, a CC) can
+put it in In-Reply-To. So an email joins a ticket only when its sender is part of that
+conversation: the ticket's requester, someone who already wrote on it, or our own address.
+Anyone else's reply opens a ticket of its own, which says which ticket it named.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db.models import Ticket, TicketMessage
+from core.domain import MessageKind
 from mail.parsing import ParsedEmail
 
 _TOKEN = re.compile(r"\[BD-(\d{1,12})\]")
+
+
+@dataclass(frozen=True)
+class Threading:
+    """Where an email goes: onto ``ticket_id``, or (None) a new ticket; ``named`` is a ticket
+    its headers or subject named although its sender is not part of that conversation."""
+
+    ticket_id: int | None
+    named: int | None = None
 
 
 def subject_token(ticket_id: int) -> str:
@@ -18,8 +36,19 @@ def subject_token(ticket_id: int) -> str:
     return f"[BD-{ticket_id}]"
 
 
-def find_ticket_for(session: Session, parsed: ParsedEmail) -> int | None:
-    """The ticket this email replies to, or None for a new conversation."""
+def find_ticket_for(session: Session, parsed: ParsedEmail, our_address: str = "") -> Threading:
+    """The ticket this email replies to, if its sender is part of that conversation."""
+    named = _named_ticket(session, parsed)
+    if named is None:
+        return Threading(None)
+    if _in_conversation(session, named, parsed.from_address, our_address):
+        return Threading(named)
+    return Threading(None, named)
+
+
+def _named_ticket(session: Session, parsed: ParsedEmail) -> int | None:
+    """The ticket the thread headers point at (the newest message they name), else the one
+    the subject's token names."""
     thread_ids = [i for i in (parsed.in_reply_to, *reversed(parsed.references)) if i]
     if thread_ids:
         ticket_id = session.scalar(
@@ -31,9 +60,26 @@ def find_ticket_for(session: Session, parsed: ParsedEmail) -> int | None:
         if ticket_id is not None:
             return ticket_id
     match = _TOKEN.search(parsed.subject)
-    if match:
-        # A token alone is guessable: only the ticket's own requester may use it.
-        ticket = session.get(Ticket, int(match.group(1)))
-        if ticket is not None and ticket.requester_email == parsed.from_address:
-            return ticket.id
+    if match and session.get(Ticket, int(match.group(1))) is not None:
+        return int(match.group(1))
     return None
+
+
+def _in_conversation(session: Session, ticket_id: int, sender: str, our_address: str) -> bool:
+    """Whether ``sender`` is the ticket's requester, wrote on it before, or is us."""
+    sender = sender.strip().lower()
+    if not sender:
+        return False
+    if our_address and sender == our_address.strip().lower():
+        return True
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        return False
+    if (ticket.requester_email or "").strip().lower() == sender:
+        return True
+    authors = session.scalars(
+        select(TicketMessage.author)
+        .where(TicketMessage.ticket_id == ticket_id, TicketMessage.kind == MessageKind.INBOUND)
+        .distinct()
+    )
+    return any((author or "").strip().lower() == sender for author in authors)

@@ -209,6 +209,34 @@ def test_an_auto_reply_to_our_confirmation_does_not_reopen_but_a_person_does(
         assert session.scalar(select(func.count()).select_from(Ticket)) == 1
 
 
+def test_a_strangers_reply_naming_a_customers_message_opens_its_own_ticket(
+    mailbox_client, outbox, rt, poll_mail, run_worker, twin_charges
+):
+    """Another person's mail carrying our confirmation's Message-ID in In-Reply-To (seen in a
+    forward, or guessed) neither reopens Alice's ticket nor lands in her thread."""
+    mailbox_client.append("INBOX", DOUBLE_CHARGE)
+    poll_mail()
+    run_worker()
+    confirmation_id = outbox[0]["Message-ID"]
+    stranger = (
+        "From: Mallory <mallory@example.net>\r\nTo: billing@example.com\r\n"
+        f"Subject: Re: Your refund\r\nIn-Reply-To: {confirmation_id}\r\n"
+        f"Message-ID: {email.utils.make_msgid()}\r\n\r\nPlease send the refund to my card.\r\n"
+    ).encode()
+    mailbox_client.append("INBOX", stranger)
+    poll_mail()
+    run_worker()
+
+    with session_scope(rt.session_factory) as session:
+        alice, other = session.scalars(select(Ticket).order_by(Ticket.id)).all()
+        assert alice.status == "closed"
+        assert all(m.author != "mallory@example.net" for m in alice.messages)
+        assert other.requester_email == "mallory@example.net"
+        notes = [m.body for m in other.messages if m.kind == "note"]
+        assert any(f"answers ticket #{alice.id}" in note for note in notes)
+    assert len(outbox) == 1
+
+
 def test_a_customer_writing_twice_about_one_duplicate_gets_one_refund(
     stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker, twin_charges
 ):

@@ -19,11 +19,12 @@ from core.helpdesks import LocalHelpdesk
 from core.settings import PROJECT_ROOT
 from mail import redact
 from mail.classifier import classify
-from mail.conversations import find_ticket_for, subject_token
+from mail.conversations import Threading, find_ticket_for, subject_token
 from mail.loop_guard import auto_reply_limit_reason, automated_reason
 from mail.outgoing import render_email
 from mail.parsing import (
     MAX_ATTACHMENTS_LISTED,
+    ParsedEmail,
     dedupe_key,
     message_id_of,
     parse_email,
@@ -528,9 +529,9 @@ def test_reply_threads_by_headers_then_by_subject_token(session_factory):
         stranger = parse_email(
             f"From: evil@example.com\r\nSubject: {subject_token(ticket_id)}\r\n\r\nx\r\n".encode()
         )
-        assert find_ticket_for(session, by_header) == ticket_id
-        assert find_ticket_for(session, by_token) == ticket_id
-        assert find_ticket_for(session, stranger) is None
+        assert find_ticket_for(session, by_header) == Threading(ticket_id)
+        assert find_ticket_for(session, by_token) == Threading(ticket_id)
+        assert find_ticket_for(session, stranger).ticket_id is None
 
         desk.add_message(ticket_id, kind=MessageKind.INBOUND, author="a@example.com", body="thanks")
         ticket = session.scalars(select(Ticket)).one()
@@ -549,7 +550,7 @@ def test_an_outlook_reply_that_lost_in_reply_to_threads_by_its_subject_token(
         raw = (data_dir / "emails" / "outlook_reply.eml").read_bytes()
         parsed = parse_email(raw.replace(b"[BD-7]", subject_token(ticket_id).encode()))
         assert parsed.in_reply_to is None and parsed.references == ()
-        assert find_ticket_for(session, parsed) == ticket_id
+        assert find_ticket_for(session, parsed) == Threading(ticket_id)
 
 
 def test_a_reply_with_references_only_threads_on_any_of_them(session_factory):
@@ -562,11 +563,36 @@ def test_a_reply_with_references_only_threads_on_any_of_them(session_factory):
             ticket_id, kind=MessageKind.OUTBOUND, author="us", body="x", message_id="<ours@x>"
         )
         reply = parse_email(
-            b"From: someone-else@example.com\r\nSubject: Re: Help\r\n"
+            b"From: a@example.com\r\nSubject: Re: Help\r\n"
             b"References: <theirs@y> <ours@x>\r\n <unknown@z>\r\n\r\nthanks\r\n"
         )
         assert reply.in_reply_to is None
-        assert find_ticket_for(session, reply) == ticket_id
+        assert find_ticket_for(session, reply) == Threading(ticket_id)
+
+
+def test_only_the_conversations_people_thread_onto_it(session_factory):
+    """A Message-ID is no proof of who writes: the requester, someone who already wrote on the
+    ticket and our own address thread onto it; anyone else gets a ticket of their own."""
+    with session_scope(session_factory) as session:
+        desk = LocalHelpdesk(session)
+        ticket_id = desk.open_ticket(
+            subject="Help", requester_email="a@example.com", requester_name=None
+        )
+        desk.add_message(
+            ticket_id, kind=MessageKind.OUTBOUND, author="us", body="x", message_id="<ours@x>"
+        )
+        desk.add_message(ticket_id, kind=MessageKind.INBOUND, author="cc@example.com", body="y")
+
+        def reply_from(sender: str) -> ParsedEmail:
+            return parse_email(
+                f"From: {sender}\r\nIn-Reply-To: <ours@x>\r\nSubject: Re\r\n\r\nhi\r\n".encode()
+            )
+
+        ours = "billing@example.com"
+        for sender in ("a@example.com", "A@Example.com", "cc@example.com", ours):
+            assert find_ticket_for(session, reply_from(sender), ours) == Threading(ticket_id)
+        stranger = find_ticket_for(session, reply_from("evil@example.com"), ours)
+        assert stranger == Threading(None, named=ticket_id)
 
 
 def test_the_hourly_cap_counts_our_recent_mail_to_the_address(session_factory):
