@@ -126,6 +126,11 @@ def process_inbound_email(email_id: int) -> str:
         _record_entities(ticket, entities, match)
         stored_plan = _store_plan(session, ticket_id, triage)
         note = _triage_note(classification, match, entities, triage, stored_plan)
+        if parsed.headers_cut:
+            note += (
+                " Header fields too long to read whole were cut: "
+                f"{', '.join(parsed.headers_cut[:5])} (the stored email keeps them)."
+            )
         helpdesk.add_internal_note(
             ticket_id, note + _earlier_refunds(session, ticket_id, triage), author=ACTOR
         )

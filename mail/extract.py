@@ -23,8 +23,10 @@ Rules worth knowing:
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -33,6 +35,9 @@ from core.customers import legal_form_pattern
 from core.domain import ZERO_DECIMAL_CURRENCIES, Money
 from mail.parsing import split_reply
 from mail.sanitize import clean_text
+
+# Matches read per pattern: far more amounts or dates than any person writes in one email.
+MAX_MATCHES_PER_PATTERN = 500
 
 
 @dataclass(frozen=True)
@@ -140,19 +145,45 @@ def _minor_units(number: str, currency: str) -> int | None:
     return int(digits) * 100 + int(cents.ljust(2, "0"))
 
 
+class _Taken:
+    """Spans of the text already read as one entity: non-overlapping, kept sorted, so asking
+    whether a new span overlaps one costs a binary search, not a scan of all of them."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def overlaps(self, start: int, end: int) -> bool:
+        index = bisect.bisect_right(self.starts, start)
+        before = index > 0 and self.ends[index - 1] > start
+        after = index < len(self.starts) and self.starts[index] < end
+        return before or after
+
+    def add(self, start: int, end: int) -> None:
+        index = bisect.bisect_right(self.starts, start)
+        self.starts.insert(index, start)
+        self.ends.insert(index, end)
+
+
+def _matches(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    """A pattern's matches, at most MAX_MATCHES_PER_PATTERN of them: cost stays bounded
+    whatever the email repeats."""
+    return itertools.islice(pattern.finditer(text), MAX_MATCHES_PER_PATTERN)
+
+
 def _amounts(text: str) -> tuple[Money, ...]:
     found: list[tuple[int, Money]] = []
-    taken: list[tuple[int, int]] = []
+    taken = _Taken()
     for pattern in _AMOUNT_PATTERNS:
-        for match in pattern.finditer(text):
+        for match in _matches(pattern, text):
             start, end = match.span("num")
-            if any(a < end and start < b for a, b in taken):
+            if taken.overlaps(start, end):
                 continue  # "$49.00 USD": one amount, read once
             currency = _currency(match.group("unit"))
             minor = _minor_units(match.group("num"), currency)
             if minor is None:
                 continue
-            taken.append((start, end))
+            taken.add(start, end)
             found.append((start, Money(minor, currency)))
     return _unique(money for _, money in sorted(found, key=lambda item: item[0]))
 
@@ -223,23 +254,23 @@ def _make_date(year: str | None, month: int, day: int, today: date) -> date | No
 
 def _dates(text: str, today: date) -> tuple[date, ...]:
     found: list[tuple[int, date]] = []
-    taken: list[tuple[int, int]] = []
+    taken = _Taken()
 
     def add(match: re.Match[str], value: date | None) -> None:
-        if value is None or any(a < match.end() and match.start() < b for a, b in taken):
+        if value is None or taken.overlaps(*match.span()):
             return
-        taken.append(match.span())
+        taken.add(*match.span())
         found.append((match.start(), value))
 
-    for match in _ISO_DATE.finditer(text):
+    for match in _matches(_ISO_DATE, text):
         add(match, _make_date(match["y"], int(match["m"]), int(match["d"]), today))
     for pattern in (_DAY_MONTH, _MONTH_DAY):
-        for match in pattern.finditer(text):
+        for match in _matches(pattern, text):
             if match["month"] == "may":
                 continue  # "may" is mostly a verb; "May" is the month
             month = _MONTHS[match["month"].lower()]
             add(match, _make_date(match["y"], month, int(match["d"]), today))
-    for match in _NUMERIC_DATE.finditer(text):
+    for match in _matches(_NUMERIC_DATE, text):
         first, second = int(match["a"]), int(match["b"])
         # Day first, as most of the world writes it, unless only month first makes sense.
         day, month = (first, second) if match["sep"] == "." or second <= 12 else (second, first)
@@ -315,7 +346,10 @@ def _tenant_ids(text: str) -> tuple[str, ...]:
 
 # The legal forms (core.customers owns the list), and "& Sons", which ends names the same way.
 _LEGAL_SUFFIX = rf"(?:{legal_form_pattern()}|& sons|and sons)"
-_NAME_WORD = r"[A-Z0-9À-ÖØ-Þ][\w&'’.-]*"
+# A name's word starts where a word starts and is of bounded length: either unbounded, a long
+# run of letters or digits would be tried from each of its positions to each of its ends
+# (quadratic; a 99 KB word held a worker for minutes).
+_NAME_WORD = r"(?<![\w&'’.-])[A-Z0-9À-ÖØ-Þ][\w&'’.-]{0,39}"
 _ORG_NAME = rf"{_NAME_WORD}(?:[ ](?:{_NAME_WORD}|&|and|of|de|der|the)){{0,5}}"
 _NOT_NAMES = frozenset({
     "hi", "hello", "dear", "thanks", "thank", "regards", "best", "cheers", "i", "i'm", "we", "my",

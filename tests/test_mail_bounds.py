@@ -1,0 +1,116 @@
+"""Bounded cost per email: a hostile header block or body costs little and still makes a
+ticket; nothing of it stalls the worker.
+
+Unit tests pin what the bounds keep; the end-to-end tests put the hostile mail in the real
+mailbox and run the real worker (a job over its timeout would fail there, and its email would
+stay unprocessed).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from sqlalchemy import select
+
+from core.db import session_scope
+from core.db.models import InboundEmail, Ticket
+from core.domain import Money
+from mail.extract import MAX_MATCHES_PER_PATTERN, extract
+from mail.parsing import (
+    MAX_ENCODED_WORDS,
+    MAX_FIELD_BYTES,
+    MAX_HEADER_FIELDS,
+    bound_headers,
+    parse_email,
+)
+
+TODAY = datetime.date(2026, 12, 1)
+
+
+def message(headers: str, body: str = "Hello") -> bytes:
+    return (
+        f"From: Pat <pat@example.com>\r\nTo: billing@example.com\r\n{headers}"
+        f"Message-ID: <m1@example.com>\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def encoded_word_bomb(words: int = 15_000) -> bytes:
+    """A subject of ``words`` RFC 2047 encoded words (15,000 make about 210 KB)."""
+    return message(f"Subject: {' '.join(['=?utf-8?q?refund?='] * words)}\r\n")
+
+
+def test_an_ordinary_message_passes_through_unchanged():
+    raw = message("Subject: =?utf-8?q?Doppelt_abgebucht?= =?utf-8?b?4oKs?=\r\n")
+    assert bound_headers(raw) == (raw, ())
+
+
+def test_an_encoded_word_bomb_is_cut_to_the_bound_and_the_rest_still_reads():
+    parsed = parse_email(encoded_word_bomb())
+    assert parsed.subject == " ".join(["refund"] * MAX_ENCODED_WORDS).replace(" ", "")
+    assert parsed.headers_cut == ("Subject",)
+    assert (parsed.from_address, parsed.message_id) == ("pat@example.com", "<m1@example.com>")
+    assert parsed.text == "Hello"
+
+
+def test_a_long_field_is_cut_between_words_and_references_keep_their_end():
+    ids = [f"<{n}@example.com>" for n in range(2000)]  # ~38 KB
+    raw = message(f"References: {' '.join(ids)}\r\nSubject: {'word ' * 5000}\r\n")
+    bounded, cut = bound_headers(raw)
+    assert cut == ("References", "Subject")
+    parsed = parse_email(raw)
+    assert parsed.references[-1] == ids[-1]  # the parent, named last, is kept
+    assert ids[0] not in parsed.references
+    assert len(parsed.subject) < MAX_FIELD_BYTES and set(parsed.subject.split()) == {"word"}
+    assert len(bounded) < len(raw)
+
+
+def test_past_the_field_count_only_the_fields_we_read_are_kept():
+    flood = "".join(f"X-Filler-{n}: x\r\n" for n in range(5 * MAX_HEADER_FIELDS))
+    parsed = parse_email(message(f"{flood}Subject: Charged twice\r\n"))
+    assert parsed.subject == "Charged twice"
+    assert parsed.from_address == "pat@example.com"
+    # From and To come first: the fields after the first MAX_HEADER_FIELDS are dropped.
+    assert len(parsed.headers_cut) == 5 * MAX_HEADER_FIELDS - (MAX_HEADER_FIELDS - 2)
+
+
+@pytest.mark.parametrize("unit", ["1", "a1", "T-1", "Aa", "€1", "USD 1 ", "2026-11-30 "])
+def test_a_long_word_or_a_repeated_entity_reads_in_bounded_work(unit):
+    """Each of these made extraction quadratic (a 99 KB word held a worker for minutes); now
+    each pattern reads at most MAX_MATCHES_PER_PATTERN matches."""
+    text = (unit * (99_000 // len(unit) + 1))[:99_000]
+    entities = extract(text, today=TODAY)
+    assert len(entities.amounts) <= MAX_MATCHES_PER_PATTERN
+    assert len(entities.dates) <= MAX_MATCHES_PER_PATTERN
+
+
+def test_amounts_overlapping_an_earlier_reading_are_read_once():
+    assert extract("We paid $49.00 USD and then €20.", today=TODAY).amounts == (
+        Money(4900, "usd"),
+        Money(2000, "eur"),
+    )
+
+
+# --- end to end ---------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "raw",
+    [
+        encoded_word_bomb(),
+        message("Subject: Help\r\n", "1" * 99_000),
+        message("Subject: Help\r\n", "€1" * 50_000),
+    ],
+    ids=["encoded-word-bomb", "99-kb-word", "repeated-amounts"],
+)
+def test_hostile_mail_becomes_a_ticket_through_the_real_worker(
+    raw, mailbox_client, rt, poll_mail, run_worker
+):
+    mailbox_client.append("INBOX", raw)
+    assert poll_mail().stored == 1
+    run_worker()
+    with session_scope(rt.session_factory) as session:
+        assert session.scalars(select(InboundEmail.status)).one() == "processed"
+        ticket = session.scalars(select(Ticket)).one()
+        assert ticket.requester_email == "pat@example.com"
