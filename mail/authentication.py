@@ -50,7 +50,20 @@ def authenticate_sender(
     *,
     dnsfunc: DnsFunc | None = None,
 ) -> SenderAuthentication:
-    """Judge the sender of the raw message ``raw`` whose From address is ``from_address``."""
+    """Judge the sender of the raw message ``raw`` whose From address is ``from_address``;
+    never raises (what cannot be checked is not authenticated)."""
+    try:
+        return _authenticate(raw, from_address, trusted_authserv_ids, dnsfunc)
+    except Exception:  # hostile headers reach two parsers: a failure must not stop triage
+        log.exception("sender authentication failed; treated as not authenticated")
+        return SenderAuthentication(
+            False, "The sender could not be authenticated: the check failed on this email."
+        )
+
+
+def _authenticate(
+    raw: bytes, from_address: str, trusted_authserv_ids: Sequence[str], dnsfunc: DnsFunc | None
+) -> SenderAuthentication:
     domain = from_address.rpartition("@")[2].strip().lower().rstrip(".")
     if not domain:
         return SenderAuthentication(False, "The email has no sender address to authenticate.")
