@@ -290,6 +290,35 @@ def test_a_pool_for_the_actions_queue_leaves_mail_alone_and_never_loads_the_clas
     assert test_jobs.pids(str(tmp_path), "inbound", "done") == []
 
 
+def test_a_click_on_the_actions_pool_never_waits_behind_a_mail_job(settings, rt, tmp_path):
+    """Agents' actions on a pool of their own: a click runs while the mail pool is in the middle
+    of a long job (one worker on both queues would make it wait until that job ends)."""
+    mail = WorkerProcess(settings, tmp_path / "mail.log", "--queue", "mail", "--processes", "1")
+    actions = WorkerProcess(
+        settings, tmp_path / "actions.log", "--queue", "actions", "--processes", "1"
+    )
+    try:
+        Queue(queues.MAIL, connection=rt.redis).enqueue(
+            test_jobs.sleep_then_record, str(tmp_path), "triage", 60
+        )
+        wait_until(
+            lambda: test_jobs.pids(str(tmp_path), "triage", "started"),
+            f"the mail job started:\n{mail.log()}",
+            START_TIMEOUT,
+        )
+        click = Queue(queues.ACTIONS, connection=rt.redis).enqueue(
+            test_jobs.record, str(tmp_path), "click"
+        )
+        wait_for_job(click, JobStatus.FINISHED, actions, START_TIMEOUT)
+
+        assert test_jobs.pids(str(tmp_path), "triage", "done") == []  # still running
+        assert test_jobs.pids(str(tmp_path), "click", "done")[0] in actions.children().values()
+    finally:
+        assert actions.stop() == 0, actions.log()
+        mail.process.kill()  # its job sleeps on; nothing of it is looked at
+        mail.process.wait()
+
+
 def test_burst_exits_when_the_work_is_done_and_max_jobs_recycles_children(
     settings, rt, mailbox_client, poll_mail, tmp_path
 ):
