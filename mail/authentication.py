@@ -138,7 +138,7 @@ def _judge_results(
     said = ", ".join(f"{r.method}={r.result}" for r in header.results) or "no results"
     return SenderAuthentication(
         False,
-        f"The sender {domain} is not authenticated: {server} reports {said} "
+        f"The sender's domain {domain} is not authenticated: {server} reports {said} "
         "(neither DMARC pass nor a DKIM pass for the sender's domain).",
     )
 
@@ -150,7 +150,7 @@ def _verify_dkim(
     if not signatures:
         return SenderAuthentication(
             False,
-            f"The sender {domain} is not authenticated: no Authentication-Results from our "
+            f"The sender's domain {domain} is not authenticated: no Authentication-Results from our "
             "mail server and no DKIM signature.",
         )
     checker = dkim.DKIM(raw, logger=log)
@@ -165,6 +165,6 @@ def _verify_dkim(
             return SenderAuthentication(True, f"DKIM signature of {signer} verified.")
     return SenderAuthentication(
         False,
-        f"The sender {domain} is not authenticated: no DKIM signature of the sender's domain "
+        f"The sender's domain {domain} is not authenticated: no DKIM signature of the sender's domain "
         "could be verified.",
     )

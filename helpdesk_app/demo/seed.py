@@ -15,7 +15,7 @@ from typing import Any
 
 import stripe
 
-from helpdesk_app.demo.servers import sender_verified
+from helpdesk_app.demo.servers import received_by_our_server, sender_verified
 
 DAY = 86_400
 CARD_EXPIRY = {"exp_month": 12, "exp_year": 2031, "cvc": "123"}
@@ -50,6 +50,8 @@ HENRY_PERSONAL = DemoCustomer(
 HENRY_COMPANY = DemoCustomer(
     "Henry Park", "henry@example.com", "T-1231", "Park Robotics", "3566002020360505"
 )
+# Really charged twice; the email in her name was not sent by her (SPF and DMARC failed).
+IVY = DemoCustomer("Ivy Novak", "ivy@example.com", "T-1250", "Novak Books", "5105105105105100")
 
 DEMO_PASSWORD = "billing-desk-demo"
 # The demo's team: one of each role the playbooks name, all with DEMO_PASSWORD.
@@ -241,6 +243,11 @@ def seed_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
         api_base, grace_sub, status="canceled", canceled_at=int(time.time() - 10 * DAY)
     )
 
+    # Ivy: charged twice today, like Alice; but the email in her name is forged (see below).
+    ivy = ids[IVY.email] = create_customer(client, IVY)
+    create_charge(client, api_base, ivy, 2900, "Starter plan — monthly", days_ago=0.1)
+    create_charge(client, api_base, ivy, 2900, "Starter plan — monthly")
+
     # Henry: two Stripe accounts on one email address; the agent must choose.
     for who in (HENRY_PERSONAL, HENRY_COMPANY):
         henry = create_customer(client, who)
@@ -248,7 +255,9 @@ def seed_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
     return ids
 
 
-def _email(who: DemoCustomer, subject: str, body: str, minutes_ago: int) -> bytes:
+def _email(
+    who: DemoCustomer, subject: str, body: str, minutes_ago: int, *, forged: bool = False
+) -> bytes:
     message = EmailMessage()
     message["From"] = email.utils.formataddr((who.name, who.email))
     message["To"] = "Billing Support <billing@example.com>"
@@ -256,7 +265,13 @@ def _email(who: DemoCustomer, subject: str, body: str, minutes_ago: int) -> byte
     message["Date"] = email.utils.formatdate(time.time() - minutes_ago * 60)
     message["Message-ID"] = email.utils.make_msgid(domain=who.email.split("@")[1])
     message.set_content(body)
-    return sender_verified(message.as_bytes())  # each passed DMARC at our mail server
+    if forged:  # sent from elsewhere with the customer's address in From
+        return received_by_our_server(
+            message.as_bytes(),
+            "spf=fail smtp.mailfrom=mailer.example.net; dkim=none; "
+            f"dmarc=fail header.from={who.email.split('@')[1]}",
+        )
+    return sender_verified(message.as_bytes())  # DMARC passed at our mail server
 
 
 def demo_emails() -> list[bytes]:
@@ -317,5 +332,13 @@ def demo_emails() -> list[bytes]:
             "Hi, there is a pending charge of $120.00 from you on my card but I only topped up "
             "seats once last week. Can you check?\n\nDan Okafor\n",
             minutes_ago=5,
+        ),
+        _email(
+            IVY,
+            "Charged twice",
+            "Hello, you charged my card twice today, $29.00 two times. Please refund one of "
+            "them.\n\nIvy Novak\nNovak Books\n",
+            minutes_ago=4,
+            forged=True,
         ),
     ]
