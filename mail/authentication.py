@@ -150,8 +150,8 @@ def _verify_dkim(
     if not signatures:
         return SenderAuthentication(
             False,
-            f"The sender's domain {domain} is not authenticated: no Authentication-Results from our "
-            "mail server and no DKIM signature.",
+            f"The sender's domain {domain} is not authenticated: no Authentication-Results "
+            "from our mail server and no DKIM signature.",
         )
     checker = dkim.DKIM(raw, logger=log)
     for index in range(min(len(signatures), MAX_SIGNATURES)):
@@ -165,6 +165,6 @@ def _verify_dkim(
             return SenderAuthentication(True, f"DKIM signature of {signer} verified.")
     return SenderAuthentication(
         False,
-        f"The sender's domain {domain} is not authenticated: no DKIM signature of the sender's domain "
-        "could be verified.",
+        f"The sender's domain {domain} is not authenticated: no DKIM signature of that "
+        "domain could be verified.",
     )
