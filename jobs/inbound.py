@@ -80,9 +80,9 @@ def process_inbound_email(email_id: int) -> str:
             # PCI: no card number is kept, in the stored copy any more than on the ticket.
             stored.raw = redact_raw_message(stored.raw, parsed.text)
         oversized = stored.status == InboundStatus.OVERSIZED
-        automated = automated_reason(parsed, email.utils.parseaddr(rt.settings.mail_from)[1])
-        body = _oversized_body(stored, parsed) if oversized else parsed.text
         our_address = email.utils.parseaddr(rt.settings.mail_from)[1]
+        automated = automated_reason(parsed, our_address)
+        body = _oversized_body(stored, parsed) if oversized else parsed.text
         ticket_id = _thread(
             session, HelpdeskName.LOCAL, stored, parsed, automated, body, our_address
         )

@@ -26,6 +26,8 @@ import authres
 import dkim
 from dns.exception import DNSException
 
+from mail.parsing import split_header_block
+
 log = logging.getLogger(__name__)
 
 MAX_RESULTS_HEADERS = 20  # Authentication-Results fields read, topmost first
@@ -67,7 +69,8 @@ def _authenticate(
     domain = from_address.rpartition("@")[2].strip().lower().rstrip(".")
     if not domain:
         return SenderAuthentication(False, "The email has no sender address to authenticate.")
-    headers = message_from_bytes(_header_block(raw), policy=email_policy.compat32)
+    block, _ = split_header_block(raw)  # the body is never needed to read headers
+    headers = message_from_bytes(block + b"\r\n\r\n", policy=email_policy.compat32)
     trusted = {i.strip().lower() for i in trusted_authserv_ids if i.strip()}
     results = _trusted_results(headers.get_all("Authentication-Results") or [], trusted)
     if results is not None:
@@ -80,15 +83,6 @@ def aligned(signing_domain: str, from_domain: str) -> bool:
     a parent of it (relaxed alignment without a public-suffix list errs on the strict side)."""
     signing = signing_domain.strip().lower().rstrip(".")
     return bool(signing) and (from_domain == signing or from_domain.endswith(f".{signing}"))
-
-
-def _header_block(raw: bytes) -> bytes:
-    """The header block alone: the body is never needed to read headers."""
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        end = raw.find(separator)
-        if end != -1:
-            return raw[: end + len(separator)]
-    return raw
 
 
 def _trusted_results(

@@ -380,11 +380,17 @@ def parse_email(raw: bytes) -> ParsedEmail:
 _BOUNDARY_LINE = re.compile(r"^--([^\s]{1,70}?)(?:--)?[ \t\r]*$", re.MULTILINE)
 
 
+def split_header_block(raw: bytes) -> tuple[bytes, bytes]:
+    """The header block (up to the first empty line, CRLF or LF) and the rest, which starts
+    with that empty line; a message without one is all headers."""
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i != -1]
+    return (raw[: min(ends)], raw[min(ends) :]) if ends else (raw, b"")
+
+
 def bound_headers(raw: bytes) -> tuple[bytes, tuple[str, ...]]:
     """``raw`` with its header block within MAX_HEADER_FIELDS fields, each of at most
     MAX_FIELD_BYTES and MAX_ENCODED_WORDS; the names of the fields cut or dropped."""
-    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i != -1]
-    block, rest = (raw[: min(ends)], raw[min(ends) :]) if ends else (raw, b"")
+    block, rest = split_header_block(raw)
     if len(block) <= MAX_FIELD_BYTES and block.count(b"=?") <= MAX_ENCODED_WORDS:
         return raw, ()  # every field is within bounds: nothing to do
     lines: list[bytes] = []
@@ -498,8 +504,9 @@ def _parse(raw: bytes) -> ParsedEmail:
 
 def message_id_of(raw: bytes) -> str | None:
     """The Message-ID header of a raw message, without parsing its body."""
-    header_block = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    headers = email.message_from_bytes(header_block + b"\r\n\r\n", policy=policy.compat32)
+    headers = email.message_from_bytes(
+        split_header_block(raw)[0] + b"\r\n\r\n", policy=policy.compat32
+    )
     value = headers.get("Message-ID")
     ids = _message_ids(str(value)) if value else ()
     return ids[0] if ids else None

@@ -510,15 +510,21 @@ def test_classifier_is_unsure_when_signals_compete():
     assert result.confidence < 0.5 and not result.is_confident()
 
 
+def ticket_we_answered(session) -> tuple[LocalHelpdesk, int]:
+    """a@example.com's ticket "Help", with our reply to it (Message-ID ``<ours@x>``)."""
+    desk = LocalHelpdesk(session)
+    ticket_id = desk.open_ticket(
+        subject="Help", requester_email="a@example.com", requester_name=None
+    )
+    desk.add_message(
+        ticket_id, kind=MessageKind.OUTBOUND, author="us", body="x", message_id="<ours@x>"
+    )
+    return desk, ticket_id
+
+
 def test_reply_threads_by_headers_then_by_subject_token(session_factory):
     with session_scope(session_factory) as session:
-        desk = LocalHelpdesk(session)
-        ticket_id = desk.open_ticket(
-            subject="Help", requester_email="a@example.com", requester_name=None
-        )
-        desk.add_message(
-            ticket_id, kind=MessageKind.OUTBOUND, author="us", body="x", message_id="<ours@x>"
-        )
+        desk, ticket_id = ticket_we_answered(session)
         desk.close(ticket_id, resolution="Resolved", actor="test")
         by_header = parse_email(
             b"From: a@example.com\r\nIn-Reply-To: <ours@x>\r\nSubject: Re\r\n\r\nthanks\r\n"
@@ -555,13 +561,7 @@ def test_an_outlook_reply_that_lost_in_reply_to_threads_by_its_subject_token(
 
 def test_a_reply_with_references_only_threads_on_any_of_them(session_factory):
     with session_scope(session_factory) as session:
-        desk = LocalHelpdesk(session)
-        ticket_id = desk.open_ticket(
-            subject="Help", requester_email="a@example.com", requester_name=None
-        )
-        desk.add_message(
-            ticket_id, kind=MessageKind.OUTBOUND, author="us", body="x", message_id="<ours@x>"
-        )
+        _desk, ticket_id = ticket_we_answered(session)
         reply = parse_email(
             b"From: a@example.com\r\nSubject: Re: Help\r\n"
             b"References: <theirs@y> <ours@x>\r\n <unknown@z>\r\n\r\nthanks\r\n"
@@ -574,13 +574,7 @@ def test_only_the_conversations_people_thread_onto_it(session_factory):
     """A Message-ID is no proof of who writes: the requester, someone who already wrote on the
     ticket and our own address thread onto it; anyone else gets a ticket of their own."""
     with session_scope(session_factory) as session:
-        desk = LocalHelpdesk(session)
-        ticket_id = desk.open_ticket(
-            subject="Help", requester_email="a@example.com", requester_name=None
-        )
-        desk.add_message(
-            ticket_id, kind=MessageKind.OUTBOUND, author="us", body="x", message_id="<ours@x>"
-        )
+        desk, ticket_id = ticket_we_answered(session)
         desk.add_message(ticket_id, kind=MessageKind.INBOUND, author="cc@example.com", body="y")
 
         def reply_from(sender: str) -> ParsedEmail:
