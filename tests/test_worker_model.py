@@ -133,7 +133,11 @@ def pool(pool_settings: Settings, tmp_path_factory) -> Iterator[WorkerProcess]:
     Redis.from_url(pool_settings.redis_url or "").flushdb()
     log_path = tmp_path_factory.mktemp("pool") / "worker.log"
     worker = WorkerProcess(pool_settings, log_path, "--processes", "2")
-    worker.wait_for_children(2, START_TIMEOUT)
+    try:
+        worker.wait_for_children(2, START_TIMEOUT)
+    except BaseException:
+        worker.stop()  # a pool left running would take the later tests' jobs
+        raise
     yield worker
     assert worker.stop() == 0, worker.log()
 
@@ -314,9 +318,9 @@ def test_a_click_on_the_actions_pool_never_waits_behind_a_mail_job(settings, rt,
         assert test_jobs.pids(str(tmp_path), "triage", "done") == []  # still running
         assert test_jobs.pids(str(tmp_path), "click", "done")[0] in actions.children().values()
     finally:
-        assert actions.stop() == 0, actions.log()
         mail.process.kill()  # its job sleeps on; nothing of it is looked at
         mail.process.wait()
+        assert actions.stop() == 0, actions.log()
 
 
 def test_burst_exits_when_the_work_is_done_and_max_jobs_recycles_children(
