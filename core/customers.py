@@ -152,12 +152,15 @@ class Identity:
     def confirmed(self) -> bool:
         """Confirmed by an agent, or named by the helpdesk itself, with nothing conflicting.
 
-        A tenant ID read from the customer's email is the sender's word, like the From
+        An authenticated email from the customer's own address proves who writes. A tenant ID
+        read from the customer's email is the sender's word, like an unauthenticated From
         address, and a customer picked from the search box proves nothing: both wait for an
         agent's confirmation.
         """
         if self.conflicts:
             return False
+        if self.matched_by is MatchKind.AUTHENTICATED and self.requester_is_customer:
+            return True
         return self.confirmed_by is not None or self.matched_by is MatchKind.EXPLICIT
 
     @property

@@ -160,6 +160,7 @@ class ActionKind(StrEnum):
     FLAG_FRAUD = "flag_fraud"
     ESCALATE = "escalate"
     NOTE = "note"
+    REPLY = "reply"  # an email to the customer: a playbook's template or an agent's words
 
 
 class ActionStatus(StrEnum):
@@ -173,6 +174,7 @@ class ActionStatus(StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     SKIPPED = "skipped"  # its plan stopped before reaching it
+    SIMULATED = "simulated"  # dry run: recorded what it would have done, touched nothing
 
     @property
     def finished(self) -> bool:
@@ -186,7 +188,13 @@ class ActionStatus(StrEnum):
 
 
 _FINISHED_ACTIONS = frozenset(
-    [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.REJECTED, ActionStatus.SKIPPED]
+    [
+        ActionStatus.SUCCEEDED,
+        ActionStatus.FAILED,
+        ActionStatus.REJECTED,
+        ActionStatus.SKIPPED,
+        ActionStatus.SIMULATED,
+    ]
 )
 
 
@@ -219,6 +227,9 @@ class MatchKind(StrEnum):
     EXPLICIT = "explicit"  # the helpdesk named the Stripe customer
     TENANT = "tenant"  # a tenant ID on the ticket
     EMAIL = "email"  # the requester's email address: not proof of identity
+    # The requester's address, authenticated by DMARC or an aligned DKIM signature
+    # (mail.authentication), is the Stripe customer's own: the sender is that customer.
+    AUTHENTICATED = "authenticated"
     AGENT = "agent"  # picked by an agent in the sidebar: not proof either
     NONE = "none"
 
@@ -272,10 +283,26 @@ _ESCALATION_LABELS = {
 
 
 class TicketStatus(StrEnum):
-    """A ticket is open until someone (or a playbook) closes it."""
+    """Where a ticket stands, as helpdesks say it: open (ours to answer), pending (waiting for
+    the customer), solved (answered; a reply reopens it), closed (done; a reply reopens it)."""
 
     OPEN = "open"
+    PENDING = "pending"
+    SOLVED = "solved"
     CLOSED = "closed"
+
+    @property
+    def active(self) -> bool:
+        """Still in someone's hands: open, or pending the customer's answer."""
+        return self in (TicketStatus.OPEN, TicketStatus.PENDING)
+
+
+class EscalationStatus(StrEnum):
+    """Where an escalation stands against its SLA."""
+
+    OPEN = "open"  # waiting for the team to pick it up
+    PICKED_UP = "picked_up"  # someone of the team took it: the SLA is met
+    RESOLVED = "resolved"  # the ticket was solved or closed
 
 
 class MessageKind(StrEnum):

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from core.domain import EscalationTarget
 from core.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +60,18 @@ def _pem(environ: Mapping[str, str], key: str) -> str | None:
     return pem
 
 
+def _team_emails(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """TEAM_EMAILS: ``team=address`` pairs, separated by commas or spaces, teams checked."""
+    pairs = []
+    for pair in (_str(environ, "TEAM_EMAILS") or "").replace(",", " ").split():
+        team, _, address = pair.partition("=")
+        if team not in set(EscalationTarget) or "@" not in address:
+            known = ", ".join(EscalationTarget)
+            raise ConfigError("TEAM_EMAILS", f"{pair!r} is not team=address (teams: {known})")
+        pairs.append(f"{team}={address}")
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about one Billing Desk deployment."""
@@ -102,6 +115,11 @@ class Settings:
     smtp_password: str | None = None
     smtp_timeout: int = 30
     mail_from: str = "Billing Support <billing@example.com>"
+    # Where each escalation team is notified: ``finance=finance@example.com`` pairs, one per
+    # team (EscalationTarget values); a team without an address is notified on the inbox only.
+    team_emails: tuple[str, ...] = ()
+    # Record what every plan step would have done, without touching Stripe or sending mail.
+    dry_run: bool = False
 
     policy_file: str | None = None
 
@@ -169,6 +187,8 @@ class Settings:
             smtp_password=_str(environ, "SMTP_PASSWORD"),
             smtp_timeout=_int(environ, "SMTP_TIMEOUT", 30, minimum=1),
             mail_from=_str(environ, "MAIL_FROM", cls.mail_from) or cls.mail_from,
+            team_emails=_team_emails(environ),
+            dry_run=_bool(environ, "DRY_RUN", False),
             policy_file=_str(environ, "POLICY_FILE"),
             frame_ancestors=tuple((_str(environ, "FRAME_ANCESTORS") or "").split()),
             sidebar_token_ttl=_int(environ, "SIDEBAR_TOKEN_TTL", 1800, minimum=60),
@@ -188,6 +208,14 @@ class Settings:
             email_templates_dir=_str(environ, "EMAIL_TEMPLATES_DIR", cls.email_templates_dir)
             or cls.email_templates_dir,
         )
+
+    def team_email(self, team: str) -> str | None:
+        """The address that hears of escalations to ``team``, if one is configured."""
+        for pair in self.team_emails:
+            name, _, address = pair.partition("=")
+            if name == team:
+                return address
+        return None
 
     def require_stripe(self) -> None:
         """Fail unless Stripe can be called: a secret key is set (demo mode brings its own)."""
@@ -255,7 +283,11 @@ class Settings:
             if isinstance(value, bool):
                 env[key] = "true" if value else "false"
             elif isinstance(value, tuple):
-                separator = "," if f.name in ("imap_extra_folders", "mail_authserv_ids") else " "
+                separator = (
+                    ","
+                    if f.name in ("imap_extra_folders", "mail_authserv_ids", "team_emails")
+                    else " "
+                )
                 env[key] = separator.join(value)
             else:
                 env[key] = str(value)

@@ -123,7 +123,7 @@ def _worker_question(
     sender_matched = bool(
         identity
         and ticket
-        and identity.matched_by is MatchKind.EMAIL
+        and identity.matched_by in (MatchKind.EMAIL, MatchKind.AUTHENTICATED)
         and identity.requester_is_customer
         and not ticket.automation_blocked
     )

@@ -12,6 +12,7 @@ from core.actions.escalate import Escalate
 from core.actions.fraud_flag import FlagFraud
 from core.actions.note import Note
 from core.actions.refund import RefundAction
+from core.actions.reply import Reply
 from core.actions.trial import ExtendTrial
 from core.db.models import Action
 from core.domain import ActionKind
@@ -30,6 +31,7 @@ _TYPES: dict[ActionKind, ActionType] = {
         FlagFraud(),
         Escalate(),
         Note(),
+        Reply(),
     )
 }
 

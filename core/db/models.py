@@ -87,6 +87,9 @@ class Ticket(Base):
     entities: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Why automation stood back (e.g. the tenant ID in the email names another customer).
     automation_blocked: Mapped[str | None] = mapped_column(Text)
+    # Who works the ticket: a person (their email), and the team queue an escalation put it in.
+    assignee: Mapped[str | None] = mapped_column(String(320), index=True)
+    team: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -260,9 +263,14 @@ class Escalation(Base):
     reason: Mapped[str] = mapped_column(Text)
     requested_by: Mapped[str] = mapped_column(String(320))
     stripe_customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(20), default="open")
+    status: Mapped[str] = mapped_column(String(20), default="open", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    picked_up_by: Mapped[str | None] = mapped_column(String(320))
+    picked_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set once, when the SLA check first finds it past due: one re-escalation per breach.
+    breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuditEvent(Base):

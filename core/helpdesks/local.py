@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from core import audit
+from core import audit, escalations
 from core.db.models import Ticket, TicketMessage, utcnow
 from core.domain import MessageKind, TicketStatus
 from core.errors import NotFound
@@ -58,11 +58,15 @@ class LocalHelpdesk:
                 inbound_email_id=inbound_email_id,
             )
         )
-        if reopen and kind is MessageKind.INBOUND and ticket.status == TicketStatus.CLOSED:
+        if reopen and kind is MessageKind.INBOUND and ticket.status != TicketStatus.OPEN:
+            # The customer answered: pending, solved and closed tickets are ours again.
+            was = ticket.status
             ticket.status = TicketStatus.OPEN
             ticket.resolution = None
             ticket.closed_at = None
-            audit.record(self.session, actor=author, event="ticket.reopened", ticket_id=ticket.id)
+            audit.record(
+                self.session, actor=author, event="ticket.reopened", ticket_id=ticket.id, was=was
+            )
         self.session.flush()
 
     def add_internal_note(self, ticket_id: int, body: str, *, author: str) -> None:
@@ -92,6 +96,7 @@ class LocalHelpdesk:
         ticket.status = TicketStatus.CLOSED
         ticket.resolution = resolution
         ticket.closed_at = utcnow()
+        escalations.resolve(self.session, ticket.id, actor)
         audit.record(
             self.session,
             actor=actor,
