@@ -46,6 +46,9 @@ from core.policy import Asker, PolicyConfig, satisfies
 MAX_NOTE = 10_000
 MAX_FORM_KEY = 64
 CLOSED_RESOLUTION = "Closed"
+# Ticket IDs are 32-bit integers on PostgreSQL; a bigger number from a URL names no ticket
+# (and SQLite's driver would refuse to even send it).
+MAX_TICKET_ID = 2**31 - 1
 
 # The role each gated category waits for (core.policy.refunds, _approvals_needed).
 CATEGORY_GATES: dict[Category, Role] = {
@@ -99,6 +102,8 @@ def parse_form_key(value: str | None) -> str:
 
 def local_ticket(session: Session, ticket_id: int) -> Ticket | None:
     """One of the built-in helpdesk's own tickets (mirrored ones are worked where they live)."""
+    if not 0 < ticket_id <= MAX_TICKET_ID:
+        return None
     ticket = session.get(Ticket, ticket_id)
     return ticket if ticket is not None and ticket.helpdesk == HelpdeskName.LOCAL else None
 

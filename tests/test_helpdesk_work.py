@@ -493,6 +493,19 @@ def test_a_mirrored_zendesk_ticket_is_not_worked_here(desk, new_ticket):
     assert ann.post(ticket_id, "status", status="closed").status_code == 404
 
 
+@pytest.mark.parametrize("number", ["0", "2147483648", "99999999999999999999"])
+def test_a_ticket_number_no_ticket_has_is_a_404(desk, number):
+    ann = desk(ANN)
+    assert ann.page(f"/tickets/{number}").status_code == 404
+    assert ann.page(f"/tickets/{number}/thread").status_code == 404
+    assert (
+        ann.client.post(
+            f"/tickets/{number}/status", data={"csrf_token": ann.csrf, "status": "open"}
+        ).status_code
+        == 404
+    )
+
+
 # --- inbox: filters and search ---------------------------------------------------------------
 
 
