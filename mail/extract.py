@@ -51,6 +51,10 @@ class Entities:
     organization: str | None = None
     stripe_ids: tuple[str, ...] = ()
     chargeback_filed: bool = False
+    # The customer says they cannot reach their account or the billing portal; they ask for
+    # a cancellation to take effect at once.
+    locked_out: bool = False
+    wants_immediate: bool = False
 
     @property
     def tenant_id(self) -> str | None:
@@ -67,6 +71,8 @@ class Entities:
             "organization": self.organization,
             "stripe_ids": list(self.stripe_ids),
             "chargeback_filed": self.chargeback_filed,
+            "locked_out": self.locked_out,
+            "wants_immediate": self.wants_immediate,
         }
 
 
@@ -300,7 +306,7 @@ _LAST4_PATTERNS = (
     ),
     # xxxx-4242, XXXX XXXX XXXX 4242, **** 4242, •••• 4242
     re.compile(
-        r"(?<![a-z0-9])(?:[x*•·]{2,}[\s-]?){1,3}(?P<last4>\d{4})(?!\d)",
+        r"(?<![a-z0-9x*•·])(?:[x*•·]{2,}+[\s-]?){1,3}+(?P<last4>\d{4})(?!\d)",
         re.IGNORECASE,
     ),
     # Visa - 4242, Visa •••• 4242 (as receipts write it; "Visa 2026" is not one)
@@ -491,6 +497,38 @@ def _chargeback_filed(text: str) -> bool:
     return False
 
 
+# --- cancellation: locked out, at once ----------------------------------------------------
+
+_CANNOT = r"(?:can ?not|can'?t|can’t|cannot|unable to|could ?n[o']?t|couldn’t|not able to|no way to)"
+_REACH = r"(?:log ?in|sign ?in|login|access|get into|get in to|reach|open|find|use)"
+_PLACE = (
+    r"(?:account|dashboard|portal|billing|settings|admin|manage subscription|subscription page|"
+    r"cancel(?:lation)? (?:button|option|link|page))"
+)
+_LOCKED_OUT = tuple(
+    re.compile(pattern, re.IGNORECASE)
+    for pattern in (
+        r"\blocked out\b",
+        r"\b(?:lost|no longer have|don'?t have|do not have|without)\s+(?:any\s+)?access\b",
+        rf"\b{_CANNOT}\s+{_REACH}\b",
+        rf"\b{_PLACE}\s+(?:is\s+|isn'?t\s+|is not\s+|keeps\s+)?(?:not working|broken|down|"
+        r"doesn'?t work|does not work|won'?t load|will not load|gives an error|errors out)",
+        r"\b(?:password reset|reset link|login link|magic link)\b[^.?!\n]{0,30}?\b(?:never|not|"
+        r"doesn'?t|does not|isn'?t|won'?t)\b",
+        r"\b(?:no|can'?t find (?:the|a|any))\s+(?:cancel|cancellation)\s+(?:button|option|link)\b",
+    )
+)
+_AT_ONCE = re.compile(
+    r"\b(?:cancel\w*|stop|end|terminate|close)\b[^.?!\n]{0,40}?\b(?:immediately|right away|"
+    r"right now|today|at once|effective immediately|asap|this minute)\b|\beffective immediately\b",
+    re.IGNORECASE,
+)
+
+
+def _locked_out(text: str) -> bool:
+    return any(pattern.search(text) for pattern in _LOCKED_OUT)
+
+
 # --- all together ---------------------------------------------------------------------------
 
 
@@ -510,4 +548,6 @@ def extract(text: str, *, today: date | None = None, sender_name: str | None = N
         organization=_organization(text, sender_name),
         stripe_ids=_stripe_ids(text),
         chargeback_filed=_chargeback_filed(text),
+        locked_out=_locked_out(text),
+        wants_immediate=bool(_AT_ONCE.search(text)),
     )

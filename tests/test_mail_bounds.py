@@ -74,10 +74,14 @@ def test_past_the_field_count_only_the_fields_we_read_are_kept():
     assert len(parsed.headers_cut) == 5 * MAX_HEADER_FIELDS - (MAX_HEADER_FIELDS - 2)
 
 
-@pytest.mark.parametrize("unit", ["1", "a1", "T-1", "Aa", "€1", "USD 1 ", "2026-11-30 "])
+@pytest.mark.parametrize(
+    "unit",
+    ["1", "a1", "T-1", "Aa", "€1", "USD 1 ", "2026-11-30 ", "x", "*", "** ", "x-", "cannot "],
+)
 def test_a_long_word_or_a_repeated_entity_reads_in_bounded_work(unit):
-    """Each of these made extraction quadratic (a 99 KB word held a worker for minutes); now
-    each pattern reads at most MAX_MATCHES_PER_PATTERN matches."""
+    """Each of these made extraction quadratic (a 99 KB word held a worker for minutes; 99 KB
+    of "*" or "x" ran the card mask pattern for over a minute); now each pattern reads at most
+    MAX_MATCHES_PER_PATTERN matches, and a mask is matched from the start of its run only."""
     text = (unit * (99_000 // len(unit) + 1))[:99_000]
     entities = extract(text, today=TODAY)
     assert len(entities.amounts) <= MAX_MATCHES_PER_PATTERN
