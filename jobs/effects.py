@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from core import audit
 from core.db import session_scope
-from core.db.models import Action, OutboundEmail, Ticket, TicketMessage, utcnow
-from core.domain import HelpdeskName, MessageKind, OutboundStatus
+from core.db.models import Action, Escalation, OutboundEmail, Ticket, TicketMessage, utcnow
+from core.domain import EscalationTarget, HelpdeskName, MessageKind, OutboundStatus
 from core.helpdesks import Helpdesk, helpdesk_for_ticket
 from core.policy import PolicyConfig
 from core.settings import Settings
@@ -64,6 +64,10 @@ class WorkerEffects:
     def now(self) -> datetime:
         """The current time (UTC)."""
         return utcnow()
+
+    def notify_team(self, escalation: Escalation, *, template: str, subject: str) -> str:
+        """Email the escalation's team, once."""
+        return send_team_email(self.rt, escalation, template=template, subject=subject)
 
     def send_customer_email(
         self,
@@ -189,6 +193,77 @@ class WorkerEffects:
             # A resend after a crash keeps the first attempt's Message-ID: it threads as one.
             message.replace_header("Message-ID", outbound.message_id)
         return message
+
+
+def send_team_email(
+    rt: Runtime,
+    escalation: Escalation,
+    *,
+    template: str,
+    subject: str,
+    team: EscalationTarget | None = None,
+) -> str:
+    """Tell a team (the escalation's, unless told) at its TEAM_EMAILS address about the
+    ticket: recorded before it is sent, so a retry sends it once; a team without an address
+    reads its inbox queue."""
+    target = team or EscalationTarget(escalation.target)
+    to = rt.settings.team_email(str(target))
+    if to is None:
+        return f"no address for {target.label} (TEAM_EMAILS): their inbox queue shows it"
+    key = f"{template}:{escalation.id}:{target}"
+    with session_scope(rt.session_factory) as session:
+        outbound = session.scalar(select(OutboundEmail).where(OutboundEmail.dedupe_key == key))
+        if outbound is not None and outbound.status == OutboundStatus.SENT:
+            return ALREADY_SENT
+        ticket = session.get(Ticket, escalation.ticket_id) if escalation.ticket_id else None
+        message = render_email(
+            rt.settings.email_templates_dir,
+            template,
+            {
+                "team": target.label,
+                "escalated_to": EscalationTarget(escalation.target).label,
+                "ticket_id": escalation.ticket_id,
+                "ticket_subject": ticket.subject if ticket else "",
+                "requester": ticket.requester_email if ticket else "",
+                "category": (ticket.category or "uncategorised") if ticket else "",
+                "reason": escalation.reason,
+                "due": f"{escalation.due_at:%d %b %Y %H:%M} UTC",
+                "breached": escalation.breached_at is not None,
+                "link": f"{rt.settings.public_url}/tickets/{escalation.ticket_id}",
+                "support_name": email.utils.parseaddr(rt.settings.mail_from)[0] or "Billing Desk",
+            },
+            sender=rt.settings.mail_from,
+            to=to,
+            subject=subject,
+            auto_submitted="auto-generated",
+        )
+        if outbound is None:
+            outbound = OutboundEmail(
+                dedupe_key=key,
+                ticket_id=escalation.ticket_id,
+                to_address=to,
+                subject=subject[:998],
+                message_id=str(message["Message-ID"]),
+            )
+            session.add(outbound)
+        else:
+            message.replace_header("Message-ID", outbound.message_id)
+    send_message(message, rt.smtp)
+    with session_scope(rt.session_factory) as session:
+        outbound = session.scalar(select(OutboundEmail).where(OutboundEmail.dedupe_key == key))
+        assert outbound is not None
+        outbound.status = OutboundStatus.SENT
+        outbound.sent_at = utcnow()
+        audit.record(
+            session,
+            actor="billing-desk",
+            event="email.team_notified",
+            ticket_id=escalation.ticket_id,
+            template=template,
+            to=to,
+            team=str(target),
+        )
+    return f"{SENT} to {to}"
 
 
 def _audit_email(session: Session, action: Action, event: str, template: str, to: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -32,6 +33,7 @@ from core.domain import (
     InboundStatus,
     MatchKind,
     MessageKind,
+    Subscription,
 )
 from core.errors import BillingDeskError, InvalidInput
 from core.helpdesks import make_helpdesk
@@ -105,10 +107,10 @@ def process_inbound_email(email_id: int) -> str:
     # Below the confidence threshold a person decides; the customer is still looked up.
     confident = classification.is_confident(rt.policy.min_classifier_confidence)
     category = classification.category if confident else Category.OTHER
-    match, charges = _lookup(rt, parsed, category, entities)
+    match, stripe_facts = _lookup(rt, parsed, category, entities)
     sender = authenticate_sender(raw, parsed.from_address, rt.settings.mail_authserv_ids)
     with session_scope(rt.session_factory) as session:
-        facts = _facts(session, rt, email_id, category, match, charges, entities, sender)
+        facts = _facts(session, rt, email_id, category, match, stripe_facts, entities, sender)
         triage = plan_ticket(facts, rt.policy)
         # Tickets opened from email live in the built-in helpdesk.
         helpdesk = make_helpdesk(HelpdeskName.LOCAL, session)
@@ -121,8 +123,11 @@ def process_inbound_email(email_id: int) -> str:
         ticket = session.get(Ticket, ticket_id)
         assert ticket is not None
         if triage.customer is not None:
-            # Found by the sender's address: the sidebar shows it as not verified.
-            ticket.customer_match = MatchKind.EMAIL
+            # Found by the sender's address: not verified, unless the sender is authenticated
+            # (then the email comes from the customer's own address, proven).
+            ticket.customer_match = (
+                MatchKind.AUTHENTICATED if sender.authenticated else MatchKind.EMAIL
+            )
         _record_entities(ticket, entities, match)
         stored_plan = _store_plan(session, ticket_id, triage)
         note = _triage_note(classification, match, entities, triage, stored_plan)
@@ -227,9 +232,9 @@ def _opened_by(session: Session, ticket_id: int, email_id: int) -> bool:
 
 def _lookup(
     rt: runtime.Runtime, parsed: ParsedEmail, category: Category, entities: Entities
-) -> tuple[CustomerMatch, list[Charge]]:
+) -> tuple[CustomerMatch, StripeFacts]:
     """Find the sender's Stripe customer, cross-check it with what the email says, and fetch
-    the charges a duplicate needs."""
+    what its category's playbook reads from Stripe."""
     sender = parsed.from_address
     try:
         candidates = rt.gateway.find_customers_by_email(sender) if "@" in sender else []
@@ -239,18 +244,63 @@ def _lookup(
             tenant_ids=entities.tenant_ids,
             organization=entities.organization,
         )
-        # Charges are only needed where the playbook could refund: one customer, nothing amiss.
-        refundable = category is Category.DUPLICATE_CHARGE and not (
-            match.blocked or entities.chargeback_filed
-        )
         customer = match.customer
-        charges = rt.gateway.list_charges(customer.id) if customer and refundable else []
+        if customer is None or match.blocked or entities.chargeback_filed:
+            # Nothing will be done with the account: an agent looks first.
+            return match, StripeFacts()
+        charges = rt.gateway.list_charges(customer.id)
+        subscriptions = (
+            rt.gateway.list_subscriptions(customer.id) if category in _READS_SUBSCRIPTIONS else []
+        )
+        shared = _card_shared_with(rt, customer.id, charges) if category in _READS_CARDS else {}
     except BillingDeskError as exc:
         if exc.retryable:
             raise
         log.warning("Stripe lookup for %s failed: %s", sender, exc)
-        return CustomerMatch(None, (), "the Stripe lookup failed (see the worker log)"), []
-    return match, charges
+        return CustomerMatch(
+            None, (), "the Stripe lookup failed (see the worker log)"
+        ), StripeFacts()
+    return match, StripeFacts(charges, subscriptions, shared)
+
+
+@dataclass(frozen=True)
+class StripeFacts:
+    """What the playbook reads of the customer in Stripe."""
+
+    charges: list[Charge] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    card_shared_with: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+_READS_SUBSCRIPTIONS = frozenset(
+    [Category.CHARGE_AFTER_CANCELLATION, Category.CANCELLATION_REQUEST, Category.PAYMENT_FAILED]
+)
+_READS_CARDS = frozenset([Category.DUPLICATE_CHARGE, Category.AUTHORIZATION_HOLD])
+MAX_CARDS_LOOKED_UP = 3
+
+
+def _card_shared_with(
+    rt: runtime.Runtime, customer_id: str, charges: list[Charge]
+) -> dict[str, tuple[str, ...]]:
+    """For the customer's recent charges, the other Stripe customers their card also paid for
+    (PenguinMails: "Two separate accounts? (Search by last 4 digits of card)")."""
+    by_card: dict[str, list[Charge]] = {}
+    for charge in sorted(charges, key=lambda c: c.created, reverse=True):
+        if charge.card_fingerprint:
+            by_card.setdefault(charge.card_fingerprint, []).append(charge)
+    shared: dict[str, tuple[str, ...]] = {}
+    for fingerprint in list(by_card)[:MAX_CARDS_LOOKED_UP]:
+        others = tuple(
+            dict.fromkeys(
+                c.customer_id
+                for c in rt.gateway.charges_on_card(fingerprint)
+                if c.customer_id and c.customer_id != customer_id
+            )
+        )
+        if others:
+            for charge in by_card[fingerprint]:
+                shared[charge.id] = others
+    return shared
 
 
 def _facts(
@@ -259,7 +309,7 @@ def _facts(
     email_id: int,
     category: Category,
     match: CustomerMatch,
-    charges: list[Charge],
+    stripe_facts: StripeFacts,
     entities: Entities,
     sender: SenderAuthentication,
 ) -> TicketFacts:
@@ -270,6 +320,7 @@ def _facts(
     if customer is not None:
         claims = open_claims(session, customer)
         in_flight = queries.in_flight_by_charge(session, customer.id)
+        charges = stripe_facts.charges
         currency = charges[0].amount.currency if charges else "usd"
         since = now - timedelta(days=rt.policy.customer_refund_window_days)
         recent = queries.refunded_since(session, customer.id, currency, since)
@@ -278,29 +329,35 @@ def _facts(
         match=match,
         now=now,
         email_key=f"email-{email_id}",
-        charges=charges,
+        charges=stripe_facts.charges,
         chargeback_filed=entities.chargeback_filed,
         claims=claims,
         in_flight_by_charge=in_flight,
         customer_recent=recent,
         sender_authenticated=sender.authenticated,
         sender_authentication=sender.reason,
+        subscriptions=stripe_facts.subscriptions,
+        card_shared_with=stripe_facts.card_shared_with,
+        amounts_mentioned=entities.amounts,
+        locked_out=entities.locked_out,
+        wants_immediate=entities.wants_immediate,
     )
 
 
 def _store_plan(session: Session, ticket_id: int, triage: Triage) -> str | None:
-    """Store the triage's plan, once per email; a step another ticket already requested (the
+    """Store the triage's plans, once per email; a step another ticket already requested (the
     same duplicate from a second email) leaves this ticket to an agent. Returns a sentence for
-    the note when the plan was not stored."""
-    if triage.plan is None:
-        return None
-    try:
-        request_plan(
-            session, ticket_id=ticket_id, draft=triage.plan, requested_by=ACTOR, requester_role=None
-        )
-    except InvalidInput as exc:
-        return f"No plan: {exc}"
-    return None
+    the note when the playbook's plan was not stored."""
+    not_stored = None
+    for draft in triage.plans:
+        try:
+            request_plan(
+                session, ticket_id=ticket_id, draft=draft, requested_by=ACTOR, requester_role=None
+            )
+        except InvalidInput as exc:
+            if draft is triage.plan:
+                not_stored = f"No plan: {exc}"
+    return not_stored
 
 
 def _earlier_refunds(session: Session, ticket_id: int, triage: Triage) -> str:

@@ -81,6 +81,8 @@ def run_step(action_id: int) -> str:
     if snapshot is None:
         _queue(rt, due_id)
         return str(status)
+    if rt.settings.dry_run:
+        return _simulate(rt, action_id)
     spec = action_type(snapshot.kind)
     try:
         outcome = spec.execute(snapshot, WorkerEffects(rt))
@@ -101,6 +103,19 @@ def run_step(action_id: int) -> str:
         due_id = due.id if due is not None else None
     _queue(rt, due_id)
     return "succeeded"
+
+
+def _simulate(rt: runtime.Runtime, action_id: int) -> str:
+    """Dry run: record what the step would have done, without Stripe, mail or the ticket's
+    state; the plan goes on to its next step the same way."""
+    with session_scope(rt.session_factory) as session:
+        action = session.get(Action, action_id)
+        assert action is not None
+        _note(session, action, workflow.record_simulated(session, action))
+        due = workflow.advance_plan(session, action.plan) if action.plan else None
+        due_id = due.id if due is not None else None
+    _queue(rt, due_id)
+    return "simulated"
 
 
 def _queue(rt: runtime.Runtime, action_id: int | None) -> None:

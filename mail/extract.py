@@ -499,7 +499,9 @@ def _chargeback_filed(text: str) -> bool:
 
 # --- cancellation: locked out, at once ----------------------------------------------------
 
-_CANNOT = r"(?:can ?not|can'?t|can’t|cannot|unable to|could ?n[o']?t|couldn’t|not able to|no way to)"
+_CANNOT = (
+    r"(?:can ?not|can'?t|can’t|cannot|unable to|could ?n[o']?t|couldn’t|not able to|no way to)"
+)
 _REACH = r"(?:log ?in|sign ?in|login|access|get into|get in to|reach|open|find|use)"
 _PLACE = (
     r"(?:account|dashboard|portal|billing|settings|admin|manage subscription|subscription page|"

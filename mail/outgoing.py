@@ -35,6 +35,7 @@ def render_email(
     subject: str,
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
+    auto_submitted: str = "auto-replied",
 ) -> EmailMessage:
     """Build ``<template>.txt.j2`` and ``<template>.html.j2`` into one multipart message."""
     env = template_environment(templates_dir)
@@ -47,8 +48,9 @@ def render_email(
     message["Date"] = email.utils.formatdate(localtime=False)
     domain = email.utils.parseaddr(sender)[1].rpartition("@")[2] or "billing-desk.local"
     message["Message-ID"] = email.utils.make_msgid(domain=domain)
-    # RFC 3834: mark automatic mail so other robots (and our own poller) never answer it.
-    message["Auto-Submitted"] = "auto-replied"
+    # RFC 3834: mark automatic mail so other robots (and our own poller) never answer it:
+    # "auto-replied" answers a message, "auto-generated" (a team's notice) answers none.
+    message["Auto-Submitted"] = auto_submitted
     message[OUR_MARK_HEADER] = template
     if in_reply_to:
         message["In-Reply-To"] = in_reply_to

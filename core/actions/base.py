@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Protocol
 from sqlalchemy.orm import Session
 
 from core.billing_context import BillingContext
-from core.db.models import Action
+from core.db.models import Action, Escalation
 from core.domain import ActionKind, Money, Role
 from core.errors import BillingDeskError, InvalidInput
 from core.helpdesks import Helpdesk
@@ -142,6 +142,10 @@ class Effects(Protocol):
         to: str,
     ) -> str:
         """Send one templated email for the step, once; what happened, in a few words."""
+        ...
+
+    def notify_team(self, escalation: Escalation, *, template: str, subject: str) -> str:
+        """Email the escalation's team at its configured address, once; what happened."""
         ...
 
     def now(self) -> datetime:

@@ -52,14 +52,17 @@ class SendUpdateCardLink(AccountAction):
         token = update_card_token(fx.settings.secret_key, action.stripe_customer_id, action.id)
         # The address Stripe has now: the one the request saw may have changed since.
         to = question.customer_email or ""
+        params = params_of(action)
+        # A playbook may send the link inside its own email (payment guidance, self-service).
         sent = fx.send_customer_email(
             action,
-            template=TEMPLATE,
-            subject="Update your payment method",
+            template=str(params.get("template") or TEMPLATE),
+            subject=str(params.get("subject") or "Update your payment method"),
             context={
+                **dict(params.get("context") or {}),
                 "link": f"{fx.settings.public_url}/billing/update-card/{token}",
                 "valid_hours": fx.settings.update_card_link_ttl_hours,
             },
             to=to,
         )
-        return Outcome(None, f"Update-payment-method link {sent} to {to}.")
+        return Outcome(None, f"Secure billing link {sent} to {to}.")

@@ -12,6 +12,7 @@ from core.domain import ActionKind, ActionStatus, Money
 from core.errors import BillingDeskError
 
 REFUND_TEMPLATE = "refund_confirmation"
+PRORATED_TEMPLATE = "prorated_refund_confirmation"
 
 
 class ConfirmRefund(ActionType):
@@ -36,11 +37,18 @@ class ConfirmRefund(ActionType):
             if refund is None or refund.amount is None or refund.currency is None:
                 raise BillingDeskError("there is no issued refund in this plan to confirm")
             amount, refund_id = Money(refund.amount, refund.currency), refund.stripe_object_id
+            prorated = params_of(refund).get("prorated") or {}
+        context = {"amount": str(amount), "refund_id": refund_id}
+        template = REFUND_TEMPLATE
+        if prorated.get("explanation"):
+            # Servinix: a prorated refund for the time after the cancellation, worked out.
+            template = PRORATED_TEMPLATE
+            context["explanation"] = prorated["explanation"]
         sent = fx.send_customer_email(
             action,
-            template=REFUND_TEMPLATE,
+            template=template,
             subject="Your refund has been issued",
-            context={"amount": str(amount), "refund_id": refund_id},
+            context=context,
             to=str(params_of(action)["to"]),
         )
         return Outcome(None, None, {"email": sent})

@@ -17,21 +17,37 @@ from core.actions.base import (
     params_of,
     text_field,
 )
-from core.db.models import Action, Escalation
+from core.db.models import Action, Escalation, Ticket
 from core.domain import ActionKind, EscalationTarget
 from core.errors import InvalidInput
 from core.policy import sla_due, sla_text
 
+NOTICE_TEMPLATE = "escalation_notice"
+
 
 def open_escalation(
     action: Action, fx: Effects, target: EscalationTarget, reason: str
-) -> Escalation:
-    """The escalation of this action, opened once with its SLA due time."""
+) -> tuple[Escalation, str]:
+    """The escalation of this action, opened once with its SLA due time, the ticket put in the
+    team's queue, and the team told (once); returns it and what became of the notice."""
+    escalation = _open(action, fx, target, reason)
+    notice = fx.notify_team(
+        escalation,
+        template=NOTICE_TEMPLATE,
+        subject=f"Escalated to {target.label}: ticket #{action.ticket_id}",
+    )
+    return escalation, notice
+
+
+def _open(action: Action, fx: Effects, target: EscalationTarget, reason: str) -> Escalation:
     with fx.transaction() as session:
         existing = session.scalar(select(Escalation).where(Escalation.action_id == action.id))
         if existing is not None:
             session.expunge(existing)
             return existing
+        ticket = session.get(Ticket, action.ticket_id) if action.ticket_id else None
+        if ticket is not None:
+            ticket.team = str(target)
         now = fx.now()
         escalation = Escalation(
             ticket_id=action.ticket_id,
@@ -84,9 +100,9 @@ class Escalate(AccountAction):
         """Open the escalation with its SLA."""
         params = params_of(action)
         target = EscalationTarget(params["target"])
-        escalation = open_escalation(action, fx, target, params.get("text", ""))
+        escalation, notice = open_escalation(action, fx, target, params.get("text", ""))
         return Outcome(
             None,
             f"Escalated to {sla_text(target, fx.policy)}, due {escalation.due_at:%d %b %H:%M} "
-            f"UTC. Reason: {params.get('text')}",
+            f"UTC; the team's notice: {notice}. Reason: {params.get('text')}",
         )

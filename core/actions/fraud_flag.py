@@ -62,10 +62,10 @@ class FlagFraud(AccountAction):
             idempotency_key=action.idempotency_key,
         )
         target = EscalationTarget.SECURITY
-        escalation = open_escalation(action, fx, target, params.get("text", ""))
+        escalation, notice = open_escalation(action, fx, target, params.get("text", ""))
         return Outcome(
             customer.id,
             f"Customer {customer.id} flagged as possible fraud in Stripe; escalated to "
-            f"{sla_text(target, fx.policy)}, due {escalation.due_at:%d %b %H:%M} UTC. "
-            f"Reason: {params.get('text')}",
+            f"{sla_text(target, fx.policy)}, due {escalation.due_at:%d %b %H:%M} UTC; the "
+            f"team's notice: {notice}. Reason: {params.get('text')}",
         )

@@ -41,25 +41,14 @@ from core.domain import (
 )
 from core.errors import InvalidInput
 from core.plans import StepDraft
-from core.policy import Asker, Decision, RefundQuestion, judge_refund, prorated_refund
-
-
-def _interval_end(start: datetime, interval: str | None) -> datetime:
-    """The end of one billing period that starts at ``start``."""
-    if interval == "week":
-        return start + timedelta(weeks=1)
-    if interval == "day":
-        return start + timedelta(days=1)
-    if interval == "year":
-        month, year = start.month, start.year + 1
-    else:
-        month, year = start.month % 12 + 1, start.year + (start.month == 12)
-    for day in (start.day, 30, 29, 28):  # 31 Jan + 1 month, or 29 Feb + 1 year, clamp
-        try:
-            return start.replace(year=year, month=month, day=day)
-        except ValueError:
-            continue
-    raise AssertionError("unreachable")
+from core.policy import (
+    Asker,
+    Decision,
+    RefundQuestion,
+    judge_refund,
+    period_end_after,
+    prorated_refund,
+)
 
 
 def _cancelled_on(form: Mapping[str, str], sub: Subscription | None) -> datetime:
@@ -175,7 +164,10 @@ class RefundAction(ActionType):
         if form.get("prorated"):
             amount, explanation, cancelled = self._prorated(context, view, form)
             details.append(explanation)
-            params["prorated"] = {"cancelled_on": cancelled.date().isoformat()}
+            params["prorated"] = {
+                "cancelled_on": cancelled.date().isoformat(),
+                "explanation": explanation,
+            }
         else:
             raw = (form.get("amount") or "").strip()
             try:
@@ -214,7 +206,7 @@ class RefundAction(ActionType):
     ) -> tuple[Money, str, datetime]:
         charge, sub = view.charge, context.subscription
         cancelled = _cancelled_on(form, sub)
-        period_end = _interval_end(charge.created, sub.interval if sub else None)
+        period_end = period_end_after(charge.created, sub.interval if sub else None)
         computed = prorated_refund(
             charge.amount, view.refundable_money, charge.created, period_end, cancelled
         )

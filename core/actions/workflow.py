@@ -188,7 +188,7 @@ def advance_plan(session: Session, plan: Plan) -> Action | None:
         return None
     for step in plan.steps:
         state = ActionStatus(step.status)
-        if state in (ActionStatus.SUCCEEDED, ActionStatus.SKIPPED):
+        if state in (ActionStatus.SUCCEEDED, ActionStatus.SKIPPED, ActionStatus.SIMULATED):
             continue
         if state in (ActionStatus.FAILED, ActionStatus.REJECTED):
             _stop(session, plan, step)
@@ -380,6 +380,14 @@ def record_succeeded(session: Session, action: Action, outcome: Outcome) -> None
         stripe_object=outcome.object_id,
         **outcome.detail,
     )
+
+
+def record_simulated(session: Session, action: Action) -> str:
+    """Dry run: mark a step as what it would have done, touching nothing; returns the note."""
+    action.status = ActionStatus.SIMULATED
+    action.completed_at = utcnow()
+    _audit(session, action, "simulated", summary=describe(action))
+    return f"Dry run — would have done: {describe(action)}. Nothing was sent or changed."
 
 
 def record_failed(session: Session, action: Action, error: str) -> None:

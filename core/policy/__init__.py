@@ -12,7 +12,7 @@ from core.policy.declines import DeclineBucket, DeclineGuidance, guidance_for, r
 from core.policy.disputes import DisputeAdvice, dispute_advice
 from core.policy.duplicates import DuplicatePair, duplicate_pairs, find_duplicate
 from core.policy.escalations import escalation_route, sla_due, sla_text
-from core.policy.proration import ProratedRefund, prorated_refund
+from core.policy.proration import ProratedRefund, period_end_after, prorated_refund
 from core.policy.refunds import Asker, RefundQuestion, judge_refund
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "load_policy",
     "may_decide",
     "outstanding",
+    "period_end_after",
     "prorated_refund",
     "retry_schedule",
     "satisfies",

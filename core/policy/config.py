@@ -25,10 +25,9 @@ class Mode(StrEnum):
 
 
 def _default_modes() -> dict[Category, Mode]:
-    modes = dict.fromkeys(Category, Mode.SUGGEST)
-    modes[Category.DUPLICATE_CHARGE] = Mode.AUTO
-    modes[Category.OTHER] = Mode.OFF
-    return modes
+    # Every playbook runs on its own by default, within its limits: money only for an
+    # authenticated sender, approvals as the playbooks require them.
+    return dict.fromkeys(Category, Mode.AUTO)
 
 
 def _default_sla_minutes() -> dict[EscalationTarget, int]:

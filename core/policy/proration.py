@@ -34,6 +34,24 @@ class ProratedRefund:
     cancelled_at: datetime
 
 
+def period_end_after(start: datetime, interval: str | None) -> datetime:
+    """The end of one billing period that starts at ``start`` (a month unless told)."""
+    if interval == "week":
+        return start + timedelta(weeks=1)
+    if interval == "day":
+        return start + timedelta(days=1)
+    if interval == "year":
+        month, year = start.month, start.year + 1
+    else:
+        month, year = start.month % 12 + 1, start.year + (start.month == 12)
+    for day in (start.day, 30, 29, 28):  # 31 Jan + 1 month, or 29 Feb + 1 year, clamp
+        try:
+            return start.replace(year=year, month=month, day=day)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
 def _whole_days(seconds: int) -> int:
     return -(-seconds // _DAY_SECONDS)
 

@@ -1,0 +1,113 @@
+"""Periodic work the worker supervisor queues: the SLA check, once a minute.
+
+An escalation nobody picked up by its due time is breached: it is marked once (compare and
+set, so two supervisors mark it once), noted on the ticket, and re-escalated: its team and the
+Support Lead are told. The notices are idempotent emails, sent again by the next round if SMTP
+was down, and never twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from core import audit
+from core.db import session_scope
+from core.db.models import Escalation, utcnow
+from core.domain import EscalationStatus, EscalationTarget
+from core.errors import BillingDeskError
+from core.escalations import due_breaches
+from core.helpdesks import helpdesk_for_ticket
+from jobs import queues, runtime
+from jobs.effects import send_team_email
+
+log = logging.getLogger(__name__)
+BREACH_TEMPLATE = "sla_breach_notice"
+# Who hears of every breach besides the team that missed it (the matrix's first level).
+REESCALATE_TO = EscalationTarget.SUPPORT_LEAD
+# Breach notices still unsent are tried again for this long.
+RESEND_WINDOW = timedelta(days=2)
+
+
+def enqueue_sla_check(rt: runtime.Runtime) -> None:
+    """Queue this minute's SLA check (once, whichever supervisor asks)."""
+    minute = int(time.time() // 60)
+    queues.enqueue_once(rt.queue(queues.ACTIONS), check_slas, job_id=f"sla-check-{minute}")
+
+
+def check_slas() -> int:
+    """Find escalations past due, re-escalate each once; returns how many breached now."""
+    rt = runtime.current()
+    now = utcnow()
+    with session_scope(rt.session_factory) as session:
+        due = [e.id for e in due_breaches(session, now)]
+    breached = [e for e in due if _mark_breached(rt, e)]
+    with session_scope(rt.session_factory) as session:
+        # Breached in this round or an earlier one whose notice SMTP did not take.
+        to_notify = session.scalars(
+            select(Escalation.id).where(
+                Escalation.status == EscalationStatus.OPEN,
+                Escalation.breached_at >= now - RESEND_WINDOW,
+            )
+        ).all()
+    for escalation_id in to_notify:
+        _notify(rt, escalation_id)
+    if breached:
+        log.warning("SLA check: %d escalation(s) breached", len(breached))
+    return len(breached)
+
+
+def _mark_breached(rt: runtime.Runtime, escalation_id: int) -> bool:
+    """Mark one breach, once, and say so on the ticket; False if another round did."""
+    now = utcnow()
+    with session_scope(rt.session_factory) as session:
+        claimed = session.execute(
+            update(Escalation)
+            .where(
+                Escalation.id == escalation_id,
+                Escalation.status == EscalationStatus.OPEN,
+                Escalation.breached_at.is_(None),
+            )
+            .values(breached_at=now)
+        ).rowcount
+        if not claimed:
+            return False
+        escalation = session.get(Escalation, escalation_id)
+        assert escalation is not None
+        target = EscalationTarget(escalation.target)
+        also = "" if target is REESCALATE_TO else f" and {REESCALATE_TO.label}"
+        if escalation.ticket_id is not None:
+            helpdesk_for_ticket(session, escalation.ticket_id, rt.settings).add_internal_note(
+                escalation.ticket_id,
+                f"SLA breached: {target.label} had until {escalation.due_at:%d %b %H:%M} UTC "
+                f"and nobody picked the ticket up. Re-escalated: {target.label}{also} "
+                "notified.",
+                author="billing-desk",
+            )
+        audit.record(
+            session,
+            actor="billing-desk",
+            event="escalation.breached",
+            ticket_id=escalation.ticket_id,
+            escalation=escalation.id,
+            target=str(target),
+        )
+    return True
+
+
+def _notify(rt: runtime.Runtime, escalation_id: int) -> None:
+    with session_scope(rt.session_factory) as session:
+        escalation = session.get(Escalation, escalation_id)
+        assert escalation is not None
+        session.expunge(escalation)
+    target = EscalationTarget(escalation.target)
+    subject = f"SLA breached: ticket #{escalation.ticket_id} ({target.label})"
+    for team in dict.fromkeys([target, REESCALATE_TO]):
+        try:
+            send_team_email(rt, escalation, template=BREACH_TEMPLATE, subject=subject, team=team)
+        except BillingDeskError as exc:
+            # Tried again next minute: the notice is recorded and sent once.
+            log.warning("SLA breach notice for escalation %s not sent: %s", escalation_id, exc)
