@@ -377,9 +377,9 @@ def waiting_for(session: Session, agent: Agent, now: datetime) -> list[Waiting]:
             .order_by(Ticket.updated_at)
             .limit(WAITING_LIMIT)
         ):
-            waiting(ticket).reasons.append(
-                f"In the {team_label(ticket.team or '')} queue, unassigned"
-            )
+            if ticket.id not in found:  # an escalation to the team says it already
+                reason = f"In the {team_label(ticket.team or '')} queue, unassigned"
+                waiting(ticket).reasons.append(reason)
     for action, ticket in _approvals_for(session, agent, role):
         entry = waiting(ticket)
         entry.approvals.append(action)

@@ -715,6 +715,14 @@ def test_waiting_for_me_says_why_and_how_long(desk, work):
     assert "Nothing is waiting for you" in body(desk(AVERY).page("/"))
 
 
+def test_an_escalated_ticket_in_the_teams_queue_says_so_once(desk, new_ticket, session_factory):
+    ticket_id = new_ticket("bob@example.com", "chargeback", team="finance")
+    escalate(session_factory, ticket_id, "finance", timedelta(hours=2))
+    page = body(desk(FIN).page("/"))
+    assert waiting(desk(FIN).page("/")) == [ticket_id]
+    assert "Escalated to Finance" in page and "In the Finance queue" not in page
+
+
 def test_waiting_for_me_gives_way_to_a_search(desk, work):
     page = body(desk(FIN).page("/", q="carol"))
     assert "Waiting for you" not in page and listed(desk(FIN).page("/", q="carol")) == [
