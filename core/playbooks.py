@@ -146,6 +146,11 @@ class Triage:
         return tuple(p for p in (self.acknowledgement, self.plan) if p is not None)
 
 
+def triage_plan_keys(email_key: str) -> tuple[str, str]:
+    """The keys of the plans an email's triage may store: the playbook's, the answer's."""
+    return f"triage:{email_key}", f"ack:{email_key}"
+
+
 def plan_ticket(facts: TicketFacts, config: PolicyConfig) -> Triage:
     """Decide what a new ticket gets from its category, its customer and their charges."""
     match = facts.match
@@ -292,7 +297,7 @@ class _Playbook:
         drafted = (replace(first, decision=decision), *steps[1:])
         words = [_step_words(s) for s in drafted[1:]]
         plan = PlanDraft(
-            key=f"triage:{self.facts.email_key}",
+            key=triage_plan_keys(self.facts.email_key)[0],
             title=" → ".join([title, *words]),
             reason=reason,
             steps=drafted,
@@ -310,7 +315,7 @@ class _Playbook:
             return None
         step = self.acknowledge(topic)
         return PlanDraft(
-            key=f"ack:{self.facts.email_key}",
+            key=triage_plan_keys(self.facts.email_key)[1],
             title="Acknowledge the email",
             reason="The customer hears from us while a person takes the ticket.",
             steps=(replace(step, decision=self.first_decision(step)),),

@@ -24,7 +24,7 @@ from core import audit
 from core.actions import MAIL_AGENT, describe, request_plan
 from core.customers import Claims, CustomerMatch, match_sender, open_claims
 from core.db import queries, session_scope
-from core.db.models import InboundEmail, Ticket, TicketMessage, utcnow
+from core.db.models import InboundEmail, Plan, Ticket, TicketMessage, utcnow
 from core.domain import (
     ActionKind,
     Category,
@@ -37,7 +37,13 @@ from core.domain import (
 )
 from core.errors import BillingDeskError, InvalidInput
 from core.helpdesks import make_helpdesk
-from core.playbooks import CHARGEBACK_FILED, TicketFacts, Triage, plan_ticket
+from core.playbooks import (
+    CHARGEBACK_FILED,
+    TicketFacts,
+    Triage,
+    plan_ticket,
+    triage_plan_keys,
+)
 from jobs import queues, runtime
 from jobs.plans import queue_due_steps
 from mail.authentication import SenderAuthentication, authenticate_sender
@@ -129,7 +135,7 @@ def process_inbound_email(email_id: int) -> str:
                 MatchKind.AUTHENTICATED if sender.authenticated else MatchKind.EMAIL
             )
         _record_entities(ticket, entities, match)
-        stored_plan = _store_plan(session, ticket_id, triage)
+        stored_plan = _store_plan(session, ticket_id, facts.email_key, triage)
         note = _triage_note(classification, match, entities, triage, stored_plan)
         if parsed.headers_cut:
             note += (
@@ -344,10 +350,15 @@ def _facts(
     )
 
 
-def _store_plan(session: Session, ticket_id: int, triage: Triage) -> str | None:
+def _store_plan(session: Session, ticket_id: int, email_key: str, triage: Triage) -> str | None:
     """Store the triage's plans, once per email; a step another ticket already requested (the
     same duplicate from a second email) leaves this ticket to an agent. Returns a sentence for
     the note when the playbook's plan was not stored."""
+    keys = triage_plan_keys(email_key)
+    if session.scalar(select(Plan.id).where(Plan.key.in_(keys)).limit(1)) is not None:
+        # Triage ran before (a crash before the email was marked processed): its decision
+        # stands, even where our records have moved since (its own refund is in flight now).
+        return None
     not_stored = None
     for draft in triage.plans:
         try:

@@ -125,25 +125,32 @@ ALICE = Customer("cus_1", "alice@example.com", "Alice")
 TWIN = [charge("a"), charge("b", at=NOON + timedelta(hours=1))]
 
 
+REFUND_STEPS = (ActionKind.REFUND, ActionKind.CONFIRM_REFUND, ActionKind.CLOSE)
+ASK = (ActionKind.REPLY,)
+
+
 @pytest.mark.parametrize(
-    ("category", "customers", "charges", "config", "step"),
+    ("category", "customers", "charges", "config", "step", "kinds"),
     [
-        (Category.DUPLICATE_CHARGE, [ALICE], TWIN, PolicyConfig(), Next.AUTO),
-        (Category.DUPLICATE_CHARGE, [], TWIN, PolicyConfig(), Next.AGENT),
+        (Category.DUPLICATE_CHARGE, [ALICE], TWIN, PolicyConfig(), Next.AUTO, REFUND_STEPS),
+        # Nobody to refund: ask for the account, the charge's date and amount, the last 4.
+        (Category.DUPLICATE_CHARGE, [], TWIN, PolicyConfig(), Next.AUTO, ASK),
         (
             Category.DUPLICATE_CHARGE,
             [ALICE, Customer("cus_2", "alice@example.com", None)],
             TWIN,
             PolicyConfig(),
             Next.AGENT,
+            None,
         ),
-        (Category.DUPLICATE_CHARGE, [ALICE], TWIN[:1], PolicyConfig(), Next.AGENT),
+        (Category.DUPLICATE_CHARGE, [ALICE], TWIN[:1], PolicyConfig(), Next.AUTO, ASK),
         (
             Category.DUPLICATE_CHARGE,
             [ALICE],
             [charge("a", 90000), charge("b", 90000)],
             PolicyConfig(),
             Next.SUGGEST,
+            REFUND_STEPS,
         ),
         (
             Category.DUPLICATE_CHARGE,
@@ -151,6 +158,7 @@ TWIN = [charge("a"), charge("b", at=NOON + timedelta(hours=1))]
             TWIN,
             PolicyConfig(category_modes={Category.DUPLICATE_CHARGE: Mode.SUGGEST}),
             Next.SUGGEST,
+            REFUND_STEPS,
         ),
         (
             Category.DUPLICATE_CHARGE,
@@ -158,12 +166,22 @@ TWIN = [charge("a"), charge("b", at=NOON + timedelta(hours=1))]
             TWIN,
             PolicyConfig(category_modes={Category.DUPLICATE_CHARGE: Mode.OFF}),
             Next.AGENT,
+            None,
         ),
-        (Category.REFUND_REQUEST, [ALICE], TWIN, PolicyConfig(), Next.AGENT),
-        (Category.CHARGEBACK, [ALICE], TWIN, PolicyConfig(), Next.AGENT),
+        # Within 7 days of the charge: the refund policy allows it.
+        (Category.REFUND_REQUEST, [ALICE], TWIN, PolicyConfig(), Next.AUTO, REFUND_STEPS),
+        # Never a refund: Finance, and the customer hears the bank's process decides.
+        (
+            Category.CHARGEBACK,
+            [ALICE],
+            TWIN,
+            PolicyConfig(),
+            Next.AGENT,
+            (ActionKind.ESCALATE, ActionKind.REPLY),
+        ),
     ],
 )
-def test_plan_ticket(category, customers, charges, config, step):
+def test_plan_ticket(category, customers, charges, config, step, kinds):
     match = match_sender(ALICE.email or "", customers)
     facts = TicketFacts(
         category,
@@ -176,18 +194,20 @@ def test_plan_ticket(category, customers, charges, config, step):
     triage = plan_ticket(facts, config)
     assert triage.next is step
     assert triage.reason
-    if step is Next.AGENT:
+    if kinds is None:
         assert triage.plan is None
         return
     assert triage.plan is not None and triage.plan.suggested is (step is Next.SUGGEST)
+    assert tuple(s.kind for s in triage.plan.steps) == kinds
+    if kinds != REFUND_STEPS:
+        return
     refund, confirm, close = triage.plan.steps
-    duplicate = find_duplicate(charges, DAY).duplicate
-    assert (refund.kind, refund.charge_id, refund.reason) == (
-        ActionKind.REFUND,
-        duplicate.id,
-        "duplicate",
-    )
-    assert refund.amount == duplicate.amount
+    if category is Category.DUPLICATE_CHARGE:
+        duplicate = find_duplicate(charges, DAY).duplicate
+        assert (refund.charge_id, refund.reason) == (duplicate.id, "duplicate")
+        assert refund.amount == duplicate.amount
+    else:
+        assert (refund.charge_id, refund.reason) == (charges[-1].id, "requested_by_customer")
     assert (confirm.kind, confirm.params) == (ActionKind.CONFIRM_REFUND, {"to": ALICE.email})
     assert (close.kind, close.params) == (ActionKind.CLOSE, {"resolution": RESOLUTION})
 

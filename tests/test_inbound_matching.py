@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from core.customers import match_sender, same_organization
 from core.db import session_scope
 from core.db.models import Action, InboundEmail, OutboundEmail, Ticket, TicketMessage
-from core.domain import Category, Charge, Customer, Money
+from core.domain import ActionKind, Category, Charge, Customer, Money
 from core.playbooks import CHARGEBACK_FILED, Next, TicketFacts, plan_ticket
 from core.policy import PolicyConfig
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
@@ -111,9 +111,14 @@ def facts(category: Category, blocked: str | None = None, **changes) -> TicketFa
 
 @pytest.mark.parametrize("category", [Category.DUPLICATE_CHARGE, Category.CHARGEBACK])
 def test_a_filed_chargeback_is_never_refunded_whatever_the_category(category):
+    """Finance (48h) at once and an acknowledgement; no step of the plan moves money."""
     triage = plan_ticket(facts(category, chargeback_filed=True), PolicyConfig())
-    assert (triage.next, triage.reason, triage.customer) == (Next.AGENT, CHARGEBACK_FILED, ALICE)
-    assert triage.plan is None
+    assert (triage.next, triage.customer) == (Next.AGENT, ALICE)
+    assert triage.reason.startswith(CHARGEBACK_FILED)
+    assert triage.plan is not None and not triage.plan.suggested
+    escalate, ack = triage.plan.steps
+    assert (escalate.kind, escalate.params["target"]) == (ActionKind.ESCALATE, "finance")
+    assert (ack.kind, ack.params["template"]) == (ActionKind.REPLY, "chargeback_acknowledgement")
 
 
 def test_a_blocked_match_goes_to_an_agent_with_the_reason():
@@ -217,7 +222,9 @@ def test_a_tenant_id_contradicting_stripe_blocks_automation(stripe_client, rt, r
         assert ticket.entities["amounts"] == [{"amount": 4900, "currency": "usd"}]
         assert (ticket.category, ticket.stripe_customer_id) == ("duplicate_charge", customer)
         assert "Automation blocked. The email mentions tenant T-2001" in notes(ticket)
-        assert session.scalar(select(func.count()).select_from(Action)) == 0
+        # Only the acknowledgement: nothing touches the account.
+        kinds = session.scalars(select(Action.kind)).all()
+        assert kinds == ["reply"]
 
 
 @pytest.mark.e2e

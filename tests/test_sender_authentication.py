@@ -132,11 +132,12 @@ def test_a_forged_from_of_a_real_customer_is_not_refunded_but_suggested_with_the
     run_worker()
 
     assert stripe_client.v1.refunds.list(params={"charge": newer}).data == []
-    assert outbox == []
+    # The address's owner hears that a person is on it; no refund confirmation goes out.
+    assert [m["X-Billing-Desk"] for m in outbox] == ["acknowledgement"]
     with session_scope(rt.session_factory) as session:
         ticket = session.scalars(select(Ticket)).one()
         assert ticket.status == "open"
-        plan = session.scalars(select(Plan)).one()
+        plan = session.scalars(select(Plan).where(Plan.key.startswith("triage:"))).one()
         assert plan.status == "suggested"  # the same plan, waiting for an agent
         note = next(m.body for m in ticket.messages if m.kind == "note")
         assert "not authenticated" in note and "dmarc=fail" in note
@@ -155,7 +156,8 @@ def test_a_pass_the_sender_wrote_themselves_is_not_believed(
     run_worker()
 
     assert stripe_client.v1.refunds.list(params={"charge": newer}).data == []
-    assert outbox == []
+    # The address's owner hears that a person is on it; no refund confirmation goes out.
+    assert [m["X-Billing-Desk"] for m in outbox] == ["acknowledgement"]
 
 
 def test_the_same_email_from_an_authenticated_sender_is_refunded(
