@@ -462,6 +462,12 @@ class _Playbook:
             shared = self.shared_card()
             if shared:
                 return shared
+            refunded = _refunded_twin(facts.charges, window)
+            if refunded is not None:
+                return self.to_agent(
+                    f"The duplicate {refunded.id} ({refunded.amount}) is already refunded: an "
+                    "agent answers with the refund ID."
+                )
             return self.ask_for_details(
                 "No two succeeded, unrefunded charges of the same amount on the same day on "
                 "this account: we asked the customer for the charge's date, amount and last 4."
@@ -797,6 +803,20 @@ def _hold_beside_charge(charges: Sequence[Charge], window: timedelta) -> Charge 
             ):
                 return hold
     return holds[0] if holds else None
+
+
+def _refunded_twin(charges: Sequence[Charge], window: timedelta) -> Charge | None:
+    """A charge refunded in full beside another of the same amount: a duplicate settled."""
+    for charge in charges:
+        if charge.captured and charge.amount_refunded >= charge.amount.amount > 0:
+            for other in charges:
+                if (
+                    other.id != charge.id
+                    and other.amount == charge.amount
+                    and abs(other.created - charge.created) <= window
+                ):
+                    return charge
+    return None
 
 
 _PLAYBOOKS: dict[Category, Callable[[_Playbook], Triage]] = {

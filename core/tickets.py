@@ -58,8 +58,8 @@ CATEGORY_GATES: dict[Category, Role] = {
     Category.GENERAL_DISSATISFACTION: Role.ACCOUNT_MANAGER,
 }
 # The statuses whose tickets refund judgement reads: core.db.queries.open_tickets_of counts
-# open tickets only. tests/test_helpdesk_work.py holds the two together.
-CLAIMING_STATUSES = frozenset([TicketStatus.OPEN])
+# active tickets (open and pending). tests/test_helpdesk_work.py holds the two together.
+CLAIMING_STATUSES = frozenset(s for s in TicketStatus if s.active)
 
 
 # --- reading what the form sent --------------------------------------------------------------

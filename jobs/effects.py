@@ -27,6 +27,7 @@ from mail.loop_guard import auto_reply_limit_reason
 from mail.outgoing import render_email
 from mail.smtp import send_message
 
+MAX_REFERENCES = 20
 SENT, ALREADY_SENT, HELD_BACK = "sent", "already sent", "held back by the hourly limit"
 
 
@@ -88,10 +89,17 @@ class WorkerEffects:
                 return ALREADY_SENT if outbound.status == OutboundStatus.SENT else HELD_BACK
             ticket = session.get(Ticket, action.ticket_id)
             assert ticket is not None
-            message = self._build(session, ticket, template, subject, context, to, outbound)
+            message = self._build(
+                session, ticket, template, subject, context, to, outbound, _automatic(action)
+            )
             # A first attempt only: a retry after a crash was counted, and may have gone out.
-            over_limit = outbound is None and auto_reply_limit_reason(
-                session, str(message["To"]), self.settings.auto_reply_limit_per_hour
+            # A person's reply is no robot's: the loop breaker counts automatic mail only.
+            over_limit = (
+                outbound is None
+                and _automatic(action)
+                and auto_reply_limit_reason(
+                    session, str(message["To"]), self.settings.auto_reply_limit_per_hour
+                )
             )
             if over_limit:
                 self._hold_back(session, action, ticket, message, key, template, over_limit)
@@ -167,13 +175,34 @@ class WorkerEffects:
         context: Mapping[str, Any],
         to: str,
         outbound: OutboundEmail | None,
+        automatic: bool,
     ) -> EmailMessage:
-        first_inbound = session.scalar(
-            select(TicketMessage)
-            .where(TicketMessage.ticket_id == ticket.id, TicketMessage.kind == MessageKind.INBOUND)
-            .order_by(TicketMessage.id)
+        # Threaded onto the conversation: In-Reply-To names the customer's latest email,
+        # References the chain before it (RFC 5322 §3.6.4), its newest part when long.
+        chain = [
+            m
+            for m in session.scalars(
+                select(TicketMessage.message_id)
+                .where(
+                    TicketMessage.ticket_id == ticket.id,
+                    TicketMessage.kind.in_([MessageKind.INBOUND, MessageKind.OUTBOUND]),
+                    TicketMessage.message_id.is_not(None),
+                )
+                .order_by(TicketMessage.id)
+            )
+            if m
+        ]
+        latest_inbound = session.scalar(
+            select(TicketMessage.message_id)
+            .where(
+                TicketMessage.ticket_id == ticket.id,
+                TicketMessage.kind == MessageKind.INBOUND,
+                TicketMessage.message_id.is_not(None),
+            )
+            .order_by(TicketMessage.id.desc())
             .limit(1)
         )
+        references = [m for m in chain if m != latest_inbound][-MAX_REFERENCES:]
         settings = self.settings
         message = render_email(
             settings.email_templates_dir,
@@ -187,7 +216,10 @@ class WorkerEffects:
             sender=settings.mail_from,
             to=to,
             subject=f"{subject} {subject_token(ticket.id)}",
-            in_reply_to=first_inbound.message_id if first_inbound else None,
+            in_reply_to=latest_inbound,
+            references=references,
+            # RFC 3834: a person's reply is not automatic mail.
+            auto_submitted="auto-replied" if automatic else "no",
         )
         if outbound is not None:
             # A resend after a crash keeps the first attempt's Message-ID: it threads as one.
@@ -264,6 +296,11 @@ def send_team_email(
             team=str(target),
         )
     return f"{SENT} to {to}"
+
+
+def _automatic(action: Action) -> bool:
+    """Sent because a playbook decided it, not because a person wrote it."""
+    return action.requester_role is None
 
 
 def _audit_email(session: Session, action: Action, event: str, template: str, to: str) -> None:

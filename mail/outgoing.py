@@ -50,7 +50,7 @@ def render_email(
     message["Message-ID"] = email.utils.make_msgid(domain=domain)
     # RFC 3834: mark automatic mail so other robots (and our own poller) never answer it:
     # "auto-replied" answers a message, "auto-generated" (a team's notice) answers none.
-    message["Auto-Submitted"] = auto_submitted
+    message["Auto-Submitted"] = auto_submitted  # "no": a person wrote it
     message[OUR_MARK_HEADER] = template
     if in_reply_to:
         message["In-Reply-To"] = in_reply_to

@@ -91,4 +91,10 @@ class Reply(AccountAction):
         sent = fx.send_customer_email(
             action, template=template, subject=str(params["subject"]), context=context, to=to
         )
-        return Outcome(None, f"{self.describe(action)}: {sent} to {to}.", {"email": sent})
+        # A person's reply shows in the thread as sent; a playbook's says what it sent.
+        note = (
+            None
+            if template == AGENT_REPLY_TEMPLATE
+            else f"{self.describe(action)}: {sent} to {to}."
+        )
+        return Outcome(None, note, {"email": sent})

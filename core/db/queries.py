@@ -17,11 +17,13 @@ COUNTED = (*IN_FLIGHT, ActionStatus.SUCCEEDED)
 
 
 def open_tickets_of(session: Session, customer_id: str, email: str | None) -> list[Ticket]:
-    """Open tickets about a Stripe customer: matched to it, or written from its address."""
+    """Active tickets (open or pending the customer) about a Stripe customer: matched to it,
+    or written from its address. Their categories are claims refund judgement reads."""
     about = Ticket.stripe_customer_id == customer_id
     if email:
         about = or_(about, func.lower(Ticket.requester_email) == email.strip().lower())
-    query = select(Ticket).where(Ticket.status == TicketStatus.OPEN, about).order_by(Ticket.id)
+    active = Ticket.status.in_([s for s in TicketStatus if s.active])
+    query = select(Ticket).where(active, about).order_by(Ticket.id)
     return list(session.scalars(query))
 
 

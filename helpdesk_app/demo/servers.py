@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from core.domain import EscalationTarget
 from core.settings import Settings
 
 LOOPBACK = "127.0.0.1"
@@ -335,6 +336,11 @@ def embedded_settings(
 ) -> Settings:
     """Settings pointing every part of the product at embedded servers on loopback."""
     overrides.setdefault("mail_authserv_ids", (EMBEDDED_AUTHSERV_ID,))
+    # Each escalation team has an address at the embedded SMTP server, so notices are seen.
+    overrides.setdefault(
+        "team_emails",
+        tuple(f"{team}={team.replace('_', '-')}@billing-desk.test" for team in EscalationTarget),
+    )
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
