@@ -48,7 +48,7 @@ from jobs import queues, runtime
 from jobs.plans import queue_due_steps
 from mail.authentication import SenderAuthentication, authenticate_sender
 from mail.classifier import Classification, classify
-from mail.conversations import find_ticket_for
+from mail.conversations import FLOOD_TICKETS, FLOOD_WINDOW, find_ticket_for
 from mail.extract import Entities, extract
 from mail.loop_guard import automated_reason
 from mail.parsing import ParsedEmail, parse_email
@@ -212,7 +212,15 @@ def _thread(
         ).one()
         # Listed so the agent knows they exist; their content is never stored.
         message.attachments = [attachment.to_dict() for attachment in parsed.attachments]
-    if threading.named is not None:
+    if threading.folded:
+        helpdesk.add_internal_note(
+            ticket_id,
+            f"{parsed.from_address} opened {FLOOD_TICKETS} tickets in the last "
+            f"{int(FLOOD_WINDOW.total_seconds() // 60)} minutes: this email joins this ticket "
+            "instead of opening another (no automation runs on it).",
+            author=ACTOR,
+        )
+    elif threading.named is not None:
         # Never onto another person's conversation: a Message-ID is no proof of who writes.
         helpdesk.add_internal_note(
             ticket_id,

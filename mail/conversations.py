@@ -5,21 +5,29 @@ Message-IDs travel: anyone who ever saw one of our emails (a forwarded confirmat
 put it in In-Reply-To. So an email joins a ticket only when its sender is part of that
 conversation: the ticket's requester, someone who already wrote on it, or our own address.
 Anyone else's reply opens a ticket of its own, which says which ticket it named.
+
+A flood from one sender (a script, a loop, an angry customer writing every minute) folds into
+one ticket: an email with the subject of a ticket the same address opened within FLOOD_WINDOW
+joins it, and past FLOOD_TICKETS new tickets from one address in that window any further email
+joins the newest, instead of each opening a ticket, an acknowledgement and a playbook.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.db.models import Ticket, TicketMessage
+from core.db.models import Ticket, TicketMessage, utcnow
 from core.domain import MessageKind
 from mail.parsing import ParsedEmail
 
 _TOKEN = re.compile(r"\[BD-(\d{1,12})\]")
+FLOOD_TICKETS = 3
+FLOOD_WINDOW = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,8 @@ class Threading:
 
     ticket_id: int | None
     named: int | None = None
+    # Joined ``ticket_id`` because its sender opened FLOOD_TICKETS tickets in FLOOD_WINDOW.
+    folded: bool = False
 
 
 def subject_token(ticket_id: int) -> str:
@@ -39,11 +49,44 @@ def subject_token(ticket_id: int) -> str:
 def find_ticket_for(session: Session, parsed: ParsedEmail, our_address: str = "") -> Threading:
     """The ticket this email replies to, if its sender is part of that conversation."""
     named = _named_ticket(session, parsed)
-    if named is None:
-        return Threading(None)
-    if _in_conversation(session, named, parsed.from_address, our_address):
+    if named is not None and _in_conversation(session, named, parsed.from_address, our_address):
         return Threading(named)
+    flooded = _flooded_ticket(session, parsed.from_address, parsed.subject)
+    if flooded is not None:
+        return Threading(flooded, named, folded=True)
     return Threading(None, named)
+
+
+def _flooded_ticket(session: Session, sender: str, subject: str) -> int | None:
+    """The sender's ticket of the window with this subject, or their newest once they opened
+    FLOOD_TICKETS tickets in it."""
+    sender = sender.strip().lower()
+    if not sender:
+        return None
+    recent = session.execute(
+        select(Ticket.id, Ticket.subject)
+        .where(Ticket.requester_email == sender, Ticket.created_at >= utcnow() - FLOOD_WINDOW)
+        .order_by(Ticket.id.desc())
+        .limit(50)
+    ).all()
+    same = normalized_subject(subject)
+    for ticket_id, ticket_subject in recent:
+        if same and normalized_subject(ticket_subject) == same:
+            return int(ticket_id)
+    return int(recent[0][0]) if len(recent) >= FLOOD_TICKETS else None
+
+
+_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|wg|tr)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def normalized_subject(subject: str) -> str:
+    """A subject as a repeat of it reads: reply prefixes, our token, case and punctuation
+    gone ("Re: Charged twice!!" is "charged twice"); empty for no subject."""
+    text = _REPLY_PREFIX.sub("", _TOKEN.sub(" ", (subject or "")[:1000]))
+    if text.strip().lower() == "(no subject)":
+        return ""
+    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
 def _named_ticket(session: Session, parsed: ParsedEmail) -> int | None:

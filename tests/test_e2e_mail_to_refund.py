@@ -250,6 +250,8 @@ def test_a_strangers_reply_naming_a_customers_message_opens_its_own_ticket(
 def test_a_customer_writing_twice_about_one_duplicate_gets_one_refund(
     stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker, twin_charges
 ):
+    """The second email ("Charged twice!!") repeats the first's subject: it joins the first
+    ticket, reopened, and nothing runs twice."""
     _customer, older, newer = twin_charges
     mailbox_client.append("INBOX", DOUBLE_CHARGE)
     mailbox_client.append(
@@ -260,15 +262,31 @@ def test_a_customer_writing_twice_about_one_duplicate_gets_one_refund(
     run_worker()
 
     assert len(refunds_in_stripe(stripe_client, [older, newer])) == 1
-    assert marks(outbox).count("refund_confirmation") == 1
+    assert marks(outbox) == ["refund_confirmation"]
     with session_scope(rt.session_factory) as session:
-        first, second = session.scalars(select(Ticket).order_by(Ticket.id)).all()
-        assert first.status == "closed" and second.status == "open"
-        refund_id = session.scalars(
-            select(Action.stripe_object_id).where(Action.kind == "refund")
-        ).one()
-        notes = [m.body for m in second.messages if m.kind == "note"]
-        assert any(f"ticket #{first.id}" in note and refund_id in note for note in notes)
+        (ticket,) = session.scalars(select(Ticket)).all()
+        inbound = [m for m in ticket.messages if m.kind == "inbound"]
+        assert len(inbound) == 2
+
+
+def test_a_flood_from_one_sender_folds_into_one_ticket(
+    mailbox_client, outbox, rt, poll_mail, run_worker
+):
+    """30 emails in a minute from one address, each with its own subject: three tickets (a
+    customer may have three questions), then every further email joins the newest; one
+    acknowledgement per ticket, none per email."""
+    for n in range(30):
+        mailbox_client.append(
+            "INBOX", customer_email(f"Question {n}", f"Where is invoice {n}?", "flood@example.net")
+        )
+    assert poll_mail().stored == 30
+    run_worker()
+    with session_scope(rt.session_factory) as session:
+        tickets = session.scalars(select(Ticket).order_by(Ticket.id)).all()
+        assert len(tickets) == 3
+        assert sum(1 for m in tickets[-1].messages if m.kind == "inbound") == 28
+        assert any("opened 3 tickets" in m.body for m in tickets[-1].messages)
+    assert len(outbox) <= 3
 
 
 def test_a_triage_job_that_died_before_queueing_its_refund_queues_it_when_retried(
