@@ -101,6 +101,8 @@ class Settings:
     imap_idle: bool = True
     # Larger messages are not downloaded: the ticket says so (RFC822.SIZE is checked first).
     max_message_bytes: int = 25 * 1024 * 1024
+    # Seconds reading one email may take before it is left to a person (mail.budget).
+    mail_time_budget_seconds: int = 20
     # Automatic replies to one address per hour, at most (a loop breaker of last resort).
     auto_reply_limit_per_hour: int = 5
     # The authserv-ids of our receiving mail server(s): only their Authentication-Results
@@ -176,6 +178,7 @@ class Settings:
             imap_idle=_bool(environ, "IMAP_IDLE", True),
             max_message_bytes=_int(environ, "MAX_MESSAGE_BYTES", 25 * 1024 * 1024, minimum=1024),
             auto_reply_limit_per_hour=_int(environ, "AUTO_REPLY_LIMIT_PER_HOUR", 5, minimum=0),
+            mail_time_budget_seconds=_int(environ, "MAIL_TIME_BUDGET_SECONDS", 20, minimum=1),
             mail_authserv_ids=tuple(
                 i for i in (_str(environ, "MAIL_AUTHSERV_IDS") or "").replace(",", " ").split()
             ),

@@ -47,6 +47,7 @@ from core.playbooks import (
 from jobs import queues, runtime
 from jobs.plans import queue_due_steps
 from mail.authentication import SenderAuthentication, authenticate_sender
+from mail.budget import Budget, OverBudget
 from mail.classifier import Classification, classify
 from mail.conversations import FLOOD_TICKETS, FLOOD_WINDOW, find_ticket_for
 from mail.extract import Entities, extract
@@ -83,6 +84,7 @@ def process_inbound_email(email_id: int) -> str:
             log.warning("inbound email %s is %s: not processed", email_id, stored.status)
             return stored.status
         raw = stored.raw  # as received: a redacted copy no longer carries a valid signature
+        budget = Budget(rt.settings.mail_time_budget_seconds)
         parsed = parse_email(raw)
         if parsed.card_data_found:
             # PCI: no card number is kept, in the stored copy any more than on the ticket.
@@ -107,9 +109,21 @@ def process_inbound_email(email_id: int) -> str:
         _finish(rt.session_factory, email_id, ticket_id, note=f"No automation: {why}.")
         return "oversized" if oversized else "threaded"
 
-    entities = extract(parsed.text, today=email_day, sender_name=parsed.from_name)
-    # The sender's own words: a quoted reply or a signature says nothing about this problem.
-    classification = classify(parsed.subject, parsed.for_classification)
+    try:
+        budget.check("parsing the email")
+        entities = extract(
+            parsed.text, today=email_day, sender_name=parsed.from_name, budget=budget
+        )
+        # The sender's own words: a quoted reply or a signature says nothing about this problem.
+        classification = classify(parsed.subject, parsed.for_classification)
+        budget.check("classifying the email")
+    except OverBudget as exc:
+        note = (
+            f"No automation: reading this email took too long ({exc}). It is kept whole "
+            "(the raw message is stored) for a person to read."
+        )
+        _finish(rt.session_factory, email_id, ticket_id, note=note, on_ticket=True)
+        return "over budget"
     # Below the confidence threshold a person decides; the customer is still looked up.
     confident = classification.is_confident(rt.policy.min_classifier_confidence)
     category = classification.category if confident else Category.OTHER
@@ -431,10 +445,21 @@ def _triage_note(
     )
 
 
-def _finish(factory: sessionmaker[Session], email_id: int, ticket_id: int, note: str) -> None:
+def _finish(
+    factory: sessionmaker[Session],
+    email_id: int,
+    ticket_id: int,
+    note: str,
+    on_ticket: bool = False,
+) -> None:
+    """Mark the email processed with why nothing more ran; ``on_ticket`` also notes it there."""
     with session_scope(factory) as session:
         _mark_processed(session, email_id)
         audit.record(session, actor=ACTOR, event="email.threaded", ticket_id=ticket_id, note=note)
+        if on_ticket:
+            make_helpdesk(HelpdeskName.LOCAL, session).add_internal_note(
+                ticket_id, note, author=ACTOR
+            )
 
 
 def _mark_processed(session: Session, email_id: int) -> None:

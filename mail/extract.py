@@ -33,6 +33,7 @@ from typing import Any
 
 from core.customers import legal_form_pattern
 from core.domain import ZERO_DECIMAL_CURRENCIES, Money
+from mail.budget import UNLIMITED, Budget
 from mail.parsing import split_reply
 from mail.sanitize import clean_text
 
@@ -534,22 +535,33 @@ def _locked_out(text: str) -> bool:
 # --- all together ---------------------------------------------------------------------------
 
 
-def extract(text: str, *, today: date | None = None, sender_name: str | None = None) -> Entities:
+def extract(
+    text: str,
+    *,
+    today: date | None = None,
+    sender_name: str | None = None,
+    budget: Budget = UNLIMITED,
+) -> Entities:
     """Everything this module can read in an email's text.
 
     ``today`` dates the email (its Date header) so that "March 3rd" gets a year; it defaults
     to the current date. ``sender_name`` keeps a person's own name from being taken for their
-    organisation.
+    organisation. ``budget`` is checked between readings (OverBudget past it).
     """
     text = clean_text(text)
-    return Entities(
-        amounts=_amounts(text),
-        dates=_dates(text, today or date.today()),
-        card_last4=_card_last4(text),
-        tenant_ids=_tenant_ids(text),
-        organization=_organization(text, sender_name),
-        stripe_ids=_stripe_ids(text),
-        chargeback_filed=_chargeback_filed(text),
-        locked_out=_locked_out(text),
-        wants_immediate=bool(_AT_ONCE.search(text)),
-    )
+    readings = {
+        "amounts": lambda: _amounts(text),
+        "dates": lambda: _dates(text, today or date.today()),
+        "card_last4": lambda: _card_last4(text),
+        "tenant_ids": lambda: _tenant_ids(text),
+        "organization": lambda: _organization(text, sender_name),
+        "stripe_ids": lambda: _stripe_ids(text),
+        "chargeback_filed": lambda: _chargeback_filed(text),
+        "locked_out": lambda: _locked_out(text),
+        "wants_immediate": lambda: bool(_AT_ONCE.search(text)),
+    }
+    values: dict[str, Any] = {}
+    for name, read in readings.items():
+        budget.check(f"reading the email's {name.replace('_', ' ')}")
+        values[name] = read()
+    return Entities(**values)

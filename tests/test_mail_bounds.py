@@ -118,3 +118,35 @@ def test_hostile_mail_becomes_a_ticket_through_the_real_worker(
         assert session.scalars(select(InboundEmail.status)).one() == "processed"
         ticket = session.scalars(select(Ticket)).one()
         assert ticket.requester_email == "pat@example.com"
+
+
+@pytest.mark.e2e
+def test_an_email_past_its_time_budget_is_kept_as_a_ticket_for_a_person(
+    mailbox_client, rt, poll_mail, run_worker, monkeypatch
+):
+    """A reading that runs long (here, the organisation finder slowed down as no input of ours
+    can make it) stops at the budget: the ticket holds the email and says why nothing ran."""
+    import dataclasses
+    import time
+
+    import mail.extract
+
+    rt.settings = dataclasses.replace(rt.settings, mail_time_budget_seconds=1)
+    slow = mail.extract._organization
+
+    def organization_taking_long(text, sender_name):
+        time.sleep(1.2)
+        return slow(text, sender_name)
+
+    monkeypatch.setattr(mail.extract, "_organization", organization_taking_long)
+    mailbox_client.append("INBOX", message("Subject: Charged twice\r\n", "Charged twice, $49."))
+    poll_mail()
+    run_worker()
+    with session_scope(rt.session_factory) as session:
+        stored = session.scalars(select(InboundEmail)).one()
+        assert stored.status == "processed" and b"Charged twice, $49." in stored.raw
+        ticket = session.scalars(select(Ticket)).one()
+        assert ticket.category is None  # never classified: a person reads it
+        note = next(m.body for m in ticket.messages if m.kind == "note")
+        assert "took too long" in note and "over the 1 s budget" in note
+        assert any(m.kind == "inbound" and "Charged twice" in m.body for m in ticket.messages)

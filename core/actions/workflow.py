@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import audit
+from core import audit, escalations
 from core.actions.base import Outcome, approvals_of, params_of
 from core.actions.registry import describe
 from core.db.models import Action, Agent, Plan, utcnow
@@ -170,6 +170,9 @@ def request_plan(
             policy=action.policy_reason,
             status=str(action.status),
         )
+    if ticket_id is not None and requester_role is not None:
+        # A person of the team the ticket is escalated to works it: the SLA is met.
+        escalations.pick_up(session, ticket_id, requested_by, requester_role)
     advance_plan(session, plan)
     return plan, True
 
@@ -256,6 +259,8 @@ def start_suggested(
     for step in plan.steps[1:]:
         step.requested_by, step.requester_role = agent.email, agent.role
         step.status = ActionStatus.PLANNED
+    if plan.ticket_id is not None:
+        escalations.pick_up(session, plan.ticket_id, agent.email, Role(agent.role))
     audit.record(
         session,
         actor=agent.email,
