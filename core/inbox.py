@@ -21,13 +21,14 @@ from sqlalchemy.orm import Session
 from core import escalations
 from core.actions.base import approvals_of
 from core.actions.registry import describe
-from core.db.models import Action, Agent, Escalation, Ticket
+from core.db.models import Action, Agent, Escalation, Plan, Ticket
 from core.domain import (
     ActionStatus,
     Category,
     EscalationStatus,
     EscalationTarget,
     HelpdeskName,
+    PlanStatus,
     Role,
     TicketStatus,
 )
@@ -204,6 +205,35 @@ class TicketRow:
 
     ticket: Ticket
     sla: Sla | None
+    outcome: str | None = None  # what the playbook (or an agent's plan) did, in words
+
+
+_PLAN_WORDS = {
+    PlanStatus.SUGGESTED: "suggested, waits for an agent to start it",
+    PlanStatus.RUNNING: "running",
+    PlanStatus.WAITING: "waits for an approval",
+    PlanStatus.DONE: "done",
+    PlanStatus.STOPPED: "stopped",
+}
+
+
+def plan_outcomes(session: Session, ticket_ids: Sequence[int]) -> dict[int, str]:
+    """For each ticket, its latest plan other than an acknowledgement (or that, if alone),
+    with where it stands: what happened to the ticket, as the inbox says it."""
+    if not ticket_ids:
+        return {}
+    chosen: dict[int, Plan] = {}
+    for plan in session.scalars(
+        select(Plan).where(Plan.ticket_id.in_(ticket_ids)).order_by(Plan.id)
+    ):
+        assert plan.ticket_id is not None
+        current = chosen.get(plan.ticket_id)
+        if current is None or not plan.key.startswith("ack:") or current.key.startswith("ack:"):
+            chosen[plan.ticket_id] = plan
+    return {
+        ticket_id: f"{plan.title} · {_PLAN_WORDS[PlanStatus(plan.status)]}"
+        for ticket_id, plan in chosen.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -298,7 +328,8 @@ def find_tickets(session: Session, wanted: TicketFilter, me: str, now: datetime)
     offset = (wanted.page - 1) * PAGE_SIZE
     tickets = list(session.scalars(query.offset(offset).limit(PAGE_SIZE)))
     slas = _soonest_open(session, [t.id for t in tickets], now)
-    rows = [TicketRow(t, slas.get(t.id)) for t in tickets]
+    outcomes = plan_outcomes(session, [t.id for t in tickets])
+    rows = [TicketRow(t, slas.get(t.id), outcomes.get(t.id)) for t in tickets]
     return TicketPage(rows=rows, total=total, page=wanted.page)
 
 
@@ -336,8 +367,9 @@ class Waiting:
 
 def waiting_for(session: Session, agent: Agent, now: datetime) -> list[Waiting]:
     """What is waiting for this agent: open tickets assigned to them; tickets escalated to a
-    team queue their role works, and unassigned open tickets in those queues; steps waiting
-    for an approval they may give. Breached SLAs first, then soonest due."""
+    team queue their role works, and unassigned open tickets in those queues; for agents, the
+    unassigned open tickets of no team (suggested plans among them); steps waiting for an
+    approval they may give. Breached SLAs first, then soonest due."""
     role = Role(agent.role)
     teams = [str(t) for t in escalations.teams_of(role)]
     found: dict[int, Waiting] = {}
@@ -380,6 +412,36 @@ def waiting_for(session: Session, agent: Agent, now: datetime) -> list[Waiting]:
             if ticket.id not in found:  # an escalation to the team says it already
                 reason = f"In the {team_label(ticket.team or '')} queue, unassigned"
                 waiting(ticket).reasons.append(reason)
+    if role is Role.AGENT:
+        # The front line: open tickets in nobody's hands and no team's queue (not escalated,
+        # no step waiting for someone's approval); a suggested plan waiting says so.
+        suggested = set(
+            session.scalars(select(Plan.ticket_id).where(Plan.status == PlanStatus.SUGGESTED))
+        )
+        escalated = exists().where(
+            Escalation.ticket_id == Ticket.id, Escalation.status == EscalationStatus.OPEN
+        )
+        approving = exists().where(
+            Action.ticket_id == Ticket.id, Action.status == ActionStatus.PENDING_APPROVAL
+        )
+        for ticket in session.scalars(
+            select(Ticket)
+            .where(
+                local,
+                Ticket.team.is_(None),
+                Ticket.assignee.is_(None),
+                Ticket.status == TicketStatus.OPEN,
+                ~escalated,
+                ~approving,
+            )
+            .order_by(Ticket.updated_at)
+            .limit(WAITING_LIMIT)
+        ):
+            waiting(ticket).reasons.append(
+                "A suggested plan waits for an agent"
+                if ticket.id in suggested
+                else "Unassigned, in no team's queue"
+            )
     for action, ticket in _approvals_for(session, agent, role):
         entry = waiting(ticket)
         entry.approvals.append(action)

@@ -798,3 +798,28 @@ def test_the_ticket_page_offers_the_work_and_names_the_gate(desk, new_ticket, se
     assert "<script>alert(2)" not in page and "<img src=x" not in page
     assert '<script src="/static/helpdesk.js" defer></script>' in page
     assert "your role may take it out" in body(desk(SAM).page(f"/tickets/{ticket_id}"))
+
+
+def test_the_front_line_is_what_waits_for_an_agent(desk, new_ticket, session_factory):
+    """Open tickets in nobody's hands and no team's queue wait for agents; a suggested plan
+    says so. Escalated ones are their team's, not the front line's."""
+    plain = new_ticket("bob@example.com", "other")
+    suggested = new_ticket("carol@example.com", "duplicate_charge")
+    escalated = new_ticket("dan@example.com", "chargeback")
+    escalate(session_factory, escalated, "finance", timedelta(hours=3))
+    new_ticket("erin@example.com", "other", status="closed")
+    with session_scope(session_factory) as session:
+        session.add(
+            Plan(
+                ticket_id=suggested,
+                key="triage:email-front-line",
+                source="mail-agent",
+                title="Refund the duplicate",
+                status="suggested",
+            )
+        )
+    ann = desk(ANN).page("/")
+    assert sorted(waiting(ann)) == sorted([plain, suggested])
+    page = body(ann)
+    assert "A suggested plan waits for an agent" in page and "in no team&#39;s queue" in page
+    assert waiting(desk(LEE).page("/")) == []  # a lead works the Support Lead queue

@@ -52,6 +52,16 @@ HENRY_COMPANY = DemoCustomer(
 )
 # Really charged twice; the email in her name was not sent by her (SPF and DMARC failed).
 IVY = DemoCustomer("Ivy Novak", "ivy@example.com", "T-1250", "Novak Books", "5105105105105100")
+# Sees a charge she does not recognise: Security, with the account flagged.
+JADE = DemoCustomer(
+    "Jade Moreau", "jade@example.com", "T-1270", "Moreau Conseil", "4000002500003155"
+)
+# Unhappy with the service: the account manager decides on a goodwill credit.
+KAI = DemoCustomer("Kai Tanaka", "kai@example.com", "T-1288", "Tanaka Print", "4000003920000003")
+# Wants to cancel and cannot sign in: cancelled at period end.
+LEO = DemoCustomer("Leo Rossi", "leo@example.com", "T-1302", "Rossi Foods", "4000003800000008")
+# Renewed by accident yesterday: within the refund window, refunded.
+MIA = DemoCustomer("Mia Sato", "mia@example.com", "T-1320", "Sato Labs", "4000000360000006")
 
 DEMO_PASSWORD = "billing-desk-demo"
 # The demo's team: one of each role the playbooks name, all with DEMO_PASSWORD.
@@ -248,6 +258,22 @@ def seed_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
     create_charge(client, api_base, ivy, 2900, "Starter plan — monthly", days_ago=0.1)
     create_charge(client, api_base, ivy, 2900, "Starter plan — monthly")
 
+    # Jade: a charge she says she does not recognise.
+    jade = ids[JADE.email] = create_customer(client, JADE)
+    create_charge(client, api_base, jade, 4900, "Pro plan — monthly", days_ago=2)
+
+    # Kai: a long-standing customer, unhappy with the service.
+    kai = ids[KAI.email] = create_customer(client, KAI)
+    create_subscription(client, api_base, kai, "Business", 19900, days_ago=12)
+
+    # Leo: a live subscription he cannot reach the portal to cancel.
+    leo = ids[LEO.email] = create_customer(client, LEO)
+    create_subscription(client, api_base, leo, "Starter", 2900, days_ago=20)
+
+    # Mia: an annual renewal taken yesterday that she did not mean to keep.
+    mia = ids[MIA.email] = create_customer(client, MIA)
+    create_charge(client, api_base, mia, 9900, "Pro plan — annual renewal", days_ago=1)
+
     # Henry: two Stripe accounts on one email address; the agent must choose.
     for who in (HENRY_PERSONAL, HENRY_COMPANY):
         henry = create_customer(client, who)
@@ -302,8 +328,9 @@ def demo_emails() -> list[bytes]:
         _email(
             ERIN,
             "Refund for the analytics module",
-            "Hello,\n\nWe bought the analytics module last week ($800) but never activated it. "
-            "Could we get a refund?\n\nErin Walsh\nWalsh Analytics\n",
+            "Hello,\n\nWe bought the analytics module last week ($800) but never activated it "
+            "and have not used it at all. Could we get a refund for the unused module?\n\n"
+            "Erin Walsh\nWalsh Analytics\n",
             minutes_ago=9,
         ),
         _email(
@@ -332,6 +359,35 @@ def demo_emails() -> list[bytes]:
             "Hi, there is a pending charge of $120.00 from you on my card but I only topped up "
             "seats once last week. Can you check?\n\nDan Okafor\n",
             minutes_ago=5,
+        ),
+        _email(
+            JADE,
+            "Charge I don't recognise",
+            "Hello, there is a $49.00 charge from you on my card statement from two days ago. "
+            "I don't recognise it and I never signed up for anything. Who charged me?\n\nJade\n",
+            minutes_ago=4,
+        ),
+        _email(
+            KAI,
+            "Really disappointed",
+            "Honestly, we are very unhappy with the service this month: the app was slow for "
+            "days and nobody answered our messages. We expected much better for $199 a "
+            "month.\n\nKai Tanaka\nTanaka Print\n",
+            minutes_ago=3,
+        ),
+        _email(
+            LEO,
+            "Please cancel my subscription",
+            "Hi, please cancel my Starter subscription. I can't log in to my account to do it "
+            "myself: the password reset email never arrives.\n\nThanks,\nLeo\n",
+            minutes_ago=3,
+        ),
+        _email(
+            MIA,
+            "Refund for the renewal",
+            "Hi, my annual plan renewed by accident yesterday ($99) and I did not mean to keep "
+            "it. Could I get a refund for the renewal please?\n\nMia Sato\n",
+            minutes_ago=2,
         ),
         _email(
             IVY,
