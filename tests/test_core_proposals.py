@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.actions.base import Ask, Asking
-from core.actions.refund import RefundAction, _interval_end
+from core.actions.refund import RefundAction
 from core.actions.registry import action_type
 from core.billing_context import BillingContext, ChargeView, mark_duplicates
 from core.customers import Claims, Identity, identity_checks, identity_for
 from core.db.models import Ticket
 from core.domain import ActionKind, Category, Charge, Customer, MatchKind, Money, Role, Subscription
 from core.errors import InvalidInput
-from core.policy import Asker, Verdict
+from core.policy import Asker, Verdict, period_end_after
 from core.policy.config import PolicyConfig
 
 CONFIG = PolicyConfig()
@@ -220,14 +220,14 @@ def at(year: int, month: int, day: int) -> datetime:
         (at(2026, 2, 28), "day", at(2026, 3, 1)),
     ],
 )
-def test_interval_end(start, interval, end):
+def testperiod_end_after(start, interval, end):
     """One period later, keeping the time of day; a month from the 31st ends at month end."""
-    assert _interval_end(start, interval) == end
+    assert period_end_after(start, interval) == end
 
 
 def test_a_yearly_period_from_29_february_ends_on_28_february():
     """A leap-day yearly charge's period ends at the end of February, like a month's would."""
-    assert _interval_end(at(2028, 2, 29), "year") == at(2029, 2, 28)
+    assert period_end_after(at(2028, 2, 29), "year") == at(2029, 2, 28)
 
 
 # --- refund proposals ---------------------------------------------------------------------
