@@ -206,9 +206,14 @@ def test_waiting_for_me_lists_what_is_theirs_breached_first(open_page, live_serv
     ann, _ = open_page()
     sign_in(ann, live_server, ANN)
     mine = ann.locator(".waiting-list tbody tr")
-    expect(mine).to_have_count(1)
-    expect(mine.first).to_have_attribute("data-ticket-id", str(finance_work["ann's"]))
-    mine.first.get_by_role("link").click()
+    # Hers, and the front line's: the ticket in nobody's hands and no team's queue.
+    expect(mine).to_have_count(2)
+    nobodys, anns = finance_work["nobody's"], finance_work["ann's"]
+    theirs = ann.locator(f'.waiting-list tr[data-ticket-id="{nobodys}"]')
+    expect(theirs.locator(".reasons")).to_have_text("Unassigned, in no team's queue")
+    mine = ann.locator(f'.waiting-list tr[data-ticket-id="{anns}"]')
+    expect(mine.locator(".reasons")).to_have_text("Assigned to you")
+    mine.get_by_role("link").click()
     expect(ann.locator("h1")).to_contain_text("Card update")
 
 

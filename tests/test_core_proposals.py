@@ -312,7 +312,9 @@ def test_propose_prorated_refund(cancelled_on, sub, amount, words):
     assert len(proposal.details) == 1
     assert words in proposal.details[0]
     cancelled = cancelled_on or "2026-03-11"
-    assert proposal.requested.params["prorated"] == {"cancelled_on": cancelled}
+    prorated = proposal.requested.params["prorated"]
+    # The explanation travels with the refund: the customer's confirmation quotes it.
+    assert prorated == {"cancelled_on": cancelled, "explanation": proposal.details[0]}
 
 
 @pytest.mark.parametrize(

@@ -225,6 +225,8 @@ def test_a_realistic_email_and_its_json_form():
         "organization": "Northwind Bakery",
         "stripe_ids": ["ch_3OpQr5LkdIwHu7ix0aB1cD2e", "ch_3OpQr6LkdIwHu7ix1Zz9Yy8X"],
         "chargeback_filed": False,
+        "locked_out": False,
+        "wants_immediate": False,
     }
 
 
