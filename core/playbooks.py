@@ -208,9 +208,7 @@ class _Playbook:
 
     def acknowledge(self, topic: str) -> StepDraft:
         """We have the email, a person is on it, and what happens next (``topic``)."""
-        return self.reply(
-            "ack", "acknowledgement", "We have your message", topic=topic, category=""
-        )
+        return self.reply("ack", "acknowledgement", "We have your message", topic=topic)
 
     def escalate(self, target: EscalationTarget, why: str) -> StepDraft:
         """Hand the ticket to a team's queue with its SLA; the team hears of it."""
@@ -406,16 +404,13 @@ class _Playbook:
     def refund_or_escalate(
         self, title: str, reason: str, steps: list[StepDraft], decision: Decision
     ) -> Triage:
-        """A refund the policy allows runs (or waits for an agent); one it does not goes to the
-        Support Lead with the reason (PenguinMails: "Standard Refund → Support Lead 24h")."""
-        if decision.verdict is Verdict.DENY:
-            return self.escalate_with_ack(
-                EscalationTarget.SUPPORT_LEAD, f"{reason} {decision.reason}"
-            )
-        if decision.verdict is Verdict.NEEDS_APPROVAL:
-            why = f"{reason} {decision.reason}"
+        """A refund the policy allows runs (or waits for an agent); one it refuses or would
+        have approved goes to the Support Lead with the reason (PenguinMails: "Standard Refund
+        → Support Lead 24h"), who refunds from the sidebar if they decide to."""
+        why = f"{reason} {decision.reason}"
+        if not decision.allowed:
             return self.escalate_with_ack(EscalationTarget.SUPPORT_LEAD, why)
-        return self.plan(title, f"{reason} {decision.reason}", steps, decision=decision)
+        return self.plan(title, why, steps, decision=decision)
 
     def escalate_with_ack(
         self, target: EscalationTarget, reason: str, topic: str | None = None
@@ -548,7 +543,17 @@ class _Playbook:
                 "their subscriptions: a Support Lead checks the support system for it.",
             )
         sub, effective = cancellation
-        after = [c for c in self.facts.charges if c.created > effective and _refundable(c)]
+        # A charge for another subscription still billing is no charge after this cancellation.
+        others = {
+            x.latest_invoice_id for x in self.facts.subscriptions if x.id != sub.id and x.is_live
+        }
+        after = [
+            c
+            for c in self.facts.charges
+            if c.created > effective
+            and _refundable(c)
+            and not (c.invoice_id and c.invoice_id in others)
+        ]
         chosen = _named_or_latest(after, self.facts.amounts_mentioned)
         if chosen is None:
             return self.escalate_with_ack(
