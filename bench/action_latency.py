@@ -45,8 +45,14 @@ from helpdesk_app import create_app
 
 LAYOUTS = {
     "shared": [["--processes", "2"]],
-    "split": [["--queue", "actions", "--processes", "1"], ["--queue", "mail", "--processes", "1"]],
-    "procfile": [["--queue", "actions", "--processes", "1"], ["--queue", "mail"]],
+    "split": [
+        ["--queue", "actions", "--processes", "1"],
+        ["--queue", "automation", "--queue", "mail", "--processes", "1"],
+    ],
+    "procfile": [
+        ["--queue", "actions", "--processes", "1"],
+        ["--queue", "automation", "--queue", "mail"],
+    ],
 }
 AGENT, PASSWORD = "ann@bench.example", "bench password 1234"
 CLICK_TIMEOUT_SECONDS = 300

@@ -87,7 +87,10 @@ from helpdesk_app.demo.seed import (
 )
 
 WORKERS = {
-    "procfile": [["--queue", "actions", "--processes", "1"], ["--queue", "mail"]],
+    "procfile": [
+        ["--queue", "actions", "--processes", "1"],
+        ["--queue", "automation", "--queue", "mail"],
+    ],
     "one": [["--processes", "1"]],
 }
 POLL_SECONDS = 0.2

@@ -71,8 +71,7 @@ def run_step(action_id: int) -> str:
         status = ActionStatus(action.status)
         if status is not ActionStatus.QUEUED:
             # A run that died after recording its outcome may not have queued the next step.
-            due = workflow.advance_plan(session, action.plan) if action.plan else None
-            due_id = due.id if due is not None else None
+            due_id = _due(workflow.advance_plan(session, action.plan) if action.plan else None)
             snapshot = None
         else:
             action.started_at = utcnow()
@@ -99,8 +98,7 @@ def run_step(action_id: int) -> str:
             workflow.record_succeeded(session, action, outcome)
             if outcome.note:
                 _note(session, action, _with_who(action, outcome.note))
-        due = workflow.advance_plan(session, action.plan) if action.plan else None
-        due_id = due.id if due is not None else None
+        due_id = _due(workflow.advance_plan(session, action.plan) if action.plan else None)
     _queue(rt, due_id)
     return "succeeded"
 
@@ -112,15 +110,26 @@ def _simulate(rt: runtime.Runtime, action_id: int) -> str:
         action = session.get(Action, action_id)
         assert action is not None
         _note(session, action, workflow.record_simulated(session, action))
-        due = workflow.advance_plan(session, action.plan) if action.plan else None
-        due_id = due.id if due is not None else None
+        due_id = _due(workflow.advance_plan(session, action.plan) if action.plan else None)
     _queue(rt, due_id)
     return "simulated"
 
 
-def _queue(rt: runtime.Runtime, action_id: int | None) -> None:
-    if action_id is not None:
-        enqueue_step(rt.queue(queues.ACTIONS), action_id)
+def step_queue(rt: runtime.Runtime, requested_by_a_person: bool) -> Queue:
+    """Where a step runs: a person's on the actions queue, the mail agent's on automation, so
+    an agent's click never waits behind the playbooks' steps of a mail backlog."""
+    return rt.queue(queues.ACTIONS if requested_by_a_person else queues.AUTOMATION)
+
+
+def _due(action: Action | None) -> tuple[int, bool] | None:
+    """The step now due, and whether a person asked for it (its queue)."""
+    return None if action is None else (action.id, action.requester_role is not None)
+
+
+def _queue(rt: runtime.Runtime, due: tuple[int, bool] | None) -> None:
+    if due is not None:
+        action_id, by_a_person = due
+        enqueue_step(step_queue(rt, by_a_person), action_id)
 
 
 def _retries_left() -> bool:
@@ -236,8 +245,8 @@ def queue_due_steps(rt: runtime.Runtime, ticket_id: int | None) -> None:
     if ticket_id is None:
         return
     with session_scope(rt.session_factory) as session:
-        due = session.scalars(
-            select(Action.id)
+        due = session.execute(
+            select(Action.id, Action.requester_role)
             .join(Plan, Action.plan_id == Plan.id)
             .where(
                 Plan.ticket_id == ticket_id,
@@ -245,8 +254,8 @@ def queue_due_steps(rt: runtime.Runtime, ticket_id: int | None) -> None:
                 Action.status == ActionStatus.QUEUED,
             )
         ).all()
-    for action_id in due:
-        enqueue_step(rt.queue(queues.ACTIONS), action_id)
+    for action_id, role in due:
+        enqueue_step(step_queue(rt, role is not None), action_id)
 
 
 def resume_plans(rt: runtime.Runtime) -> int:
@@ -255,20 +264,20 @@ def resume_plans(rt: runtime.Runtime) -> int:
     returns how many were queued. Steps whose job is queued or running are left alone."""
     queued = 0
     with session_scope(rt.session_factory) as session:
-        due = session.scalars(
-            select(Action.id)
+        due = session.execute(
+            select(Action.id, Action.requester_role)
             .join(Plan, Action.plan_id == Plan.id)
             .where(Plan.status == PlanStatus.RUNNING, Action.status == ActionStatus.QUEUED)
             .order_by(Action.id)
         ).all()
-    for action_id in due:
+    for action_id, role in due:
         try:
             job = Job.fetch(step_job_id(action_id), connection=rt.redis)
         except NoSuchJobError:
             job = None
         if job is not None and job.get_status(refresh=True) not in _DONE_JOB_STATES:
             continue
-        enqueue_step(rt.queue(queues.ACTIONS), action_id)
+        enqueue_step(step_queue(rt, role is not None), action_id)
         queued += 1
     if queued:
         log.warning("resumed %d plan step(s) whose job was lost", queued)

@@ -12,9 +12,11 @@ from rq.exceptions import DuplicateJobError
 
 log = logging.getLogger(__name__)
 
-ACTIONS = "actions"  # money and customer-facing steps first
+ACTIONS = "actions"  # what people asked for: their clicks never wait behind automation
+AUTOMATION = "automation"  # the mail agent's plan steps and periodic work (the SLA check)
 MAIL = "mail"  # inbound email processing
-ALL_QUEUES = (ACTIONS, MAIL)
+# In the order a worker on several of them serves them: people, then work already started.
+ALL_QUEUES = (ACTIONS, AUTOMATION, MAIL)
 
 # Transient failures (Stripe, SMTP or IMAP unreachable) are retried with growing pauses.
 STANDARD_RETRY = Retry(max=5, interval=[10, 30, 60, 300, 900])

@@ -35,7 +35,7 @@ RESEND_WINDOW = timedelta(days=2)
 def enqueue_sla_check(rt: runtime.Runtime) -> None:
     """Queue this minute's SLA check (once, whichever supervisor asks)."""
     minute = int(time.time() // 60)
-    queues.enqueue_once(rt.queue(queues.ACTIONS), check_slas, job_id=f"sla-check-{minute}")
+    queues.enqueue_once(rt.queue(queues.AUTOMATION), check_slas, job_id=f"sla-check-{minute}")
 
 
 def check_slas() -> int:

@@ -445,10 +445,10 @@ class Supervisor:
     def _resume_plans(self) -> None:
         """Queue again the due steps of plans whose job is gone (a web process that died
         between storing a plan and queueing it, a Redis that lost its data); and, where this
-        supervisor serves the actions queue, the minute's SLA check."""
+        supervisor serves the automation queue, the minute's SLA check."""
         try:
             plans.resume_plans(self.rt)
-            if queues.ACTIONS in self.queue_names:
+            if queues.AUTOMATION in self.queue_names:
                 schedule.enqueue_sla_check(self.rt)
         except (RedisError, BillingDeskError, SQLAlchemyError) as exc:
             log.warning("supervisor: could not look for plans to resume: %s", exc)

@@ -37,13 +37,13 @@ def double_charge_email() -> bytes:
 
 
 def run_crashing_worker(settings, point: str | None, marker: Path) -> subprocess.CompletedProcess:
-    """``billing-desk worker --processes 1 --burst --queue actions``, with one crash point
+    """``billing-desk worker --processes 1 --burst --queue automation``, with one crash point
     armed (or none). The email was triaged here: plan steps are all the worker has to run."""
     env = {**os.environ, **settings.to_env()}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m"]
     command += ["crash_points", point, str(marker), "--"] if point else ["helpdesk_app"]
-    command += ["worker", "--processes", "1", "--burst", "--queue", "actions"]
+    command += ["worker", "--processes", "1", "--burst", "--queue", "automation"]
     return subprocess.run(
         command,
         cwd=TESTS,

@@ -453,3 +453,31 @@ def test_a_breached_sla_is_re_escalated_once(rt, stripe_client, pat, deliver, ou
     assert notes(rt).count("SLA breached") == 1
     with session_scope(rt.session_factory) as session:
         assert session.scalars(select(Escalation.breached_at)).one() is not None
+
+
+def test_the_mail_agents_steps_run_on_automation_and_an_agents_on_actions(
+    rt, stripe_client, pat, mailbox_client, poll_mail
+):
+    """A click never queues behind a playbook's steps: they are on a queue of their own."""
+    from rq import Queue
+
+    from jobs import queues
+    from jobs.inbound import process_inbound_email
+    from jobs.plans import step_queue
+
+    api = rt.settings.stripe_api_base
+    create_charge(stripe_client, api, pat, 4900, "Pro", days_ago=0.1)
+    create_charge(stripe_client, api, pat, 4900, "Pro")
+    mailbox_client.append(
+        "INBOX",
+        customer_email("Charged twice", "Charged twice today, $49.00 two times.", PAT.email),
+    )
+    poll_mail()
+    with session_scope(rt.session_factory) as session:
+        from core.db.models import InboundEmail
+
+        email_id = session.scalars(select(InboundEmail.id)).one()
+    process_inbound_email(email_id)
+    assert Queue(queues.AUTOMATION, connection=rt.redis).count == 1
+    assert Queue(queues.ACTIONS, connection=rt.redis).count == 0
+    assert step_queue(rt, requested_by_a_person=True).name == queues.ACTIONS
