@@ -48,14 +48,37 @@ class PlanDraft:
             raise ValueError("the first step of a plan that runs must carry its decision")
 
 
+def reply_params(template: str, subject: str, **context: Any) -> dict[str, Any]:
+    """A reply step's params: which email template, its subject, what fills it, and (for an
+    agent's own words) the text."""
+    return {"template": template, "subject": subject, "context": context, "text": ""}
+
+
 # What a plan's later steps are called in its title.
 _STEP_WORDS = {
     ActionKind.CONFIRM_REFUND: "email the confirmation",
     ActionKind.CLOSE: "close the ticket",
+    ActionKind.FLAG_FRAUD: "flag the customer in Stripe and escalate to Security",
+    ActionKind.SEND_UPDATE_CARD_LINK: "email the secure billing link",
 }
+_REPLY_WORDS = {
+    "acknowledgement": "acknowledge",
+    "hold_explanation": "explain the authorization hold",
+    "verification_request": "ask for the charge's details",
+    "self_service": "point to self-service",
+    "cancellation_confirmation": "confirm the cancellation",
+}
+
+
+def step_words(step: StepDraft) -> str:
+    """A later step as a plan's title says it, e.g. ``escalate to Finance``."""
+    if step.kind is ActionKind.REPLY:
+        return _REPLY_WORDS.get(str(step.params.get("template", "")), "email the customer")
+    if step.kind is ActionKind.ESCALATE:
+        return f"escalate to {step.params.get('target_label')}"
+    return _STEP_WORDS.get(step.kind, str(step.kind).replace("_", " "))
 
 
 def plan_title(first: str, later: Sequence[StepDraft]) -> str:
     """A plan's title: its first step in words, then each later step's, joined by arrows."""
-    words = (_STEP_WORDS.get(s.kind, str(s.kind).replace("_", " ")) for s in later)
-    return " → ".join([first, *words])
+    return " → ".join([first, *map(step_words, later)])

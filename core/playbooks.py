@@ -37,7 +37,7 @@ from core.domain import (
     RefundReason,
     Subscription,
 )
-from core.plans import PlanDraft, StepDraft
+from core.plans import PlanDraft, StepDraft, plan_title, reply_params
 from core.policy import (
     ActionQuestion,
     Asker,
@@ -85,19 +85,6 @@ _NEEDS_AUTHENTICATED_SENDER = frozenset(
         ActionKind.SEND_UPDATE_CARD_LINK,
     ]
 )
-_STEP_WORDS = {
-    ActionKind.CONFIRM_REFUND: "email the confirmation",
-    ActionKind.CLOSE: "close the ticket",
-    ActionKind.FLAG_FRAUD: "flag the customer in Stripe and escalate to Security",
-    ActionKind.SEND_UPDATE_CARD_LINK: "email the secure billing link",
-}
-_REPLY_WORDS = {
-    "acknowledgement": "acknowledge",
-    "hold_explanation": "explain the authorization hold",
-    "verification_request": "ask for the charge's details",
-    "self_service": "point to self-service",
-    "cancellation_confirmation": "confirm the cancellation",
-}
 
 
 @dataclass(frozen=True)
@@ -203,7 +190,7 @@ class _Playbook:
             ActionKind.REPLY,
             self.key(name),
             customer_id=self.customer.id if self.customer else None,
-            params={"template": template, "subject": subject, "context": context, "text": ""},
+            params=reply_params(template, subject, **context),
         )
 
     def acknowledge(self, topic: str) -> StepDraft:
@@ -293,10 +280,9 @@ class _Playbook:
         elif self.mode is Mode.SUGGEST:
             reason += " The policy makes this category a suggestion: an agent starts the plan."
         drafted = (replace(first, decision=decision), *steps[1:])
-        words = [_step_words(s) for s in drafted[1:]]
         plan = PlanDraft(
             key=triage_plan_keys(self.facts.email_key)[0],
-            title=" → ".join([title, *words]),
+            title=plan_title(title, drafted[1:]),
             reason=reason,
             steps=drafted,
             suggested=not runs,
@@ -752,15 +738,6 @@ class _Playbook:
     def other(self) -> Triage:
         """A person answers; the customer is acknowledged."""
         return self.to_agent("Not a billing dispute the playbooks automate: a person answers.")
-
-
-def _step_words(step: StepDraft) -> str:
-    if step.kind is ActionKind.REPLY:
-        template = str(step.params.get("template", ""))
-        return _REPLY_WORDS.get(template, "email the customer")
-    if step.kind is ActionKind.ESCALATE:
-        return f"escalate to {step.params.get('target_label')}"
-    return _STEP_WORDS.get(step.kind, str(step.kind).replace("_", " "))
 
 
 def _refundable(charge: Charge) -> bool:

@@ -179,28 +179,18 @@ class WorkerEffects:
     ) -> EmailMessage:
         # Threaded onto the conversation: In-Reply-To names the customer's latest email,
         # References the chain before it (RFC 5322 §3.6.4), its newest part when long.
-        chain = [
-            m
-            for m in session.scalars(
-                select(TicketMessage.message_id)
-                .where(
-                    TicketMessage.ticket_id == ticket.id,
-                    TicketMessage.kind.in_([MessageKind.INBOUND, MessageKind.OUTBOUND]),
-                    TicketMessage.message_id.is_not(None),
-                )
-                .order_by(TicketMessage.id)
-            )
-            if m
-        ]
-        latest_inbound = session.scalar(
-            select(TicketMessage.message_id)
+        thread = session.execute(
+            select(TicketMessage.message_id, TicketMessage.kind)
             .where(
                 TicketMessage.ticket_id == ticket.id,
-                TicketMessage.kind == MessageKind.INBOUND,
+                TicketMessage.kind.in_([MessageKind.INBOUND, MessageKind.OUTBOUND]),
                 TicketMessage.message_id.is_not(None),
             )
-            .order_by(TicketMessage.id.desc())
-            .limit(1)
+            .order_by(TicketMessage.id)
+        ).all()
+        chain = [message_id for message_id, _kind in thread if message_id]
+        latest_inbound = next(
+            (m for m, kind in reversed(thread) if m and kind == MessageKind.INBOUND), None
         )
         references = [m for m in chain if m != latest_inbound][-MAX_REFERENCES:]
         settings = self.settings
@@ -227,6 +217,11 @@ class WorkerEffects:
         return message
 
 
+def team_email_key(template: str, escalation_id: int, team: EscalationTarget) -> str:
+    """The dedupe key of one team's email about one escalation."""
+    return f"{template}:{escalation_id}:{team}"
+
+
 def send_team_email(
     rt: Runtime,
     escalation: Escalation,
@@ -242,7 +237,7 @@ def send_team_email(
     to = rt.settings.team_email(str(target))
     if to is None:
         return f"no address for {target.label} (TEAM_EMAILS): their inbox queue shows it"
-    key = f"{template}:{escalation.id}:{target}"
+    key = team_email_key(template, escalation.id, target)
     with session_scope(rt.session_factory) as session:
         outbound = session.scalar(select(OutboundEmail).where(OutboundEmail.dedupe_key == key))
         if outbound is not None and outbound.status == OutboundStatus.SENT:

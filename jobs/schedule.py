@@ -16,13 +16,13 @@ from sqlalchemy import select, update
 
 from core import audit
 from core.db import session_scope
-from core.db.models import Escalation, utcnow
-from core.domain import EscalationStatus, EscalationTarget
+from core.db.models import Escalation, OutboundEmail, utcnow
+from core.domain import EscalationStatus, EscalationTarget, OutboundStatus
 from core.errors import BillingDeskError
 from core.escalations import due_breaches
 from core.helpdesks import helpdesk_for_ticket
 from jobs import queues, runtime
-from jobs.effects import send_team_email
+from jobs.effects import send_team_email, team_email_key
 
 log = logging.getLogger(__name__)
 BREACH_TEMPLATE = "sla_breach_notice"
@@ -46,15 +46,25 @@ def check_slas() -> int:
         due = [e.id for e in due_breaches(session, now)]
     breached = [e for e in due if _mark_breached(rt, e)]
     with session_scope(rt.session_factory) as session:
-        # Breached in this round or an earlier one whose notice SMTP did not take.
-        to_notify = session.scalars(
-            select(Escalation.id).where(
+        # Breached in this round, or in an earlier one whose notices SMTP did not all take.
+        recent = session.scalars(
+            select(Escalation).where(
                 Escalation.status == EscalationStatus.OPEN,
                 Escalation.breached_at >= now - RESEND_WINDOW,
             )
         ).all()
-    for escalation_id in to_notify:
-        _notify(rt, escalation_id)
+        keys = {e.id: _notice_keys(e) for e in recent}
+        sent = set(
+            session.scalars(
+                select(OutboundEmail.dedupe_key).where(
+                    OutboundEmail.dedupe_key.in_([k for ks in keys.values() for k in ks]),
+                    OutboundEmail.status == OutboundStatus.SENT,
+                )
+            )
+        )
+    for escalation_id, notice_keys in keys.items():
+        if not set(notice_keys) <= sent:
+            _notify(rt, escalation_id)
     if breached:
         log.warning("SLA check: %d escalation(s) breached", len(breached))
     return len(breached)
@@ -98,6 +108,18 @@ def _mark_breached(rt: runtime.Runtime, escalation_id: int) -> bool:
     return True
 
 
+def _teams_told(escalation: Escalation) -> list[EscalationTarget]:
+    """Who hears of a breach: the team that missed it, and the Support Lead."""
+    return list(dict.fromkeys([EscalationTarget(escalation.target), REESCALATE_TO]))
+
+
+def _notice_keys(escalation: Escalation) -> list[str]:
+    """The breach notices' dedupe keys (as jobs.effects.send_team_email records them)."""
+    return [
+        team_email_key(BREACH_TEMPLATE, escalation.id, team) for team in _teams_told(escalation)
+    ]
+
+
 def _notify(rt: runtime.Runtime, escalation_id: int) -> None:
     with session_scope(rt.session_factory) as session:
         escalation = session.get(Escalation, escalation_id)
@@ -105,7 +127,7 @@ def _notify(rt: runtime.Runtime, escalation_id: int) -> None:
         session.expunge(escalation)
     target = EscalationTarget(escalation.target)
     subject = f"SLA breached: ticket #{escalation.ticket_id} ({target.label})"
-    for team in dict.fromkeys([target, REESCALATE_TO]):
+    for team in _teams_told(escalation):
         try:
             send_team_email(rt, escalation, template=BREACH_TEMPLATE, subject=subject, team=team)
         except BillingDeskError as exc:

@@ -20,6 +20,7 @@ from core.actions.base import (
 from core.db.models import Action, Ticket
 from core.domain import ActionKind
 from core.errors import InvalidInput
+from core.plans import reply_params
 
 AGENT_REPLY_TEMPLATE = "agent_reply"
 MAX_REPLY = 20_000
@@ -37,13 +38,6 @@ TEMPLATE_WORDS = {
 }
 
 
-def reply_params(
-    template: str, subject: str, context: Mapping[str, Any] | None = None, text: str = ""
-) -> dict[str, Any]:
-    """A reply step's params: which template, its subject, and what it is filled with."""
-    return {"template": template, "subject": subject, "context": dict(context or {}), "text": text}
-
-
 def agent_reply(text: str) -> dict[str, Any]:
     """An agent's own words to the customer, bounded, as a reply step's params."""
     body = text.strip()
@@ -51,7 +45,7 @@ def agent_reply(text: str) -> dict[str, Any]:
         raise InvalidInput("Write the reply first.")
     if len(body) > MAX_REPLY:
         raise InvalidInput(f"The reply is longer than {MAX_REPLY} characters.")
-    return reply_params(AGENT_REPLY_TEMPLATE, "Re: your billing question", text=body)
+    return {**reply_params(AGENT_REPLY_TEMPLATE, "Re: your billing question"), "text": body}
 
 
 class Reply(AccountAction):
