@@ -49,7 +49,7 @@ from jobs.plans import queue_due_steps
 from mail.authentication import SenderAuthentication, authenticate_sender
 from mail.budget import Budget, OverBudget
 from mail.classifier import Classification, classify
-from mail.conversations import FLOOD_TICKETS, FLOOD_WINDOW, find_ticket_for
+from mail.conversations import find_ticket_for
 from mail.extract import Entities, extract
 from mail.loop_guard import automated_reason
 from mail.parsing import ParsedEmail, parse_email
@@ -229,9 +229,8 @@ def _thread(
     if threading.folded:
         helpdesk.add_internal_note(
             ticket_id,
-            f"{parsed.from_address} opened {FLOOD_TICKETS} tickets in the last "
-            f"{int(FLOOD_WINDOW.total_seconds() // 60)} minutes: this email joins this ticket "
-            "instead of opening another (no automation runs on it).",
+            f"{threading.folded}: this email joins this ticket instead of opening another "
+            "(no automation runs on it).",
             author=ACTOR,
         )
     elif threading.named is not None:

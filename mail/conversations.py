@@ -37,8 +37,8 @@ class Threading:
 
     ticket_id: int | None
     named: int | None = None
-    # Joined ``ticket_id`` because its sender opened FLOOD_TICKETS tickets in FLOOD_WINDOW.
-    folded: bool = False
+    # Why it joined ``ticket_id`` as part of a flood from its sender (None: it did not).
+    folded: str | None = None
 
 
 def subject_token(ticket_id: int) -> str:
@@ -53,13 +53,13 @@ def find_ticket_for(session: Session, parsed: ParsedEmail, our_address: str = ""
         return Threading(named)
     flooded = _flooded_ticket(session, parsed.from_address, parsed.subject)
     if flooded is not None:
-        return Threading(flooded, named, folded=True)
+        return Threading(flooded[0], named, folded=flooded[1])
     return Threading(None, named)
 
 
-def _flooded_ticket(session: Session, sender: str, subject: str) -> int | None:
+def _flooded_ticket(session: Session, sender: str, subject: str) -> tuple[int, str] | None:
     """The sender's ticket of the window with this subject, or their newest once they opened
-    FLOOD_TICKETS tickets in it."""
+    FLOOD_TICKETS tickets in it; with the reason, for the ticket's note."""
     sender = sender.strip().lower()
     if not sender:
         return None
@@ -69,11 +69,16 @@ def _flooded_ticket(session: Session, sender: str, subject: str) -> int | None:
         .order_by(Ticket.id.desc())
         .limit(50)
     ).all()
+    minutes = int(FLOOD_WINDOW.total_seconds() // 60)
     same = normalized_subject(subject)
     for ticket_id, ticket_subject in recent:
         if same and normalized_subject(ticket_subject) == same:
-            return int(ticket_id)
-    return int(recent[0][0]) if len(recent) >= FLOOD_TICKETS else None
+            why = f"{sender} wrote with this ticket's subject within {minutes} minutes of it"
+            return int(ticket_id), why
+    if len(recent) >= FLOOD_TICKETS:
+        why = f"{sender} opened {FLOOD_TICKETS} tickets in the last {minutes} minutes"
+        return int(recent[0][0]), why
+    return None
 
 
 _REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|wg|tr)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
