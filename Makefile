@@ -36,9 +36,11 @@ lint: $(INSTALLED)
 test-sqlite: $(INSTALLED)
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest
 
-# PostgreSQL and the machine's Redis: what production runs on.
+# PostgreSQL and the machine's Redis: what production runs on. Only the tests that use a
+# database or Redis run again (tests/conftest.py); the others cannot change with the backend.
 test-postgres: $(INSTALLED)
-	DATABASE_URL=$(TEST_POSTGRES_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
+	DATABASE_URL=$(TEST_POSTGRES_URL) REDIS_URL=$(TEST_REDIS_URL) \
+		BILLING_DESK_TEST_BACKENDS_ONLY=1 $(BIN)/pytest
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

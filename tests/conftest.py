@@ -39,6 +39,28 @@ MAILBOX_PASSWORD = "test-password"
 STRIPE_KEY = "sk_test_billing_desk"
 
 
+# --- the second pass --------------------------------------------------------------------
+
+# `make test` runs the suite twice: on SQLite with an embedded Redis, then on PostgreSQL and the
+# machine's Redis server. A test that reaches neither the database nor Redis (a pure function, a
+# parser, a template) cannot behave differently on the second pass, so there it is left out.
+BACKEND_FIXTURES = frozenset({"database_url", "redis_url"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With BILLING_DESK_TEST_BACKENDS_ONLY set, keep only the tests that use a backend."""
+    if os.environ.get("BILLING_DESK_TEST_BACKENDS_ONLY", "") in ("", "0"):
+        return
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        uses_backend = BACKEND_FIXTURES & set(getattr(item, "fixturenames", ()))
+        (keep if uses_backend else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 # --- servers (one per test session) -------------------------------------------------------
 
 

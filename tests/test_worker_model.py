@@ -9,6 +9,7 @@ on; delayed jobs run through the one scheduler; ``--burst`` exits when the work 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -65,6 +66,7 @@ class WorkerProcess:
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # kill() takes the worker processes with it
             )
         self.prefix = f"{socket.gethostname()}.{self.process.pid}."
 
@@ -83,9 +85,19 @@ class WorkerProcess:
         while len(self.children()) != count:
             assert self.process.poll() is None, f"the worker exited:\n{self.log()}"
             if time.monotonic() > deadline:
-                pytest.fail(f"{count} workers not up within {timeout} s:\n{self.log()}")
+                registered = sorted(str(key) for key in self.redis.smembers("rq:workers"))
+                pytest.fail(
+                    f"{count} workers with the prefix {self.prefix!r} not up within {timeout} s"
+                    f" (registered: {registered}; ours: {self.children()}):\n{self.log()}"
+                )
             time.sleep(0.05)
         return self.children()
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor and its worker processes, whatever they are doing."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def stop(self, timeout: float = TIMEOUT) -> int:
         """SIGTERM, and the exit status once it has stopped."""
@@ -94,8 +106,7 @@ class WorkerProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
             pytest.fail(f"the worker did not stop within {timeout} s:\n{self.log()}")
 
 
@@ -318,8 +329,7 @@ def test_a_click_on_the_actions_pool_never_waits_behind_a_mail_job(settings, rt,
         assert test_jobs.pids(str(tmp_path), "triage", "done") == []  # still running
         assert test_jobs.pids(str(tmp_path), "click", "done")[0] in actions.children().values()
     finally:
-        mail.process.kill()  # its job sleeps on; nothing of it is looked at
-        mail.process.wait()
+        mail.kill()  # its job would sleep on; nothing of it is looked at
         assert actions.stop() == 0, actions.log()
 
 
