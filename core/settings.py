@@ -60,6 +60,19 @@ def _pem(environ: Mapping[str, str], key: str) -> str | None:
     return pem
 
 
+def _webhook_secret(environ: Mapping[str, str]) -> str | None:
+    """STRIPE_WEBHOOK_SECRET: one or more ``whsec_`` secrets, comma-separated (a rotation)."""
+    raw = _str(environ, "STRIPE_WEBHOOK_SECRET")
+    if raw is None:
+        return None
+    secrets = [s.strip() for s in raw.split(",") if s.strip()]
+    if not secrets or not all(s.startswith("whsec_") for s in secrets):
+        raise ConfigError(
+            "STRIPE_WEBHOOK_SECRET", "must be whsec_... signing secrets, separated by commas"
+        )
+    return ",".join(secrets)
+
+
 def _team_emails(environ: Mapping[str, str]) -> tuple[str, ...]:
     """TEAM_EMAILS: ``team=address`` pairs, separated by commas or spaces, teams checked."""
     pairs = []
@@ -85,6 +98,7 @@ class Settings:
 
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
+    # Comma-separated while Stripe rolls the endpoint's secret: either one signs a delivery.
     stripe_webhook_secret: str | None = None
 
     imap_host: str | None = None
@@ -161,7 +175,7 @@ class Settings:
             public_url=(_str(environ, "BILLING_DESK_URL", cls.public_url) or "").rstrip("/"),
             stripe_api_key=_str(environ, "STRIPE_API_KEY"),
             stripe_api_base=_str(environ, "STRIPE_API_BASE"),
-            stripe_webhook_secret=_str(environ, "STRIPE_WEBHOOK_SECRET"),
+            stripe_webhook_secret=_webhook_secret(environ),
             imap_host=_str(environ, "IMAP_HOST"),
             imap_port=_int(environ, "IMAP_PORT", 993, minimum=1),
             imap_ssl=_bool(environ, "IMAP_SSL", True),
@@ -219,6 +233,12 @@ class Settings:
             if name == team:
                 return address
         return None
+
+    @property
+    def stripe_webhook_secrets(self) -> tuple[str, ...]:
+        """Every signing secret a Stripe webhook delivery may be signed with."""
+        raw = self.stripe_webhook_secret or ""
+        return tuple(s.strip() for s in raw.split(",") if s.strip())
 
     def require_stripe(self) -> None:
         """Fail unless Stripe can be called: a secret key is set (demo mode brings its own)."""

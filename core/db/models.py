@@ -358,3 +358,143 @@ class AgentSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     agent: Mapped[Agent] = relationship()
+
+
+# --- the Stripe mirror (flow C: webhooks and reconcile keep it; it never goes backwards) -----
+
+
+class StripeEvent(Base):
+    """A webhook event as Stripe sent it, recorded once by its ID before it is handled."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # evt_...
+    type: Mapped[str] = mapped_column(String(100), index=True)
+    # Stripe's own clock (unix seconds): what orders events, never our arrival time.
+    created: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    payload: Mapped[str] = mapped_column(Text)  # the raw, verified body
+    status: Mapped[str] = mapped_column(String(20), default="received", index=True)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class _MirroredObject:
+    """What every mirrored Stripe object keeps: its ID and customer, the object itself, and
+    the Stripe time of the newest state applied (an event's ``created``, or when reconcile
+    read it), which an older event can never overwrite."""
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    event_created: Mapped[int] = mapped_column(BigInteger, default=0)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Gone from Stripe (a deleted customer, or reconcile no longer finds it).
+    deleted: Mapped[bool] = mapped_column(default=False)
+
+
+class StripeCustomer(_MirroredObject, Base):
+    """A Stripe customer, mirrored."""
+
+    __tablename__ = "stripe_customers"
+
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    name: Mapped[str | None] = mapped_column(String(300))
+
+
+class StripeSubscription(_MirroredObject, Base):
+    """A Stripe subscription, mirrored."""
+
+    __tablename__ = "stripe_subscriptions"
+
+    status: Mapped[str | None] = mapped_column(String(40))
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
+    current_period_end: Mapped[int | None] = mapped_column(BigInteger)
+    created: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class StripeCharge(_MirroredObject, Base):
+    """A Stripe charge, mirrored."""
+
+    __tablename__ = "stripe_charges"
+
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    status: Mapped[str | None] = mapped_column(String(40))
+    amount_refunded: Mapped[int | None] = mapped_column(BigInteger)
+    disputed: Mapped[bool] = mapped_column(default=False)
+    failure_code: Mapped[str | None] = mapped_column(String(100))
+    created: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class StripeRefund(_MirroredObject, Base):
+    """A Stripe refund, mirrored."""
+
+    __tablename__ = "stripe_refunds"
+
+    charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    status: Mapped[str | None] = mapped_column(String(40))
+    reason: Mapped[str | None] = mapped_column(String(60))
+    created: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class StripeInvoice(_MirroredObject, Base):
+    """A Stripe invoice, mirrored."""
+
+    __tablename__ = "stripe_invoices"
+
+    subscription_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(40))
+    amount_due: Mapped[int | None] = mapped_column(BigInteger)
+    amount_paid: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    created: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class StripeDispute(_MirroredObject, Base):
+    """A Stripe dispute, mirrored; ``ticket_id`` is the ticket jobs.disputes opened for it."""
+
+    __tablename__ = "stripe_disputes"
+
+    charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    reason: Mapped[str | None] = mapped_column(String(60))
+    status: Mapped[str | None] = mapped_column(String(40))
+    evidence_due_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    is_charge_refundable: Mapped[bool] = mapped_column(default=False)
+    created: Mapped[int | None] = mapped_column(BigInteger)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+
+
+class PaymentAttempt(Base):
+    """One payment attempt seen in an event (a charge, or an invoice's attempt), succeeded or
+    failed: what the mass-failure watch counts in its sliding window."""
+
+    __tablename__ = "stripe_payment_attempts"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    failed: Mapped[bool] = mapped_column(default=False)
+    occurred_at: Mapped[int] = mapped_column(BigInteger, index=True)  # Stripe's unix time
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    event_id: Mapped[str] = mapped_column(String(255))
+
+
+class StripeIncident(Base):
+    """A Stripe sync error or a mass payment failure, escalated once while it lasts."""
+
+    __tablename__ = "stripe_incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # One incident per key: what makes "once" hold when several workers notice it at once.
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Stripe time of the newest signal that kept it going (mass failures).
+    last_seen: Mapped[int] = mapped_column(BigInteger, default=0)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
