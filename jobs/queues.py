@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 ACTIONS = "actions"  # what people asked for: their clicks never wait behind automation
 AUTOMATION = "automation"  # the mail agent's plan steps and periodic work (the SLA check)
 MAIL = "mail"  # inbound email processing
+EVENTS = "events"  # Stripe webhook events: the mirror, disputes, the mass-failure watch
 # In the order a worker on several of them serves them: people, then work already started.
-ALL_QUEUES = (ACTIONS, AUTOMATION, MAIL)
+ALL_QUEUES = (ACTIONS, AUTOMATION, EVENTS, MAIL)
 
 # Transient failures (Stripe, SMTP or IMAP unreachable) are retried with growing pauses.
 STANDARD_RETRY = Retry(max=5, interval=[10, 30, 60, 300, 900])
