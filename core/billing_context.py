@@ -179,16 +179,11 @@ def _shared_cards(
     fingerprints = list(
         dict.fromkeys(v.charge.card_fingerprint for v in views if v.charge.card_fingerprint)
     )[:MAX_FINGERPRINT_LOOKUPS]
-    found = dict(zip(fingerprints, pool.map(gateway.charges_on_card, fingerprints), strict=True))
+    others = pool.map(lambda fp: gateway.other_customers_on_card(fp, customer.id), fingerprints)
+    found = dict(zip(fingerprints, others, strict=True))
     for view in views:
         if view.charge.card_fingerprint in found:
-            view.shared_with = sorted(
-                {
-                    c.customer_id
-                    for c in found[view.charge.card_fingerprint]
-                    if c.customer_id and c.customer_id != customer.id
-                }
-            )
+            view.shared_with = sorted(found[view.charge.card_fingerprint])
 
 
 def load_context(

@@ -161,6 +161,8 @@ class ActionKind(StrEnum):
     ESCALATE = "escalate"
     NOTE = "note"
     REPLY = "reply"  # an email to the customer: a playbook's template or an agent's words
+    SUBMIT_DISPUTE_EVIDENCE = "submit_dispute_evidence"  # Finance answers a dispute in Stripe
+    ACCEPT_DISPUTE = "accept_dispute"  # Finance closes a dispute as lost: irreversible
 
 
 class ActionStatus(StrEnum):
@@ -356,7 +358,10 @@ class Charge:
     decline_code: str | None = None
     failure_message: str | None = None
     advice_code: str | None = None
+    # The invoice the charge paid. Current API versions no longer say it on the charge: it is
+    # looked up through the charge's PaymentIntent where a playbook needs it.
     invoice_id: str | None = None
+    payment_intent_id: str | None = None
 
     @property
     def refunded(self) -> Money:
@@ -413,9 +418,10 @@ class Subscription:
         return self.status not in ("canceled", "incomplete_expired")
 
 
-OPEN_DISPUTE_STATUSES = frozenset(
-    ["warning_needs_response", "warning_under_review", "needs_response", "under_review"]
-)
+# Stripe's decided dispute statuses. Every other one is still open: needs_response,
+# under_review, their warning_ (inquiry) and appeal_ forms, and any status Stripe adds later,
+# since a refund around an undecided dispute is what the guardrail must never allow.
+CLOSED_DISPUTE_STATUSES = frozenset(["won", "lost", "warning_closed", "prevented"])
 
 
 @dataclass(frozen=True)
@@ -434,7 +440,12 @@ class Dispute:
     @property
     def is_open(self) -> bool:
         """Still being decided: no refund may go around it."""
-        return self.status in OPEN_DISPUTE_STATUSES
+        return self.status not in CLOSED_DISPUTE_STATUSES
+
+    @property
+    def needs_response(self) -> bool:
+        """Waiting for our evidence (a dispute, an inquiry, or an appeal)."""
+        return self.status.endswith("needs_response")
 
     @property
     def is_inquiry(self) -> bool:

@@ -91,6 +91,12 @@ class GatewayUnavailable(GatewayError):
     public_message = "Stripe is unavailable right now. Please try again shortly."
 
 
+class StripeOutcomeUnknown(GatewayUnavailable):
+    """Stripe answered a write with a server error: whether it happened is unknown, and Stripe
+    answers every retry with the same idempotency key with that same error for 24 hours. The
+    next attempt looks for what the write would have made, then sends a fresh key."""
+
+
 class HelpdeskError(BillingDeskError):
     """The helpdesk refused or failed a request."""
 

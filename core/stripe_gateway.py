@@ -11,16 +11,24 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import stripe
+from stripe.params import ChargeSearchParams, SubscriptionUpdateParamsDiscount
 
 from core.domain import Charge, Customer, Dispute, Money, Refund, RefundReason, Subscription
-from core.errors import ConfigError, GatewayError, GatewayUnavailable, NotFound
+from core.errors import (
+    ConfigError,
+    GatewayError,
+    GatewayUnavailable,
+    NotFound,
+    StripeOutcomeUnknown,
+)
 from core.settings import Settings
 
 STRIPE_TIMEOUT_SECONDS = 20
 STRIPE_MAX_PAGE = 100
+MAX_CARD_SEARCH_PAGES = 5  # other customers on one card: 500 of their charges is plenty
 METADATA_VALUE_MAX = 500  # Stripe's limit on one metadata value
 
 # The sidebar's free-text search looks for the text in these customer fields, best match first.
@@ -30,18 +38,45 @@ _CUSTOMER_ID = re.compile(r"cus_[A-Za-z0-9]+")
 _FAILING_STATUSES = frozenset({"past_due", "unpaid"})
 _COMP_COUPON_PREFIX = "billing_desk_comp_"
 _COMP_COUPON_NAME = "Complimentary (100% off)"
+_PORTAL_METADATA_KEY = "billing_desk"
+_PORTAL_METADATA_VALUE = "portal_configuration"
+_PORTAL_CONFIGURATION_KEY = "billing-desk-portal-configuration-v1"
+
+
+class _RetryingHttpClient(stripe.RequestsClient):
+    """stripe-python's HTTP client, also retrying 429 (rate limited), which it never does.
+
+    Search is limited to 20 requests a second per account and one sidebar render makes up to
+    four searches, so a busy team meets 429s; Stripe stores no idempotent result for one, so a
+    retried write with the same key is safe. The pauses are stripe-python's own backoff.
+    """
+
+    def _should_retry(
+        self,
+        response: tuple[Any, int, Mapping[str, str] | None] | None,
+        api_connection_error: stripe.APIConnectionError | None,
+        num_retries: int,
+        max_network_retries: int | None,
+    ) -> bool:
+        if response is not None and response[1] == 429 and num_retries < (max_network_retries or 0):
+            headers = response[2] or {}
+            return headers.get("stripe-should-retry") != "false"
+        return bool(
+            super()._should_retry(response, api_connection_error, num_retries, max_network_retries)
+        )
 
 
 def make_stripe_client(
     api_key: str, api_base: str | None = None, network_retries: int = 2
 ) -> stripe.StripeClient:
-    """A StripeClient with a timeout and network retries; ``api_base`` points at a fake Stripe."""
-    base = {"api": api_base.rstrip("/")} if api_base else None
+    """A StripeClient with a timeout and network retries (429s too); ``api_base`` points at a
+    fake Stripe."""
+    base: Any = {"api": api_base.rstrip("/")} if api_base else None
     return stripe.StripeClient(
         api_key,
-        base_addresses=base,  # type: ignore[arg-type]
+        base_addresses=base,
         max_network_retries=network_retries,
-        http_client=stripe.new_default_http_client(timeout=STRIPE_TIMEOUT_SECONDS),
+        http_client=_RetryingHttpClient(timeout=STRIPE_TIMEOUT_SECONDS),
     )
 
 
@@ -55,8 +90,8 @@ def _stripe_errors(doing: str) -> Iterator[None]:
     except stripe.AuthenticationError as exc:
         raise ConfigError("STRIPE_API_KEY", "was rejected by Stripe") from exc
     except stripe.APIError as exc:
-        # A 5xx leaves the outcome unknown; a retry with the same idempotency key is safe.
-        raise GatewayUnavailable(f"{doing}: Stripe error (request {exc.request_id})") from exc
+        # A 5xx leaves the outcome unknown, and Stripe replays it for the same key for a day.
+        raise StripeOutcomeUnknown(f"{doing}: Stripe error (request {exc.request_id})") from exc
     except stripe.StripeError as exc:
         if exc.http_status == 404:
             raise NotFound(f"{doing}: {exc.user_message or exc}") from exc
@@ -83,6 +118,14 @@ def _id_of(value: Any) -> str | None:
     if isinstance(value, Mapping):
         return str(value["id"]) if value.get("id") else None
     return str(value) if value else None
+
+
+def request_key(idempotency_key: str, spent: int = 0) -> str:
+    """The idempotency key of a write's request: the action's own key, until Stripe has
+    answered ``spent`` requests under it with a server error (replayed for 24 hours), then a
+    key of its own per retry. Objects keep the action's key in their metadata, so a retry finds
+    what an earlier request made before it sends another."""
+    return idempotency_key if spent <= 0 else f"{idempotency_key}:retry-{spent}"
 
 
 def _comp_coupon_id(idempotency_key: str) -> str:
@@ -120,7 +163,8 @@ def _charge(data: Mapping[str, Any]) -> Charge:
         decline_code=decline_code,
         failure_message=data.get("failure_message"),
         advice_code=outcome.get("advice_code"),
-        invoice_id=_id_of(data.get("invoice")),
+        invoice_id=_id_of(data.get("invoice")),  # API versions before 2025-03-31 only
+        payment_intent_id=_id_of(data.get("payment_intent")),
     )
 
 
@@ -202,6 +246,11 @@ def _coupon_ids(data: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
+def _discount_ids(data: Mapping[str, Any]) -> list[str]:
+    """The IDs of the discounts a subscription has (``di_...``), expanded or not."""
+    return [i for i in (_id_of(d) for d in data.get("discounts") or []) if i]
+
+
 def _subscription(
     data: Mapping[str, Any], invoice: Mapping[str, Any] | None = None
 ) -> Subscription:
@@ -247,6 +296,19 @@ def _text_match_rank(customer: Customer, text: str) -> int:
     return len(fields)
 
 
+# The evidence fields that take text (the others take uploaded File IDs).
+DISPUTE_TEXT_EVIDENCE = frozenset(
+    [
+        "access_activity_log",
+        "customer_email_address",
+        "customer_name",
+        "product_description",
+        "service_date",
+        "uncategorized_text",
+    ]
+)
+
+
 def make_gateway(settings: Settings) -> StripeGateway:
     """The gateway for the configured Stripe account (or fake Stripe)."""
     settings.require_stripe()
@@ -259,6 +321,8 @@ class StripeGateway:
 
     def __init__(self, client: stripe.StripeClient) -> None:
         self.client = client
+        # The billing-portal configuration once looked up: "" for the account's default.
+        self._portal_configuration: str | None = None
 
     def find_customers_by_email(self, email: str) -> list[Customer]:
         """Every customer with this email, ignoring case.
@@ -283,9 +347,13 @@ class StripeGateway:
         return [c for c in found.values() if (c.email or "").lower() == email.lower()]
 
     def get_customer(self, customer_id: str) -> Customer:
-        """One customer by Stripe ID."""
+        """One customer by Stripe ID; NotFound for one deleted in Stripe, which answers 200
+        with a ``deleted`` stub (no email, no metadata: nothing to match or verify)."""
         with _stripe_errors(f"reading customer {customer_id}"):
-            return _customer(self.client.v1.customers.retrieve(customer_id).to_dict())
+            data = self.client.v1.customers.retrieve(customer_id).to_dict()
+        if data.get("deleted"):
+            raise NotFound(f"customer {customer_id} was deleted in Stripe")
+        return _customer(data)
 
     def search_customers(self, text: str, limit: int = 20) -> list[Customer]:
         """Customers for the sidebar's search box: an ID, an email, a tenant, an org or a name."""
@@ -294,11 +362,9 @@ class StripeGateway:
             return []
         if _CUSTOMER_ID.fullmatch(text):
             try:
-                with _stripe_errors(f"reading customer {text}"):
-                    data = self.client.v1.customers.retrieve(text).to_dict()
+                return [self.get_customer(text)]
             except NotFound:
                 return []
-            return [] if data.get("deleted") else [_customer(data)]
         if "@" in text:
             return self.find_customers_by_email(text)[:limit]
         # One OR query rather than one request per field: the sidebar counts its requests.
@@ -334,15 +400,50 @@ class StripeGateway:
         with _stripe_errors(f"reading charge {charge_id}"):
             return _charge(self.client.v1.charges.retrieve(charge_id).to_dict())
 
-    def charges_on_card(self, fingerprint: str, limit: int = 20) -> list[Charge]:
-        """Recent charges on the card with this fingerprint, whoever the customer, newest first."""
-        query = f"payment_method_details.card.fingerprint:{_quote(fingerprint)}"
-        with _stripe_errors("searching charges by card"):
-            result = self.client.v1.charges.search(
-                params={"query": query, "limit": _page_size(limit)}
+    def invoice_paid_by(self, charge: Charge) -> str | None:
+        """The invoice a charge paid, if any. Current API versions no longer put ``invoice``
+        on a charge: Stripe links the invoice to the charge's PaymentIntent instead."""
+        if charge.invoice_id or not charge.payment_intent_id:
+            return charge.invoice_id
+        with _stripe_errors(f"looking up the invoice paid by {charge.id}"):
+            page = self.client.v1.invoice_payments.list(
+                params={
+                    "payment": {
+                        "type": "payment_intent",
+                        "payment_intent": charge.payment_intent_id,
+                    },
+                    "limit": 1,
+                }
             )
-            charges = [_charge(item.to_dict()) for item in result.data]
-        return sorted(charges, key=lambda c: c.created, reverse=True)
+            return next((_id_of(item.to_dict().get("invoice")) for item in page.data), None)
+
+    def other_customers_on_card(self, fingerprint: str, customer_id: str) -> tuple[str, ...]:
+        """The other Stripe customers charged on the card with this fingerprint, most recent
+        first: a search that leaves the customer's own charges out (however many they have),
+        followed over its pages up to ``MAX_CARD_SEARCH_PAGES``."""
+        query = (
+            f"payment_method_details.card.fingerprint:{_quote(fingerprint)}"
+            f" AND -customer:{_quote(customer_id)}"
+        )
+        found: dict[str, None] = {}
+        page: str | None = None
+        with _stripe_errors("searching charges by card"):
+            for _ in range(MAX_CARD_SEARCH_PAGES):
+                params: ChargeSearchParams = {"query": query, "limit": STRIPE_MAX_PAGE}
+                if page:
+                    params["page"] = page
+                result = self.client.v1.charges.search(params=params)
+                charges = sorted(
+                    (_charge(item.to_dict()) for item in result.data),
+                    key=lambda c: c.created,
+                    reverse=True,
+                )
+                found.update((c.customer_id, None) for c in charges if c.customer_id)
+                page = result.next_page if result.has_more else None
+                if not page:
+                    break
+        found.pop(customer_id, None)
+        return tuple(found)
 
     def list_disputes(self, charge_id: str) -> list[Dispute]:
         """The disputes and inquiries opened on a charge, newest first."""
@@ -404,9 +505,16 @@ class StripeGateway:
         return _subscription(subscription.to_dict())
 
     def comp_subscription(
-        self, subscription_id: str, *, duration_in_months: int | None, idempotency_key: str
+        self,
+        subscription_id: str,
+        *,
+        duration_in_months: int | None,
+        idempotency_key: str,
+        request_key: str | None = None,
     ) -> tuple[str, Subscription]:
-        """Make a subscription free once (or for some months) with a 100%-off coupon."""
+        """Make a subscription free once (or for some months) with a 100%-off coupon, beside
+        the discounts it already has. The coupon's ID derives from ``idempotency_key``;
+        ``request_key`` is the update's own when a server error spent that one."""
         coupon_id = _comp_coupon_id(idempotency_key)
         terms: dict[str, Any] = {"percent_off": 100, "duration": "once"}
         if duration_in_months is not None:
@@ -430,10 +538,20 @@ class StripeGateway:
                 if any(existing.get(k) != v for k, v in terms.items()):
                     raise GatewayError(f"coupon {coupon_id} exists with other terms") from exc
         with _stripe_errors(f"comping subscription {subscription_id}"):
+            current = self.client.v1.subscriptions.retrieve(
+                subscription_id, params={"expand": ["discounts"]}
+            ).to_dict()
+            if coupon_id in _coupon_ids(current):
+                return coupon_id, _subscription(current)  # applied by an earlier attempt
+            # ``discounts`` replaces the subscription's set: name the ones it has to keep them.
+            discounts: list[SubscriptionUpdateParamsDiscount] = [
+                {"discount": d} for d in _discount_ids(current)
+            ]
+            discounts.append({"coupon": coupon_id})
             subscription = self.client.v1.subscriptions.update(
                 subscription_id,
-                params={"discounts": [{"coupon": coupon_id}], "expand": ["discounts"]},
-                options={"idempotency_key": idempotency_key},
+                params={"discounts": discounts, "expand": ["discounts"]},
+                options={"idempotency_key": request_key or idempotency_key},
             )
         return coupon_id, _subscription(subscription.to_dict())
 
@@ -455,11 +573,54 @@ class StripeGateway:
             )
         return _subscription(subscription.to_dict())
 
+    def portal_configuration(self) -> str | None:
+        """The billing-portal configuration sessions use: None when the account has a default
+        (saved in the Dashboard), else ours, found by its metadata or made once.
+
+        Stripe refuses a portal session on an account with neither a default nor a named
+        configuration, which a new account is until someone saves its portal settings.
+        """
+        if self._portal_configuration is not None:
+            return self._portal_configuration or None
+        with _stripe_errors("reading the billing-portal configurations"):
+            listed = self.client.v1.billing_portal.configurations.list(
+                params={"active": True, "limit": STRIPE_MAX_PAGE}
+            )
+            configurations = [c.to_dict() for c in listed.auto_paging_iter()]
+            if any(c.get("is_default") for c in configurations):
+                self._portal_configuration = ""
+                return None
+            ours = [
+                c
+                for c in configurations
+                if (c.get("metadata") or {}).get(_PORTAL_METADATA_KEY) == _PORTAL_METADATA_VALUE
+            ]
+            if ours:
+                self._portal_configuration = str(ours[0]["id"])
+            else:
+                made = self.client.v1.billing_portal.configurations.create(
+                    params={
+                        "name": "Billing Desk",
+                        "features": {
+                            "payment_method_update": {"enabled": True},
+                            "invoice_history": {"enabled": True},
+                            # Self-service cancellation, as the playbooks point customers to.
+                            "subscription_cancel": {"enabled": True, "mode": "at_period_end"},
+                        },
+                        "metadata": {_PORTAL_METADATA_KEY: _PORTAL_METADATA_VALUE},
+                    },
+                    options={"idempotency_key": _PORTAL_CONFIGURATION_KEY},
+                )
+                self._portal_configuration = str(made.id)
+        return self._portal_configuration
+
     def create_portal_session(self, customer_id: str, *, return_url: str) -> str:
         """A short-lived billing-portal URL where the customer updates their payment method."""
+        configuration = self.portal_configuration()
         with _stripe_errors(f"opening the billing portal for {customer_id}"):
             session = self.client.v1.billing_portal.sessions.create(
                 params={
+                    **({"configuration": configuration} if configuration else {}),
                     "customer": customer_id,
                     "return_url": return_url,
                     "flow_data": {
@@ -513,8 +674,11 @@ class StripeGateway:
         *,
         idempotency_key: str,
         metadata: Mapping[str, str],
+        request_key: str | None = None,
     ) -> Refund:
-        """Refund ``amount`` of a charge, once per ``idempotency_key``."""
+        """Refund ``amount`` of a charge, once per ``idempotency_key`` (kept in the refund's
+        metadata for ``find_refund``); ``request_key`` is the request's own when a server error
+        spent that one."""
         params: dict[str, Any] = {
             "charge": charge_id,
             "amount": amount.amount,
@@ -524,6 +688,73 @@ class StripeGateway:
         with _stripe_errors(f"refunding {charge_id}"):
             refund = self.client.v1.refunds.create(
                 params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
+                options={"idempotency_key": request_key or idempotency_key},
             )
         return _refund(refund.to_dict())
+
+    # --- disputes: Finance's answers (core.actions.dispute) --------------------------------
+
+    @staticmethod
+    def dispute_from_stripe(data: Mapping[str, Any]) -> Dispute:
+        """A Dispute object as Stripe sends it (an event's ``data.object``), as ours."""
+        return _dispute(data)
+
+    def get_dispute(self, dispute_id: str) -> Dispute:
+        """One dispute by Stripe ID, as it stands now."""
+        with _stripe_errors(f"reading dispute {dispute_id}"):
+            return _dispute(self.client.v1.disputes.retrieve(dispute_id).to_dict())
+
+    def submit_dispute_evidence(
+        self, dispute_id: str, evidence: Mapping[str, str], *, idempotency_key: str
+    ) -> Dispute:
+        """Send text evidence and submit it to the bank (``submit=true``), once per key."""
+        fields = cast(
+            "stripe.params.DisputeUpdateParamsEvidence",
+            {name: value for name, value in evidence.items() if name in DISPUTE_TEXT_EVIDENCE},
+        )
+        with _stripe_errors(f"submitting evidence for dispute {dispute_id}"):
+            dispute = self.client.v1.disputes.update(
+                dispute_id,
+                params={"evidence": fields, "submit": True},
+                options={"idempotency_key": idempotency_key},
+            )
+        return _dispute(dispute.to_dict())
+
+    def close_dispute(self, dispute_id: str, *, idempotency_key: str) -> Dispute:
+        """Accept a dispute as lost (``POST /v1/disputes/{id}/close``): irreversible."""
+        with _stripe_errors(f"closing dispute {dispute_id}"):
+            dispute = self.client.v1.disputes.close(
+                dispute_id, options={"idempotency_key": idempotency_key}
+            )
+        return _dispute(dispute.to_dict())
+
+    # --- the mirror: whole objects, as Stripe sends them in events ------------------------
+
+    def _mirror_service(self, kind: str) -> Any:
+        services = {
+            "customer": self.client.v1.customers,
+            "subscription": self.client.v1.subscriptions,
+            "charge": self.client.v1.charges,
+            "refund": self.client.v1.refunds,
+            "invoice": self.client.v1.invoices,
+            "dispute": self.client.v1.disputes,
+        }
+        if kind not in services:
+            raise ValueError(f"not a mirrored kind: {kind}")
+        return services[kind]
+
+    def iter_objects(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Every object of ``kind`` (customer, subscription, charge, refund, invoice,
+        dispute), page by page, as plain dicts: what reconcile walks."""
+        params: dict[str, Any] = {"limit": STRIPE_MAX_PAGE}
+        if kind == "subscription":
+            params["status"] = "all"  # canceled ones too: the list hides them by default
+        with _stripe_errors(f"listing {kind}s"):
+            for obj in self._mirror_service(kind).list(params=params).auto_paging_iter():
+                yield obj.to_dict()
+
+    def retrieve_object(self, kind: str, object_id: str) -> dict[str, Any]:
+        """One object as Stripe has it now, as a plain dict (a deleted customer is its
+        ``deleted: true`` stub)."""
+        with _stripe_errors(f"reading {kind} {object_id}"):
+            return dict(self._mirror_service(kind).retrieve(object_id).to_dict())

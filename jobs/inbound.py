@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -276,6 +276,8 @@ def _lookup(
             # Nothing will be done with the account: an agent looks first.
             return match, StripeFacts()
         charges = rt.gateway.list_charges(customer.id)
+        if category in _READS_INVOICES:
+            charges = _with_invoices(rt, charges)
         subscriptions = (
             rt.gateway.list_subscriptions(customer.id) if category in _READS_SUBSCRIPTIONS else []
         )
@@ -303,7 +305,20 @@ _READS_SUBSCRIPTIONS = frozenset(
     [Category.CHARGE_AFTER_CANCELLATION, Category.CANCELLATION_REQUEST, Category.PAYMENT_FAILED]
 )
 _READS_CARDS = frozenset([Category.DUPLICATE_CHARGE, Category.AUTHORIZATION_HOLD])
+# The playbook that tells a charge for another subscription by the invoice it paid.
+_READS_INVOICES = frozenset([Category.CHARGE_AFTER_CANCELLATION])
+MAX_INVOICES_LOOKED_UP = 10
 MAX_CARDS_LOOKED_UP = 3
+
+
+def _with_invoices(rt: runtime.Runtime, charges: list[Charge]) -> list[Charge]:
+    """The charges, the most recent ones with the invoice each paid (a request per charge on
+    current API versions, so only for the latest few)."""
+    recent = sorted(charges, key=lambda c: c.created, reverse=True)
+    return [
+        replace(c, invoice_id=rt.gateway.invoice_paid_by(c)) if n < MAX_INVOICES_LOOKED_UP else c
+        for n, c in enumerate(recent)
+    ]
 
 
 def _card_shared_with(
@@ -317,13 +332,7 @@ def _card_shared_with(
             by_card.setdefault(charge.card_fingerprint, []).append(charge)
     shared: dict[str, tuple[str, ...]] = {}
     for fingerprint in list(by_card)[:MAX_CARDS_LOOKED_UP]:
-        others = tuple(
-            dict.fromkeys(
-                c.customer_id
-                for c in rt.gateway.charges_on_card(fingerprint)
-                if c.customer_id and c.customer_id != customer_id
-            )
-        )
+        others = rt.gateway.other_customers_on_card(fingerprint, customer_id)
         if others:
             for charge in by_card[fingerprint]:
                 shared[charge.id] = others

@@ -23,7 +23,7 @@ from core.actions.registry import action_type, describe
 from core.db import session_scope
 from core.db.models import Action, Plan, utcnow
 from core.domain import ActionKind, ActionStatus, PlanStatus, Role
-from core.errors import BillingDeskError
+from core.errors import BillingDeskError, StripeOutcomeUnknown
 from core.helpdesks import helpdesk_for_ticket
 from core.policy import Decision, Verdict
 from jobs import queues, runtime
@@ -88,6 +88,11 @@ def run_step(action_id: int) -> str:
     except StepRefused as refused:
         return _refused(rt, action_id, refused.decision)
     except BillingDeskError as exc:
+        if isinstance(exc, StripeOutcomeUnknown):
+            with session_scope(rt.session_factory) as session:
+                spent = session.get(Action, action_id)
+                assert spent is not None
+                workflow.spend_stripe_key(session, spent)
         if exc.retryable and _retries_left():
             raise
         return _finish_failed(rt, action_id, _failure(snapshot, exc))

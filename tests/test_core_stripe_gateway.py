@@ -7,15 +7,27 @@ import json
 import re
 import urllib.parse
 import urllib.request
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import responses
 import stripe
 
-from core.domain import Money, RefundReason
-from core.errors import ConfigError, GatewayError, GatewayUnavailable, NotFound
-from core.stripe_gateway import StripeGateway, make_stripe_client
+from core.domain import Charge, Money, RefundReason
+from core.errors import (
+    ConfigError,
+    GatewayError,
+    GatewayUnavailable,
+    NotFound,
+    StripeOutcomeUnknown,
+)
+from core.stripe_gateway import (
+    MAX_CARD_SEARCH_PAGES,
+    StripeGateway,
+    make_stripe_client,
+    request_key,
+)
 
 API = "https://api.stripe.com"
 
@@ -78,7 +90,7 @@ def test_refund_sends_our_idempotency_key_amount_reason_and_metadata(gateway):
         (404, error_json("No such charge: 'ch_1'", code="resource_missing"), NotFound),
         (401, error_json("Invalid API Key provided", type_="invalid_request_error"), ConfigError),
         (429, error_json("Too many requests", type_="rate_limit_error"), GatewayUnavailable),
-        (500, error_json("Something went wrong", type_="api_error"), GatewayUnavailable),
+        (500, error_json("Something went wrong", type_="api_error"), StripeOutcomeUnknown),
     ],
 )
 @responses.activate
@@ -88,6 +100,100 @@ def test_stripe_errors_are_wrapped(gateway, status, body, error):
         gateway.refund(
             "ch_1", Money(100, "usd"), RefundReason.DUPLICATE, idempotency_key="k", metadata={}
         )
+
+
+@responses.activate
+def test_a_rate_limited_request_is_retried_and_a_lasting_one_is_retryable_later(monkeypatch):
+    """stripe-python never retries 429 itself; ours does, with its backoff, then gives up
+    with an error the job retries later."""
+    monkeypatch.setattr(stripe.RequestsClient, "_sleep_time_seconds", lambda self, n: 0)
+    gateway = StripeGateway(make_stripe_client("sk_test_unit", network_retries=2))
+    limited = error_json("Too many requests", type_="rate_limit_error", code="rate_limit")
+    url = f"{API}/v1/charges/ch_1"
+    responses.get(url, json=limited, status=429)
+    responses.get(url, json=charge_json_for_retry())
+    assert gateway.get_charge("ch_1").id == "ch_1"
+    assert len(responses.calls) == 2
+
+    responses.reset()
+    responses.get(url, json=limited, status=429)
+    with pytest.raises(GatewayUnavailable) as raised:
+        gateway.get_charge("ch_1")
+    assert raised.value.retryable and len(responses.calls) == 3  # the first try and 2 retries
+
+
+@responses.activate
+def test_a_refund_whose_key_a_server_error_spent_is_sent_under_a_fresh_request_key(gateway):
+    responses.post(f"{API}/v1/refunds", json=refund_json())
+    gateway.refund(
+        "ch_1",
+        Money(4900, "usd"),
+        RefundReason.DUPLICATE,
+        idempotency_key="refund:ch_1",
+        metadata={},
+        request_key=request_key("refund:ch_1", spent=1),
+    )
+    (call,) = responses.calls
+    assert call.request.headers["Idempotency-Key"] == "refund:ch_1:retry-1"
+    assert form_of(call)["metadata[idempotency_key]"] == "refund:ch_1"  # what find_refund reads
+    assert request_key("refund:ch_1") == "refund:ch_1"
+
+
+@responses.activate
+def test_a_deleted_customer_is_not_found_though_stripe_answers_200(gateway):
+    stub = {"id": "cus_gone", "object": "customer", "deleted": True}
+    responses.get(f"{API}/v1/customers/cus_gone", json=stub)
+    with pytest.raises(NotFound):
+        gateway.get_customer("cus_gone")
+    assert gateway.search_customers("cus_gone") == []
+
+
+@responses.activate
+def test_the_invoice_a_charge_paid_is_read_through_its_payment_intent(gateway):
+    responses.get(
+        f"{API}/v1/invoice_payments",
+        json={
+            "object": "list",
+            "url": "/v1/invoice_payments",
+            "has_more": False,
+            "data": [{"id": "inpay_1", "object": "invoice_payment", "invoice": "in_7"}],
+        },
+    )
+    charge = replace(_mapped_charge(), invoice_id=None, payment_intent_id="pi_3")
+    assert gateway.invoice_paid_by(charge) == "in_7"
+    assert query_of(responses.calls[0]) == {
+        "payment[type]": ["payment_intent"],
+        "payment[payment_intent]": ["pi_3"],
+        "limit": ["1"],
+    }
+    # An older API version's charge says its invoice itself: no request.
+    assert gateway.invoice_paid_by(replace(charge, invoice_id="in_old")) == "in_old"
+    assert gateway.invoice_paid_by(replace(charge, payment_intent_id=None)) is None
+    assert len(responses.calls) == 1
+
+
+def charge_json_for_retry():
+    return {
+        "id": "ch_1",
+        "object": "charge",
+        "amount": 100,
+        "currency": "usd",
+        "created": 1763700000,
+        "status": "succeeded",
+    }
+
+
+def _mapped_charge() -> Charge:
+    return Charge(
+        id="ch_1",
+        customer_id="cus_1",
+        amount=Money(100, "usd"),
+        amount_refunded=0,
+        created=datetime(2026, 1, 1, tzinfo=UTC),
+        status="succeeded",
+        captured=True,
+        disputed=False,
+    )
 
 
 def test_unreachable_stripe_is_retryable():
@@ -295,13 +401,17 @@ def test_cancel_now_retried_after_success_finds_it_canceled(gateway, status_now,
 def test_comp_creates_a_deterministic_coupon_then_applies_it(gateway, months, terms):
     responses.post(f"{API}/v1/coupons", json={"id": "ignored", "object": "coupon"})
     coupon_id = "billing_desk_comp_" + hashlib.sha256(b"comp:9").hexdigest()[:24]
+    loyalty = {"id": "di_loyal", "object": "discount", "source": {"coupon": "loyalty10"}}
     discount = {"id": "di_1", "object": "discount", "source": {"coupon": coupon_id}}
-    responses.post(f"{API}/v1/subscriptions/sub_1", json=subscription_json(discounts=[discount]))
+    responses.get(f"{API}/v1/subscriptions/sub_1", json=subscription_json(discounts=[loyalty]))
+    responses.post(
+        f"{API}/v1/subscriptions/sub_1", json=subscription_json(discounts=[loyalty, discount])
+    )
 
     coupon, sub = gateway.comp_subscription(
         "sub_1", duration_in_months=months, idempotency_key="comp:9"
     )
-    create, apply = responses.calls
+    create, read, apply = responses.calls
     assert create.request.headers["Idempotency-Key"] == "comp:9:coupon"
     assert form_of(create) == {
         "id": coupon_id,
@@ -310,8 +420,29 @@ def test_comp_creates_a_deterministic_coupon_then_applies_it(gateway, months, te
         "metadata[idempotency_key]": "comp:9",
         **terms,
     }
+    assert query_of(read) == {"expand[0]": ["discounts"]}
     assert apply.request.headers["Idempotency-Key"] == "comp:9"
-    assert form_of(apply) == {"discounts[0][coupon]": coupon_id, "expand[0]": "discounts"}
+    # ``discounts`` replaces the set: the discount the customer had is named to keep it.
+    assert form_of(apply) == {
+        "discounts[0][discount]": "di_loyal",
+        "discounts[1][coupon]": coupon_id,
+        "expand[0]": "discounts",
+    }
+    assert (coupon, sub.coupon_ids) == (coupon_id, ("loyalty10", coupon_id))
+
+
+@responses.activate
+def test_comp_already_applied_by_an_earlier_attempt_is_not_applied_again(gateway):
+    coupon_id = "billing_desk_comp_" + hashlib.sha256(b"comp:9").hexdigest()[:24]
+    responses.post(f"{API}/v1/coupons", json={"id": coupon_id, "object": "coupon"})
+    applied = {"id": "di_1", "object": "discount", "source": {"coupon": coupon_id}}
+    responses.get(f"{API}/v1/subscriptions/sub_1", json=subscription_json(discounts=[applied]))
+
+    coupon, sub = gateway.comp_subscription(
+        "sub_1", duration_in_months=None, idempotency_key="comp:9", request_key="comp:9:retry-1"
+    )
+
+    assert [c.request.method for c in responses.calls] == ["POST", "GET"]  # no second update
     assert (coupon, sub.coupon_ids) == (coupon_id, (coupon_id,))
 
 
@@ -333,6 +464,7 @@ def test_comp_reuses_the_coupon_it_made_before(gateway, existing_months, ok):
             "duration_in_months": existing_months,
         },
     )
+    responses.get(f"{API}/v1/subscriptions/sub_1", json=subscription_json())
     responses.post(f"{API}/v1/subscriptions/sub_1", json=subscription_json())
     if ok:
         gateway.comp_subscription("sub_1", duration_in_months=3, idempotency_key="comp:1")
@@ -358,8 +490,19 @@ def test_set_trial_end_sends_a_unix_time_without_proration(gateway):
     assert sub.status == "trialing"
 
 
+def configurations_json(*data):
+    return {
+        "object": "list",
+        "data": list(data),
+        "has_more": False,
+        "url": "/v1/billing_portal/configurations",
+    }
+
+
 @responses.activate
 def test_portal_session_opens_the_payment_method_update_flow(gateway):
+    default = {"id": "bpc_default", "object": "billing_portal.configuration", "is_default": True}
+    responses.get(f"{API}/v1/billing_portal/configurations", json=configurations_json(default))
     responses.post(
         f"{API}/v1/billing_portal/sessions",
         json={
@@ -370,13 +513,59 @@ def test_portal_session_opens_the_payment_method_update_flow(gateway):
     )
     url = gateway.create_portal_session("cus_1", return_url="https://desk.example.com/back")
     assert url == "https://billing.stripe.com/p/session/test_1"
-    assert form_of(responses.calls[0]) == {
+    assert query_of(responses.calls[0]) == {"active": ["true"], "limit": ["100"]}
+    assert form_of(responses.calls[1]) == {
         "customer": "cus_1",
         "return_url": "https://desk.example.com/back",
         "flow_data[type]": "payment_method_update",
         "flow_data[after_completion][type]": "redirect",
         "flow_data[after_completion][redirect][return_url]": "https://desk.example.com/back",
     }
+
+
+@responses.activate
+def test_an_account_without_a_default_portal_configuration_gets_ours_made_once(gateway):
+    """A new account has no default portal configuration until someone saves the Dashboard's
+    settings, and Stripe refuses sessions without one: ours is made (once) and named."""
+    configurations = f"{API}/v1/billing_portal/configurations"
+    responses.get(configurations, json=configurations_json())
+    made = {"id": "bpc_ours", "object": "billing_portal.configuration", "is_default": False}
+    responses.post(configurations, json=made)
+    session = {"id": "bps_1", "object": "billing_portal.session", "url": "https://x.test/s"}
+    responses.post(f"{API}/v1/billing_portal/sessions", json=session)
+
+    for _ in range(2):
+        gateway.create_portal_session("cus_1", return_url="https://desk.example.com/back")
+
+    calls = [(c.request.method, urllib.parse.urlparse(c.request.url).path) for c in responses.calls]
+    assert calls == [
+        ("GET", "/v1/billing_portal/configurations"),
+        ("POST", "/v1/billing_portal/configurations"),
+        ("POST", "/v1/billing_portal/sessions"),
+        ("POST", "/v1/billing_portal/sessions"),  # looked up once per gateway
+    ]
+    create = responses.calls[1]
+    assert create.request.headers["Idempotency-Key"] == "billing-desk-portal-configuration-v1"
+    assert form_of(create)["features[subscription_cancel][mode]"] == "at_period_end"
+    assert form_of(create)["metadata[billing_desk]"] == "portal_configuration"
+    assert form_of(responses.calls[2])["configuration"] == "bpc_ours"
+
+
+@responses.activate
+def test_our_portal_configuration_made_earlier_is_found_by_its_metadata(gateway):
+    ours = {
+        "id": "bpc_ours",
+        "object": "billing_portal.configuration",
+        "is_default": False,
+        "metadata": {"billing_desk": "portal_configuration"},
+    }
+    other = {"id": "bpc_other", "object": "billing_portal.configuration", "is_default": False}
+    responses.get(f"{API}/v1/billing_portal/configurations", json=configurations_json(other, ours))
+    session = {"id": "bps_1", "object": "billing_portal.session", "url": "https://x.test/s"}
+    responses.post(f"{API}/v1/billing_portal/sessions", json=session)
+    gateway.create_portal_session("cus_1", return_url="https://desk.example.com/back")
+    assert form_of(responses.calls[1])["configuration"] == "bpc_ours"
+    assert len(responses.calls) == 2
 
 
 @pytest.mark.parametrize(
@@ -458,14 +647,56 @@ def test_tenant_lookup_keeps_only_the_exact_tenant_id(gateway):
     assert query_of(responses.calls[0])["query"] == ["metadata['tenant_id']:'t-9'"]
 
 
-@responses.activate
-def test_charges_on_card_searches_by_fingerprint(gateway):
-    responses.get(f"{API}/v1/charges/search", json=search_json(url="/v1/charges/search"))
-    assert gateway.charges_on_card("fp'1", limit=7) == []
-    assert query_of(responses.calls[0]) == {
-        "query": ["payment_method_details.card.fingerprint:'fp\\'1'"],
-        "limit": ["7"],
+def card_charge_json(id_, customer, created):
+    return {
+        "id": id_,
+        "object": "charge",
+        "amount": 1000,
+        "currency": "usd",
+        "customer": customer,
+        "created": created,
+        "status": "succeeded",
     }
+
+
+@responses.activate
+def test_other_customers_on_card_leave_the_customer_out_and_follow_every_page(gateway):
+    """A customer with hundreds of charges on their card does not hide the other customer:
+    the search excludes the customer's own charges and follows ``next_page``."""
+    url = f"{API}/v1/charges/search"
+    first = {
+        **search_json(card_charge_json("ch_3", "cus_bob", 300), url="/v1/charges/search"),
+        "has_more": True,
+        "next_page": "page_2",
+    }
+    second = search_json(
+        card_charge_json("ch_2", "cus_carol", 200),
+        card_charge_json("ch_1", "cus_bob", 100),
+        url="/v1/charges/search",
+    )
+    responses.get(url, json=first)  # responses answers in the order registered
+    responses.get(url, json=second)
+
+    assert gateway.other_customers_on_card("fp'1", "cus_alice") == ("cus_bob", "cus_carol")
+
+    queries = [query_of(call) for call in responses.calls]
+    assert queries[0] == {
+        "query": ["payment_method_details.card.fingerprint:'fp\\'1' AND -customer:'cus_alice'"],
+        "limit": ["100"],
+    }
+    assert queries[1]["page"] == ["page_2"]
+
+
+@responses.activate
+def test_other_customers_on_card_stop_after_a_bounded_number_of_pages(gateway):
+    endless = {
+        **search_json(card_charge_json("ch_1", "cus_bob", 100), url="/v1/charges/search"),
+        "has_more": True,
+        "next_page": "again",
+    }
+    responses.get(f"{API}/v1/charges/search", json=endless)
+    assert gateway.other_customers_on_card("fp1", "cus_alice") == ("cus_bob",)
+    assert len(responses.calls) == MAX_CARD_SEARCH_PAGES
 
 
 @responses.activate
@@ -819,7 +1050,8 @@ def test_same_card_disputes_portal_and_fraud_flag_against_the_fake(
     )
     fingerprint = live.get_charge(paid.id).card_fingerprint
     assert fingerprint
-    assert {c.customer_id for c in live.charges_on_card(fingerprint)} == {alice.id, bob.id}
+    assert live.other_customers_on_card(fingerprint, alice.id) == (bob.id,)
+    assert live.other_customers_on_card(fingerprint, bob.id) == (alice.id,)
 
     fake_config(fake_stripe, "/_config/disputes", charge=paid.id, reason="fraudulent")
     (dispute,) = live.list_disputes(paid.id)

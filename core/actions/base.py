@@ -25,7 +25,7 @@ from core.helpdesks import Helpdesk
 from core.plans import StepDraft
 from core.policy import Approval, Asker, Decision, PolicyConfig
 from core.settings import Settings
-from core.stripe_gateway import StripeGateway
+from core.stripe_gateway import StripeGateway, request_key
 
 MAX_TEXT = 2000
 
@@ -220,6 +220,15 @@ def int_field(form: Mapping[str, str], name: str, label: str, low: int, high: in
 def params_of(action: Action) -> dict[str, Any]:
     """The action's kind-specific inputs (a copy)."""
     return dict(action.params or {})
+
+
+# Action params: how many of the action's Stripe request keys a server error has spent.
+KEYS_SPENT_PARAM = "stripe_keys_spent"
+
+
+def stripe_key(action: Action) -> str:
+    """The idempotency key of the action's next Stripe write (core.stripe_gateway.request_key)."""
+    return request_key(action.idempotency_key, int(params_of(action).get(KEYS_SPENT_PARAM, 0)))
 
 
 def approvals_of(action: Action) -> tuple[Approval, ...]:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from core.actions.account import AccountAction, who
-from core.actions.base import Ask, Effects, Outcome, Proposal, Requested, idempotency_key, params_of
+from core.actions.base import (
+    Ask,
+    Effects,
+    Outcome,
+    Proposal,
+    Requested,
+    idempotency_key,
+    params_of,
+    stripe_key,
+)
 from core.db.models import Action
 from core.domain import ActionKind
 
@@ -58,7 +67,7 @@ class CancelSubscription(AccountAction):
         sub = fx.gateway.cancel_subscription(
             params["subscription_id"],
             at_period_end=bool(params.get("at_period_end", True)),
-            idempotency_key=action.idempotency_key,
+            idempotency_key=stripe_key(action),
         )
         if sub.cancel_at_period_end and sub.current_period_end:
             when = f"at period end ({sub.current_period_end:%d %b %Y})"

@@ -16,6 +16,7 @@ from core.actions.base import (
     idempotency_key,
     int_field,
     params_of,
+    stripe_key,
 )
 from core.db.models import Action
 from core.domain import ActionKind
@@ -69,6 +70,7 @@ class CompCoupon(AccountAction):
             params["subscription_id"],
             duration_in_months=params.get("duration_in_months"),
             idempotency_key=action.idempotency_key,
+            request_key=stripe_key(action),
         )
         return Outcome(
             sub.id, f"Comp applied: coupon {coupon} (100% off) on subscription {sub.id}."

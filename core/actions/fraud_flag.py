@@ -14,6 +14,7 @@ from core.actions.base import (
     Requested,
     idempotency_key,
     params_of,
+    stripe_key,
     text_field,
 )
 from core.actions.escalate import open_escalation
@@ -59,7 +60,7 @@ class FlagFraud(AccountAction):
             action.stripe_customer_id,
             reason=params.get("text", ""),
             flagged_by=action.requested_by,
-            idempotency_key=action.idempotency_key,
+            idempotency_key=stripe_key(action),
         )
         target = EscalationTarget.SECURITY
         escalation, notice = open_escalation(action, fx, target, params.get("text", ""))

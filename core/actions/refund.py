@@ -24,6 +24,7 @@ from core.actions.base import (
     approvals_of,
     idempotency_key,
     params_of,
+    stripe_key,
 )
 from core.billing_context import BillingContext, ChargeView
 from core.customers import identity_now, open_claims
@@ -273,6 +274,7 @@ class RefundAction(ActionType):
                 amount,
                 _reason(action.reason),
                 idempotency_key=key,
+                request_key=stripe_key(action),
                 metadata={"action_id": str(action.id), "ticket_id": str(action.ticket_id or "")},
             )
         return Outcome(

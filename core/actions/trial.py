@@ -17,6 +17,7 @@ from core.actions.base import (
     idempotency_key,
     int_field,
     params_of,
+    stripe_key,
 )
 from core.db.models import Action
 from core.domain import ActionKind
@@ -73,7 +74,7 @@ class ExtendTrial(AccountAction):
         params = params_of(action)
         until = datetime.fromtimestamp(int(params["trial_end"]), UTC)
         sub = fx.gateway.set_trial_end(
-            params["subscription_id"], trial_end=until, idempotency_key=action.idempotency_key
+            params["subscription_id"], trial_end=until, idempotency_key=stripe_key(action)
         )
         return Outcome(
             sub.id, f"Trial end of {sub.id} moved to {until:%d %b %Y} (+{params.get('days')} days)."

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import audit, escalations
-from core.actions.base import Outcome, approvals_of, params_of
+from core.actions.base import KEYS_SPENT_PARAM, Outcome, approvals_of, params_of
 from core.actions.registry import describe
 from core.db.models import Action, Agent, Plan, utcnow
 from core.domain import ActionStatus, PlanStatus, Role
@@ -393,6 +393,14 @@ def record_simulated(session: Session, action: Action) -> str:
     action.completed_at = utcnow()
     _audit(session, action, "simulated", summary=describe(action))
     return f"Dry run — would have done: {describe(action)}. Nothing was sent or changed."
+
+
+def spend_stripe_key(session: Session, action: Action) -> None:
+    """Stripe answered the step's write with a server error, which it replays for that key for
+    a day: the next attempt sends a fresh key (after looking for what this one made)."""
+    params = params_of(action)
+    params[KEYS_SPENT_PARAM] = int(params.get(KEYS_SPENT_PARAM, 0)) + 1
+    action.params = params
 
 
 def record_failed(session: Session, action: Action, error: str) -> None:
