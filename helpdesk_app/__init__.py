@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         security,
         services,
         sidebar,
+        webhooks,
     )
 
     settings = settings or Settings.from_env(os.environ)
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         auth.init_app(app)
     for blueprint in (auth.bp, helpdesk.bp, sidebar.bp, embedded.bp, billing_links.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(webhooks.bp)  # Stripe's deliveries: signed, no session or CSRF
     errors.init_app(app)
     security.init_app(app, settings)
     return app

@@ -85,6 +85,11 @@ class PolicyConfig:
     # Smart Retries policy set in the Stripe Dashboard (Stripe recommends 8 tries in 2 weeks).
     smart_retry_attempts: int = 3
     smart_retry_days: int = 14
+    # Mass payment failure (Engineering Critical, 15m): at least this many failed payments in
+    # the sliding window, making at least this share of the payments attempted in it.
+    mass_failure_window_minutes: int = 15
+    mass_failure_min_failures: int = 20
+    mass_failure_min_rate: float = 0.5
 
     def approval_threshold(self, currency: str) -> Money | None:
         """The most a charge may have refunded without a Support Lead; None if unconfigured."""
@@ -192,6 +197,9 @@ _PARSERS = {
     # 0 means Smart Retries are off in the Stripe Dashboard.
     "smart_retry_attempts": _non_negative_int,
     "smart_retry_days": _positive_int,
+    "mass_failure_window_minutes": _positive_int,
+    "mass_failure_min_failures": _positive_int,
+    "mass_failure_min_rate": _fraction,
 }
 
 

@@ -1,0 +1,276 @@
+"""Stripe webhook events, handled: the mirror, disputes, the mass-failure watch, sync errors.
+
+``handle_event`` takes a recorded event's ID. It is idempotent: ``processed_at`` is set once and
+a re-run after it is a no-op; before it, every write it makes is an upsert that never goes
+backwards (core.mirror) or an insert by key. A failing handler is retried (STANDARD_RETRY);
+after ``SYNC_ERROR_AFTER`` failed attempts, or with no retry left, the event is marked failed
+and that is a Stripe sync error: Engineering Platform hears of it, once per incident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from redis import Redis
+from rq import get_current_job
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core import mirror
+from core.db import session_scope
+from core.db.models import PaymentAttempt, StripeEvent, StripeIncident, utcnow
+from core.domain import EscalationTarget, HelpdeskName
+from core.helpdesks import make_helpdesk
+from core.policy.mass_failure import PaymentWindow, is_mass_failure, is_new_incident, window_start
+from jobs import disputes, queues, runtime
+from jobs.system_tickets import ACTOR, open_system_escalation
+
+log = logging.getLogger(__name__)
+
+# Failed attempts after which an event is a sync error (the first retries are often transient).
+SYNC_ERROR_AFTER = 3
+SYNC_ERROR = "sync_error"
+MASS_FAILURE = "mass_failure"
+
+# Status of a recorded event.
+RECEIVED, PROCESSED, IGNORED, FAILED = "received", "processed", "ignored", "failed"
+
+_FAILED_PAYMENT = frozenset({"charge.failed", "invoice.payment_failed"})
+_PAID = frozenset({"charge.succeeded", "invoice.paid", "invoice.payment_succeeded"})
+
+
+def event_job_id(event_id: str) -> str:
+    """The one job of an event."""
+    return f"stripe-event-{event_id}"
+
+
+def enqueue_event(connection: Redis, event_id: str) -> bool:
+    """Queue the handling of a recorded event (once: queueing twice runs it once)."""
+    queue = queues.get_queue(queues.EVENTS, connection)
+    return queues.enqueue_once(queue, handle_event, event_id, job_id=event_job_id(event_id))
+
+
+def handle_event(event_id: str) -> str:
+    """Apply one recorded Stripe event; returns its status (processed, ignored...)."""
+    rt = runtime.current()
+    with session_scope(rt.session_factory) as session:
+        event = session.get(StripeEvent, event_id)
+        if event is None:
+            log.warning("Stripe event %s: not recorded; nothing to do", event_id)
+            return "missing"
+        if event.processed_at is not None:
+            return event.status
+        event.attempts += 1  # counted before the work, so a crash counts too
+        payload = json.loads(event.payload)
+    try:
+        status = _apply(rt, payload)
+    except Exception as exc:
+        _record_failure(rt, event_id, exc)
+        raise
+    with session_scope(rt.session_factory) as session:
+        session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.id == event_id, StripeEvent.processed_at.is_(None))
+            .values(processed_at=utcnow(), status=status)
+        )
+    log.info("Stripe event %s (%s): %s", event_id, payload.get("type"), status)
+    return status
+
+
+def _apply(rt: runtime.Runtime, event: Mapping[str, Any]) -> str:
+    """Mirror the event's object, then what its type asks for; the status to record."""
+    event_type = str(event["type"])
+    created = int(event["created"])
+    obj = (event.get("data") or {}).get("object") or {}
+    kind = mirror.kind_of(obj)
+    if kind is None:
+        return IGNORED
+    with session_scope(rt.session_factory) as session:
+        mirror.apply(
+            session,
+            kind,
+            obj,
+            created,
+            deleted=event_type == "customer.deleted",
+            fetch=lambda: rt.gateway.retrieve_object(kind, str(obj["id"])),
+        )
+    if kind == "dispute":
+        disputes.dispute_event(rt, event_type, obj)
+    if event_type in _FAILED_PAYMENT or event_type in _PAID:
+        _watch_payments(rt, event, obj)
+    return PROCESSED
+
+
+def _record_failure(rt: runtime.Runtime, event_id: str, exc: Exception) -> None:
+    """Keep the error; past the limit (or the last retry) mark the event failed and raise a
+    Stripe sync error."""
+    job = get_current_job()
+    last_try = job is not None and job.retries_left == 0
+    with session_scope(rt.session_factory) as session:
+        event = session.get(StripeEvent, event_id)
+        assert event is not None
+        event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        given_up = event.attempts >= SYNC_ERROR_AFTER or last_try
+        if given_up:
+            event.status = FAILED
+        event_type, attempts, error = event.type, event.attempts, event.last_error
+    log.warning("Stripe event %s (%s) failed, attempt %d: %s", event_id, event_type, attempts, exc)
+    if given_up:
+        raise_sync_error(
+            rt,
+            summary=f"event {event_type} keeps failing",
+            details=(
+                f"Stripe event {event_id} ({event_type}) failed {attempts} times; the mirror "
+                f"may be behind Stripe. Last error: {error}. Once fixed, run "
+                "`billing-desk reconcile` to repair the mirror."
+            ),
+        )
+
+
+def _next_key(session: Session, kind: str) -> str:
+    count = session.scalar(select(func.count()).where(StripeIncident.kind == kind)) or 0
+    return f"{kind}:{count + 1}"
+
+
+def raise_sync_error(rt: runtime.Runtime, *, summary: str, details: str) -> int | None:
+    """Escalate a Stripe sync error to Engineering Platform, once per incident: while one is
+    open, further errors are noted on its ticket. Returns the incident's ticket ID."""
+    with session_scope(rt.session_factory) as session:
+        incident = session.scalar(
+            select(StripeIncident)
+            .where(StripeIncident.kind == SYNC_ERROR, StripeIncident.resolved_at.is_(None))
+            .order_by(StripeIncident.id.desc())
+            .limit(1)
+        )
+        if incident is not None and incident.ticket_id is not None:
+            make_helpdesk(HelpdeskName.LOCAL, session, rt.settings).add_internal_note(
+                incident.ticket_id, f"Another Stripe sync error: {details}", author=ACTOR
+            )
+            return incident.ticket_id
+        if incident is None:
+            incident = _open_incident(session, SYNC_ERROR, {"summary": summary})
+            if incident is None:
+                return None  # another worker opened it just now
+        key = incident.key
+    return _escalate(
+        rt, key, EscalationTarget.ENGINEERING_PLATFORM, f"Stripe sync error: {summary}", details
+    )
+
+
+def resolve_sync_errors(rt: runtime.Runtime) -> None:
+    """Close the open sync-error incident (a clean drift check): the next error is new."""
+    with session_scope(rt.session_factory) as session:
+        session.execute(
+            update(StripeIncident)
+            .where(StripeIncident.kind == SYNC_ERROR, StripeIncident.resolved_at.is_(None))
+            .values(resolved_at=utcnow())
+        )
+
+
+def _open_incident(
+    session: Session, kind: str, details: dict[str, Any], last_seen: int = 0
+) -> StripeIncident | None:
+    """A new incident of ``kind``, or None when another worker opened it at the same time."""
+    incident = StripeIncident(
+        key=_next_key(session, kind), kind=kind, details=details, last_seen=last_seen
+    )
+    try:
+        with session.begin_nested():
+            session.add(incident)
+    except IntegrityError:
+        return None
+    return incident
+
+
+def _escalate(
+    rt: runtime.Runtime, key: str, target: EscalationTarget, subject: str, details: str
+) -> int:
+    ticket_id = open_system_escalation(rt, key=key, target=target, subject=subject, details=details)
+    with session_scope(rt.session_factory) as session:
+        session.execute(
+            update(StripeIncident).where(StripeIncident.key == key).values(ticket_id=ticket_id)
+        )
+    return ticket_id
+
+
+def _attempt_key(event_type: str, obj: Mapping[str, Any]) -> str:
+    """One key per payment attempt: a charge's ID; for an invoice, its charge's (the same
+    attempt as the charge's own event), else the invoice and its attempt number."""
+    if obj.get("object") == "charge":
+        return f"charge:{obj['id']}"
+    charge = mirror.id_of(obj.get("charge"))
+    if charge:
+        return f"charge:{charge}"
+    return f"invoice:{obj['id']}:{obj.get('attempt_count') or 0}"
+
+
+def _watch_payments(rt: runtime.Runtime, event: Mapping[str, Any], obj: Mapping[str, Any]) -> None:
+    """Count this payment attempt; too many failures at too high a rate in the window ending
+    at it is a mass payment failure, escalated to Engineering Critical once per incident."""
+    event_type = str(event["type"])
+    created = int(event["created"])
+    failed = event_type in _FAILED_PAYMENT
+    policy = rt.policy
+    with session_scope(rt.session_factory) as session:
+        try:
+            with session.begin_nested():
+                session.add(
+                    PaymentAttempt(
+                        key=_attempt_key(event_type, obj),
+                        failed=failed,
+                        occurred_at=created,
+                        customer_id=mirror.id_of(obj.get("customer")),
+                        event_id=str(event["id"]),
+                    )
+                )
+        except IntegrityError:
+            return  # this attempt was counted already (its other event, or a re-run)
+        if not failed:
+            return
+        start = window_start(created, policy)
+        in_window = select(PaymentAttempt).where(
+            PaymentAttempt.occurred_at > start, PaymentAttempt.occurred_at <= created
+        )
+        attempted = session.scalar(select(func.count()).select_from(in_window.subquery())) or 0
+        failures = (
+            session.scalar(
+                select(func.count()).select_from(
+                    in_window.where(PaymentAttempt.failed.is_(True)).subquery()
+                )
+            )
+            or 0
+        )
+        window = PaymentWindow(start, created, attempted, failures)
+        if not is_mass_failure(window, policy):
+            return
+        latest = session.scalar(
+            select(StripeIncident)
+            .where(StripeIncident.kind == MASS_FAILURE)
+            .order_by(StripeIncident.id.desc())
+            .limit(1)
+        )
+        if latest is not None and not is_new_incident(latest.last_seen, created, policy):
+            latest.last_seen = max(latest.last_seen, created)
+            latest.details = dict(latest.details) | {"latest": window.describe()}
+            return
+        numbers = {"failed": failures, "attempted": attempted, "rate": round(window.rate, 3)}
+        incident = _open_incident(
+            session, MASS_FAILURE, numbers | {"window": window.describe()}, last_seen=created
+        )
+        if incident is None:
+            return
+        key = incident.key
+    _escalate(
+        rt,
+        key,
+        EscalationTarget.ENGINEERING_CRITICAL,
+        f"Mass payment failure: {window.describe()}",
+        f"Mass payment failure: {window.describe()}, above the policy's "
+        f"{policy.mass_failure_min_failures} failures at {policy.mass_failure_min_rate:.0%} in "
+        f"{policy.mass_failure_window_minutes} minutes. Check Stripe's status page, the "
+        "payment method settings and the latest deploy.",
+    )
