@@ -872,14 +872,19 @@ def test_subscription_items_carry_price_and_period(client: stripe.StripeClient) 
     )
     assert (item.price.currency, item.price.recurring.interval) == ("usd", "month")
     assert item.price.product.startswith("prod_")
-    assert (item.current_period_start, item.current_period_end) == (
-        sub.current_period_start,
-        sub.current_period_end,
-    )
+    assert "current_period_start" not in sub  # the current API keeps periods on items
     assert item.current_period_end > item.current_period_start
     assert sub.discounts == []
     paid = client.v1.charges.list(params={"customer": sub.customer}).data[0]
-    assert paid.invoice == sub.latest_invoice
+    assert "invoice" not in paid  # charges reach their invoice through InvoicePayments
+    (payment,) = client.v1.invoice_payments.list(
+        params={"payment": {"type": "payment_intent", "payment_intent": paid.payment_intent}}
+    ).data
+    assert (payment.object, payment.invoice, payment.status) == (
+        "invoice_payment",
+        sub.latest_invoice,
+        "paid",
+    )
 
 
 def test_discounts_are_applied_replaced_and_cleared(client: stripe.StripeClient) -> None:
@@ -891,7 +896,12 @@ def test_discounts_are_applied_replaced_and_cleared(client: stripe.StripeClient)
         )
 
     comped = client.v1.subscriptions.update(
-        sub.id, params={"discounts": [{"coupon": "COMP3"}], "proration_behavior": "none"}
+        sub.id,
+        params={
+            "discounts": [{"coupon": "COMP3"}],
+            "proration_behavior": "none",
+            "expand": ["discounts"],
+        },
     )
     (discount,) = comped.discounts
     assert discount.object == "discount"
@@ -905,22 +915,27 @@ def test_discounts_are_applied_replaced_and_cleared(client: stripe.StripeClient)
     )
     assert [d.id for d in listed.data[0].discounts] == [discount.id]
 
+    assert client.v1.subscriptions.retrieve(sub.id).discounts == [discount.id]  # ids by default
     both = client.v1.subscriptions.update(
-        sub.id, params={"discounts": [{"coupon": "COMP3"}, {"coupon": "HALF"}]}
+        sub.id,
+        params={"discounts": [{"coupon": "COMP3"}, {"coupon": "HALF"}], "expand": ["discounts"]},
     )
     assert [d.source.coupon for d in both.discounts] == ["COMP3", "HALF"]
     assert both.discounts[0].id == discount.id  # a discount already applied is kept
     assert client.v1.coupons.retrieve("COMP3").times_redeemed == 1
 
     cleared = client.v1.subscriptions.update(sub.id, params={"discounts": ""})
-    assert (cleared.discounts, cleared.discount) == ([], None)
+    assert cleared.discounts == []
+    assert "discount" not in cleared  # the legacy single field is gone
 
 
 @pytest.mark.parametrize(
     ("discounts", "param"),
     [
         ([{"coupon": "MISSING"}], "discounts[0][coupon]"),
-        ([{"promotion_code": "promo_1"}], "discounts[0]"),
+        ([{"promotion_code": "promo_1"}], "discounts[0][promotion_code]"),
+        ([{"discount": "di_missing"}], "discounts[0][discount]"),
+        ([{"price": "nope"}], "discounts[0]"),
     ],
 )
 def test_discounts_must_name_existing_coupons(
@@ -937,7 +952,7 @@ def test_trials_make_a_subscription_trialing(client: stripe.StripeClient) -> Non
     trial = subscribed(client, trial_period_days=14)
     assert trial.status == "trialing"
     assert 14 * DAY - 60 <= trial.trial_end - int(time.time()) <= 14 * DAY
-    assert trial.current_period_end == trial.trial_end
+    assert trial["items"].data[0].current_period_end == trial.trial_end
 
     sub = subscribed(client)
     until = int(time.time()) + 30 * DAY
@@ -945,7 +960,8 @@ def test_trials_make_a_subscription_trialing(client: stripe.StripeClient) -> Non
         sub.id, params={"trial_end": until, "proration_behavior": "none"}
     )
     assert (extended.status, extended.trial_end) == ("trialing", until)
-    assert extended.current_period_start == sub.current_period_start
+    first_item = sub["items"].data[0]
+    assert extended["items"].data[0].current_period_start == first_item.current_period_start
     assert extended["items"].data[0].current_period_end == until
 
     ended = client.v1.subscriptions.update(sub.id, params={"trial_end": "now"})
@@ -963,7 +979,7 @@ def test_cancellation_records_when(client: stripe.StripeClient) -> None:
     sub = subscribed(client)
     at_end = client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
     assert (at_end.status, at_end.cancel_at_period_end) == ("active", True)
-    assert at_end.cancel_at == sub.current_period_end
+    assert at_end.cancel_at == sub["items"].data[0].current_period_end
     assert abs(at_end.canceled_at - time.time()) < 60
     kept = client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": False})
     assert (kept.cancel_at, kept.canceled_at) == (None, None)
@@ -1005,7 +1021,8 @@ def test_config_subscription_stages_a_past_due_subscription(
     body = config_subscription(
         port, sub.id, status="past_due", current_period_start=start, current_period_end=end
     )
-    assert (body["status"], body["current_period_start"], body["current_period_end"]) == (
+    period = body["items"]["data"][0]
+    assert (body["status"], period["current_period_start"], period["current_period_end"]) == (
         "past_due",
         start,
         end,
@@ -1088,7 +1105,15 @@ def portal_session(client: stripe.StripeClient, customer_id: str, **params: Any)
     )
 
 
+def save_portal_settings(port: int) -> dict[str, Any]:
+    """Save the Dashboard's portal settings, which makes the default configuration."""
+    status, body = config(port, "POST", "/_config/billing_portal/default")
+    assert status == 200
+    return body
+
+
 def test_portal_session_links_to_a_fake_portal_page(port: int, client: stripe.StripeClient) -> None:
+    default = save_portal_settings(port)
     cus = customer(client, name="<script>alert(1)</script> & Co", email="x@example.com")
     session = portal_session(client, cus.id)
     assert session.id.startswith("bps_")
@@ -1098,6 +1123,7 @@ def test_portal_session_links_to_a_fake_portal_page(port: int, client: stripe.St
     assert session.flow.type == "payment_method_update"
     assert session.flow.after_completion.redirect.return_url == "https://desk.example.com/done"
     assert session.url == f"http://127.0.0.1:{port}/_portal/{session.id}"
+    assert session.configuration == default["id"]
 
     with urllib.request.urlopen(session.url, timeout=5) as response:  # no API key: a browser
         assert response.headers["Content-Type"].startswith("text/html")
@@ -1140,8 +1166,9 @@ def test_portal_exemption_does_not_open_the_api(port: int) -> None:
     ],
 )
 def test_portal_session_validates_input(
-    client: stripe.StripeClient, params: dict[str, Any], status: int, param: str
+    port: int, client: stripe.StripeClient, params: dict[str, Any], status: int, param: str
 ) -> None:
+    save_portal_settings(port)
     cus = customer(client)
     with pytest.raises(stripe.StripeError) as raised:
         portal_session(client, cus.id, **params)

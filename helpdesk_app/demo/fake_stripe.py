@@ -50,8 +50,8 @@ import string
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -64,11 +64,26 @@ from localstripe import server as ls_server
 from localstripe.errors import UserError
 
 from core.domain import Money
+from helpdesk_app.demo.fake_stripe_events import (
+    EventHub,
+    add_event_routes,
+    diff,
+    emit,
+    install_events,
+)
+from helpdesk_app.demo.fake_stripe_faults import (
+    FAULT_STATUSES,
+    NOT_EXECUTED,
+    Fault,
+    FaultInjector,
+    make_fault_middleware,
+)
 
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 10
 EVIDENCE_WINDOW_SECONDS = 7 * 24 * 3600
 IDEMPOTENCY_CACHE_SIZE = 10_000
+IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
 
 REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
 
@@ -91,8 +106,11 @@ DISPUTE_REASONS = frozenset(
         "unrecognized",
     }
 )
+# Exactly stripe-python's Dispute.status literals.
 DISPUTE_STATUSES = frozenset(
     {
+        "appeal_needs_response",
+        "appeal_under_review",
         "warning_needs_response",
         "warning_under_review",
         "warning_closed",
@@ -107,8 +125,14 @@ DISPUTE_STATUSES = frozenset(
 _SUBMITTED_STATUS = {
     "needs_response": "under_review",
     "warning_needs_response": "warning_under_review",
+    "appeal_needs_response": "appeal_under_review",
 }
-_CLOSED_STATUS = {"needs_response": "lost", "warning_needs_response": "warning_closed"}
+_CLOSED_STATUS = {
+    "needs_response": "lost",
+    "warning_needs_response": "warning_closed",
+    "appeal_needs_response": "lost",
+}
+_FINAL_DISPUTE_STATUSES = frozenset({"won", "lost", "warning_closed", "prevented"})
 
 SUBSCRIPTION_STATUSES = frozenset(
     {
@@ -176,6 +200,32 @@ DECLINING_CARDS: dict[str, CardDecline] = {
         "incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect."
     ),
     "4000000000000341": GENERIC_DECLINE,
+    "4100000000000019": CardDecline("card_declined", "fraudulent", "Your card was declined."),
+    "4000000000009987": CardDecline("card_declined", "lost_card", "Your card was declined."),
+    "4000000000009979": CardDecline("card_declined", "stolen_card", "Your card was declined."),
+}
+
+# Stripe's test cards whose successful charge is then disputed, and the dispute's status.
+DISPUTING_CARDS: dict[str, str] = {
+    "4000000000000259": "needs_response",
+    "4000000000001976": "warning_needs_response",
+}
+
+# Stripe's test PaymentMethod ids (usable wherever a PaymentMethod id is) and their cards.
+TEST_PAYMENT_METHODS: dict[str, str] = {
+    "pm_card_visa": "4242424242424242",
+    "pm_card_mastercard": "5555555555554444",
+    "pm_card_createDispute": "4000000000000259",
+    "pm_card_createDisputeInquiry": "4000000000001976",
+    "pm_card_chargeDeclined": "4000000000000002",
+    "pm_card_chargeDeclinedInsufficientFunds": "4000000000009995",
+    "pm_card_chargeDeclinedExpiredCard": "4000000000000069",
+    "pm_card_chargeDeclinedIncorrectCvc": "4000000000000127",
+    "pm_card_chargeDeclinedFraudulent": "4100000000000019",
+    "pm_card_chargeDeclinedLostCard": "4000000000009987",
+    "pm_card_chargeDeclinedStolenCard": "4000000000009979",
+    "pm_card_visa_chargeDeclined": "4000000000000002",
+    "pm_card_chargeCustomerFail": "4000000000000341",
 }
 
 _INSTALLED = web.AppKey("billing_desk_fake_stripe_installed", bool)
@@ -384,7 +434,30 @@ class Dispute(ls.StripeObject):
         amount = charge_obj.amount if amount is None else ls.try_convert_to_int(amount)
         if type(amount) is not int or not 0 < amount <= charge_obj.amount:
             raise stripe_error(400, "Invalid dispute amount", param="amount")
-        return cls(charge_obj, amount, reason, status)
+        return cls._open(charge_obj, amount, reason, status)
+
+    @classmethod
+    def _open(cls, charge: Any, amount: int, reason: str, status: str) -> Dispute:
+        """Open a dispute and announce it (and, for a chargeback, the withdrawn funds)."""
+        dispute = cls(charge, amount, reason, status)
+        emit("charge.dispute.created", dispute)
+        if not status.startswith("warning_"):
+            emit("charge.dispute.funds_withdrawn", dispute)
+        return dispute
+
+    def _set_status(self, status: str) -> None:
+        """Move to ``status`` and send the events Stripe sends for that move."""
+        before = self._export()
+        self.status = status
+        previous = diff(before, self._export())
+        if not previous:
+            return
+        if status in _FINAL_DISPUTE_STATUSES:
+            emit("charge.dispute.closed", self, previous)
+            if status == "won":
+                emit("charge.dispute.funds_reinstated", self)
+        else:
+            emit("charge.dispute.updated", self, previous)
 
     @classmethod
     def _api_create(cls, **data: Any) -> Any:
@@ -419,6 +492,7 @@ class Dispute(ls.StripeObject):
             raise stripe_error(
                 400, f"This dispute is {dispute.status} and its evidence can no longer be changed."
             )
+        before = dispute._export()
         dispute.metadata.update(metadata or {})
         if evidence:
             dispute.evidence.update(evidence)
@@ -426,6 +500,9 @@ class Dispute(ls.StripeObject):
         if submitting:
             dispute.evidence_details["submission_count"] += 1
             dispute.status = _SUBMITTED_STATUS[dispute.status]
+        previous = diff(before, dispute._export())
+        if previous:
+            emit("charge.dispute.updated", dispute, previous)
         return dispute
 
     @classmethod
@@ -435,7 +512,7 @@ class Dispute(ls.StripeObject):
         dispute = cls._api_retrieve(id)
         if not dispute._is_open():
             raise stripe_error(400, f"This dispute is already {dispute.status}.")
-        dispute.status = _CLOSED_STATUS[dispute.status]
+        dispute._set_status(_CLOSED_STATUS[dispute.status])
         return dispute
 
     @classmethod
@@ -548,6 +625,7 @@ def _patch_declines() -> None:
         self.failure_code = decline.code
         self.failure_message = decline.message
         self._decline = decline
+        emit("charge.failed", self)
 
     def raise_failure(self: Any) -> None:
         decline = getattr(self, "_decline", GENERIC_DECLINE)
@@ -573,6 +651,64 @@ def _patch_declines() -> None:
     ls.Charge._set_auth_failure = set_auth_failure
     ls.Charge._raise_failure = raise_failure
     ls.PaymentIntent.last_payment_error = property(last_payment_error)
+
+
+def _resolved_payment_method(id: Any) -> Any:
+    """A PaymentMethod id with Stripe's test ids (``pm_card_visa``...) made into real ones."""
+    if isinstance(id, str) and id in TEST_PAYMENT_METHODS:
+        return ls.PaymentMethod._api_retrieve(id).id
+    return id
+
+
+def _patch_test_payment_methods() -> None:
+    original_pi_init = ls.PaymentIntent.__init__
+    original_confirm = ls.PaymentIntent._api_confirm
+    original_customer_init = ls.Customer.__init__
+
+    def canonical(cls: type, /, id: str) -> Any:
+        number = TEST_PAYMENT_METHODS.get(id)
+        if number is None:
+            return None
+        # Like Stripe, each use of a test id makes a new PaymentMethod.
+        pm = ls.PaymentMethod(
+            type="card",
+            card={"number": number, "exp_month": "12", "exp_year": "2034", "cvc": "123"},
+        )
+        pm.card.update(brand=_card_brand(number), country="US")
+        return pm
+
+    def pi_init(self: Any, payment_method: Any = None, **data: Any) -> None:
+        original_pi_init(self, payment_method=_resolved_payment_method(payment_method), **data)
+
+    def confirm(cls: type, /, id: str, payment_method: Any = None, **data: Any) -> Any:
+        if payment_method is not None:
+            intent = ls.PaymentIntent._api_retrieve(id)
+            if intent.status not in ("requires_payment_method", "requires_confirmation"):
+                raise stripe_error(
+                    400,
+                    f"You cannot confirm this PaymentIntent because it has a status of "
+                    f"{intent.status}.",
+                    code="payment_intent_unexpected_state",
+                )
+            intent.payment_method = _resolved_payment_method(payment_method)
+            ls.PaymentMethod._api_retrieve(intent.payment_method)  # 404 for unknown ones
+            intent.latest_charge = None  # a new attempt with the new payment method
+        return original_confirm(id, **data)
+
+    def customer_init(self: Any, invoice_settings: Any = None, **data: Any) -> None:
+        default = (invoice_settings or {}).get("default_payment_method")
+        alias = default in TEST_PAYMENT_METHODS
+        if alias:
+            invoice_settings = {**invoice_settings, "default_payment_method": None}
+        original_customer_init(self, invoice_settings=invoice_settings, **data)
+        if alias:
+            pm = ls.PaymentMethod._api_attach(_resolved_payment_method(default), customer=self.id)
+            self.invoice_settings["default_payment_method"] = pm.id
+
+    ls.PaymentMethod._try_get_canonical_test_article = classmethod(canonical)
+    ls.PaymentIntent.__init__ = pi_init
+    ls.PaymentIntent._api_confirm = classmethod(confirm)
+    ls.Customer.__init__ = customer_init
 
 
 def _charge_outcome(charge: Any) -> dict[str, Any] | None:
@@ -659,6 +795,15 @@ def _patch_charge_fields() -> None:
     ls.Charge.invoice = property(
         _charge_invoice, lambda self, value: setattr(self, "_invoice", value)
     )
+    original_export = ls.Charge._export
+
+    def export(self: Any, expand: Any = None) -> dict[str, Any]:
+        body = original_export(self, expand=expand)
+        # The current API links charges to invoices only through InvoicePayments.
+        body.pop("invoice", None)
+        return body
+
+    ls.Charge._export = export
 
 
 def _patch_fingerprints() -> None:
@@ -752,21 +897,43 @@ def _items_with_plans(items: Any) -> Any:
     return items
 
 
-def _discount_coupons(discounts: Any) -> list[Any]:
-    """The coupons named by ``discounts=[{"coupon": id}, ...]`` (``""`` clears discounts)."""
+def _discount_coupons(discounts: Any, current: Iterable[dict[str, Any]] = ()) -> list[Any]:
+    """What ``discounts=[...]`` asks for, in order: a coupon for each ``{"coupon": id}`` and
+    the discount itself for each ``{"discount": "di_..."}`` (``""`` clears discounts)."""
     if discounts == "":
         return []
     if not isinstance(discounts, list):
         raise stripe_error(400, "Invalid array", param="discounts")
-    coupons = []
+    applied = {d["id"]: d for d in current}
+    coupons: list[Any] = []
     for index, entry in enumerate(discounts):
-        coupon_id = entry.get("coupon") if isinstance(entry, dict) else None
-        if not isinstance(coupon_id, str) or not coupon_id or len(entry) != 1:
+        kind = next(iter(entry), None) if isinstance(entry, dict) and len(entry) == 1 else None
+        value = entry.get(kind) if kind else None
+        if kind not in ("coupon", "discount", "promotion_code") or not isinstance(value, str):
             raise stripe_error(
                 400,
-                "This fake Stripe supports only discounts[][coupon].",
+                "Each discounts[] entry needs exactly one of coupon, discount or promotion_code.",
                 param=f"discounts[{index}]",
             )
+        if kind == "discount":
+            if value not in applied:
+                raise stripe_error(
+                    400,
+                    f"No such discount: '{value}'",
+                    code="resource_missing",
+                    param=f"discounts[{index}][discount]",
+                )
+            coupons.append(applied[value])
+            continue
+        if kind == "promotion_code":
+            # This fake has no promotion codes, so none can exist.
+            raise stripe_error(
+                400,
+                f"No such promotion code: '{value}'",
+                code="resource_missing",
+                param=f"discounts[{index}][promotion_code]",
+            )
+        coupon_id = value
         coupon = ls.store.get(f"coupon:{coupon_id}")
         if coupon is None:
             raise stripe_error(
@@ -802,16 +969,40 @@ def _discount(subscription: Any, coupon: Any, now: int) -> dict[str, Any]:
     }
 
 
-def _set_discounts(subscription: Any, coupons: list[Any], now: int) -> None:
-    """Replace the discounts (Stripe's array semantics), keeping ones already applied."""
+def _set_discounts(subscription: Any, wanted: list[Any], now: int) -> None:
+    """Replace the discounts (Stripe's array semantics: what is not named again is dropped),
+    keeping a discount already applied for a coupon named again."""
     applied = {d["source"]["coupon"]: d for d in subscription.discounts}
     discounts = []
-    for coupon in coupons:
-        if coupon.id not in applied:
-            coupon.times_redeemed += 1
-        discounts.append(applied.get(coupon.id) or _discount(subscription, coupon, now))
+    for entry in wanted:
+        if isinstance(entry, dict):  # {"discount": "di_..."}: keep that one
+            discounts.append(entry)
+            continue
+        if entry.id not in applied:
+            entry.times_redeemed += 1
+        discounts.append(applied.get(entry.id) or _discount(subscription, entry, now))
     subscription.discounts = discounts
-    subscription.discount = discounts[0] if discounts else None  # the legacy single field
+
+
+def _subscription_export(original: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
+    """The current API's subscription: periods only on items, ``discounts`` as ids unless
+    expanded, no legacy ``discount``."""
+
+    def export(self: Any, expand: Any = None) -> dict[str, Any]:
+        expand = list(expand or []) if isinstance(expand, list) else expand
+        expanded = isinstance(expand, list) and "discounts" in expand
+        if expanded:
+            expand.remove("discounts")
+        body = original(self, expand=expand)
+        for legacy in ("current_period_start", "current_period_end", "discount"):
+            body.pop(legacy, None)
+        discounts = list(vars(self).get("discounts") or [])
+        body["discounts"] = (
+            [dict(d) for d in discounts] if expanded else [d["id"] for d in discounts]
+        )
+        return body
+
+    return export
 
 
 def _merge_metadata(obj: Any, metadata: Any) -> None:
@@ -948,7 +1139,7 @@ def _patch_subscriptions() -> None:
             )
         if proration_behavior is not None and proration_behavior not in PRORATION_BEHAVIORS:
             raise stripe_error(400, "Invalid proration_behavior", param="proration_behavior")
-        coupons = None if discounts is None else _discount_coupons(discounts)
+        coupons = None if discounts is None else _discount_coupons(discounts, self.discounts)
         period_start = self.current_period_start
         original_update(self, items=_items_with_plans(items), **data)
         now = int(time.time())
@@ -982,6 +1173,22 @@ def _patch_subscriptions() -> None:
 
     ls.Subscription.__init__ = init
     ls.Subscription._update = update
+    ls.Subscription._export = _subscription_export(ls.Subscription._export)
+    original_list_export = ls.List._export
+
+    def list_export(self: Any, expand: Any = None) -> dict[str, Any]:
+        # localstripe cannot expand a list of ids, so data.discounts is done here.
+        wanted = isinstance(expand, list) and "data.discounts" in expand
+        rest = [e for e in expand if e != "data.discounts"] if wanted else expand
+        body = original_list_export(self, expand=rest)
+        if wanted:
+            start = self._starting_pos or 0
+            for row, obj in zip(body["data"], self._list[start : start + self._limit]):
+                if isinstance(obj, ls.Subscription):
+                    row["discounts"] = obj._export(expand=["discounts"])["discounts"]
+        return body
+
+    ls.List._export = list_export
     ls.Subscription._api_delete = classmethod(cancel)
     ls.Subscription._api_list_all = classmethod(_list_subscriptions)
     ls.SubscriptionItem._current_period = current_period
@@ -1010,9 +1217,233 @@ def _patch_invoices() -> None:
     ls.Invoice.next_payment_attempt = property(next_payment_attempt)
 
 
-def _patch_resources() -> None:
+# --- events -----------------------------------------------------------------------------------
+
+
+def _announcing_update(method: Callable[..., Any], event_type: str) -> Callable[..., Any]:
+    """Wrap an instance method so that a change it makes sends ``event_type`` with
+    ``previous_attributes`` (nothing is sent for an object still being created)."""
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not vars(self).get("_announced", True):
+            return method(self, *args, **kwargs)
+        before = self._export()
+        result = method(self, *args, **kwargs)
+        previous = diff(before, self._export())
+        if previous:
+            emit(event_type, self, previous)
+        return result
+
+    return wrapper
+
+
+def _patch_customer_events() -> None:
+    def update(cls: type, /, id: str, **data: Any) -> Any:
+        customer = ls.Customer._api_retrieve(id)
+        before = customer._export()
+        settings = data.get("invoice_settings")
+        if isinstance(settings, dict):
+            default = settings.get("default_payment_method")
+            if default == "":
+                settings["default_payment_method"] = None
+            elif default in TEST_PAYMENT_METHODS:
+                pm = ls.PaymentMethod._api_attach(_resolved_payment_method(default), customer=id)
+                settings["default_payment_method"] = pm.id
+        ls.StripeObject._api_update.__func__(ls.Customer, id, **data)  # type: ignore[attr-defined]
+        emit("customer.updated", customer, diff(before, customer._export()))
+        return customer
+
+    ls.Customer._api_update = classmethod(update)
+
+
+def _open_test_dispute(charge: Any) -> None:
+    """Dispute a charge made with one of Stripe's disputing test cards, as Stripe does."""
+    status = DISPUTING_CARDS.get(_card_number(_charge_source(charge)) or "")
+    if status is not None and charge.status == "succeeded":
+        Dispute._open(charge, charge.amount, "fraudulent", status)
+
+
+def _patch_charge_events() -> None:
+    original_initialize = ls.Charge._initialize_charge
+    original_capture = ls.Charge._capture
+
+    def initialize(
+        self: Any, on_success: Any = None, on_failure_now: Any = None, on_failure_later: Any = None
+    ) -> None:
+        announced = False
+
+        def succeeded() -> None:
+            nonlocal announced
+            announced = True
+            emit("charge.succeeded", self)  # before payment_intent.succeeded, as in Stripe
+            _open_test_dispute(self)
+            if on_success is not None:
+                on_success()
+
+        original_initialize(self, succeeded, on_failure_now, on_failure_later)
+        if not announced and self.status == "succeeded" and not self.captured:
+            emit("charge.succeeded", self)  # an authorization hold
+            _open_test_dispute(self)
+
+    def capture(self: Any, amount: Any, on_success: Any = None) -> None:
+        before = self._export()
+
+        def captured() -> None:
+            emit("charge.captured", self, diff(before, self._export()))
+            if on_success is not None:
+                on_success()
+
+        original_capture(self, amount, captured)
+
+    ls.Charge._initialize_charge = initialize
+    ls.Charge._capture = capture
+    ls.Charge._update = _announcing_update(ls.Charge._update, "charge.updated")
+
+
+def _patch_refund_events() -> None:
+    original_create = ls.Refund._api_create
+    original_update = ls.Refund._update
+
+    def create(cls: type, /, **data: Any) -> Any:
+        charge = _refund_target(data.get("charge"), data.get("payment_intent"))
+        before = charge._export() if charge is not None else None
+        refund = original_create(**data)
+        emit("refund.created", refund)
+        charge = ls.Charge._api_retrieve(refund.charge)
+        emit("charge.refunded", charge, diff(before or {}, charge._export()))
+        return refund
+
+    def update(self: Any, **data: Any) -> None:
+        before = self._export()
+        original_update(self, **data)
+        previous = diff(before, self._export())
+        emit("refund.updated", self, previous)
+        emit("charge.refund.updated", self, previous)
+
+    ls.Refund._api_create = classmethod(create)
+    ls.Refund._update = update
+
+
+def _patch_subscription_events() -> None:
+    original_init = ls.Subscription.__init__
+    for name in (
+        "_update",
+        "_on_initial_payment_success",
+        "_on_initial_payment_failure_now",
+        "_on_initial_payment_failure_later",
+        "_on_initial_payment_voided",
+        "_on_recurring_payment_failure",
+    ):
+        method = getattr(ls.Subscription, name)
+        setattr(ls.Subscription, name, _announcing_update(method, "customer.subscription.updated"))
+
+    def init(self: Any, **data: Any) -> None:
+        self._announced = False  # its first invoice is paid before it is announced
+        original_init(self, **data)
+        self._announced = True
+
+    ls.Subscription.__init__ = init
+
+
+def _patch_invoice_events() -> None:
+    original_finalize = ls.Invoice._finalize
+    original_success = ls.Invoice._on_payment_success
+
+    def finalize(self: Any) -> None:
+        original_finalize(self)
+        emit("invoice.finalized", self)
+
+    def payment_success(self: Any) -> None:
+        emit("invoice.paid", self)  # localstripe sends invoice.payment_succeeded
+        original_success(self)
+
+    ls.Invoice._finalize = finalize
+    ls.Invoice._on_payment_success = payment_success
+
+
+def _list_events(
+    cls: type,
+    /,
+    url: str,
+    type: Any = None,
+    created: Any = None,
+    limit: Any = None,
+    starting_after: Any = None,
+    **unexpected: Any,
+) -> Any:
+    """Events newest first, optionally of one type."""
+    _reject_unexpected(unexpected)
+    return _newest_first_list(cls, url, limit, starting_after, created, type=type)
+
+
+def _patch_events(hub: EventHub) -> None:
+    install_events(hub)
+    _patch_customer_events()
+    _patch_charge_events()
+    _patch_refund_events()
+    _patch_subscription_events()
+    _patch_invoice_events()
+    ls.Event._api_list_all = classmethod(_list_events)
+
+
+# --- deleted customers and list limits ----------------------------------------------------------
+
+_DELETED_PREFIX = "deleted_customer:"
+_CUSTOMER_PATH = re.compile(r"/v1/customers/(cus_\w+)")
+
+
+def _patch_customer_deletion() -> None:
+    original_delete = ls.Customer._api_delete
+
+    def delete(cls: type, /, id: str) -> Any:
+        original_delete(id)
+        stub = {"id": id, "object": "customer", "deleted": True}
+        # In localstripe's store, so that DELETE /_config/data forgets it too.
+        ls.store[_DELETED_PREFIX + id] = stub
+        return _DeletedStub(stub)
+
+    ls.Customer._api_delete = classmethod(delete)
+
+
+class _DeletedStub:
+    """What ``DELETE /v1/customers/{id}`` answers (exported like a localstripe object)."""
+
+    def __init__(self, stub: dict[str, Any]) -> None:
+        self._stub = stub
+
+    def _export(self, expand: Any = None) -> dict[str, Any]:
+        return dict(self._stub)
+
+
+@web.middleware
+async def deleted_customers_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """``GET /v1/customers/{id}`` of a deleted customer answers its stub, as Stripe does."""
+    match = _CUSTOMER_PATH.fullmatch(request.path)
+    if request.method == "GET" and match is not None:
+        stub = ls.store.get(_DELETED_PREFIX + match[1])
+        if stub is not None:
+            return ls_server.json_response(stub)
+    return await handler(request)
+
+
+def _patch_list_limits() -> None:
+    original_init = ls.List.__init__
+
+    def init(self: Any, url: Any = None, limit: Any = None, starting_after: Any = None) -> None:
+        original_init(self, url, _checked_limit(limit), starting_after)
+
+    # Every list goes through List, so this bounds ``limit`` on all of them like Stripe.
+    ls.List.__init__ = init
+
+
+def _patch_resources(hub: EventHub) -> None:
     """Apply every patch to localstripe's resource classes (once, from install_extensions)."""
     _patch_store()
+    _patch_list_limits()
+    _patch_customer_deletion()
+    _patch_test_payment_methods()
     _patch_refunds()
     _patch_declines()
     _patch_charge_fields()
@@ -1021,6 +1452,7 @@ def _patch_resources() -> None:
     _patch_coupons()
     _patch_subscriptions()
     _patch_invoices()
+    _patch_events(hub)  # last: it wraps methods the patches above replaced
 
 
 # --- search --------------------------------------------------------------------------------
@@ -1052,6 +1484,7 @@ class SearchClause:
     field: str  # a key of the resource's search fields, or "metadata"
     value: str
     metadata_key: str | None = None
+    negated: bool = False  # Stripe's ``-field:'value'``
 
     def matches(self, obj: Any, fields: Mapping[str, FieldGetter]) -> bool:
         """Whether an object satisfies the clause (Stripe's ``:`` is case-insensitive)."""
@@ -1059,7 +1492,8 @@ class SearchClause:
             actual = (getattr(obj, "metadata", None) or {}).get(self.metadata_key)
         else:
             actual = fields[self.field](obj)
-        return isinstance(actual, str) and actual.casefold() == self.value.casefold()
+        equal = isinstance(actual, str) and actual.casefold() == self.value.casefold()
+        return equal != self.negated
 
 
 @dataclass(frozen=True)
@@ -1077,7 +1511,7 @@ class SearchQuery:
 
 _QUOTED = r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"'
 _CLAUSE_RE = re.compile(
-    rf"""\s*(?:metadata\[(?P<key>{_QUOTED})\]|(?P<field>[a-z_]+(?:\.[a-z_]+)*))"""
+    rf"""\s*(?P<negated>-)?(?:metadata\[(?P<key>{_QUOTED})\]|(?P<field>[a-z_]+(?:\.[a-z_]+)*))"""
     rf"""\s*:\s*(?P<value>{_QUOTED})\s*"""
 )
 _CONJUNCTION_RE = re.compile(r"(AND|OR)\b")
@@ -1093,6 +1527,7 @@ def parse_search_query(query: Any, fields: Collection[str]) -> SearchQuery:
     if not isinstance(query, str) or not query.strip():
         raise stripe_error(400, "Missing required param: query.", param="query")
     supported = ", ".join([*(f"{f}:'...'" for f in fields), "metadata['key']:'...'"])
+    supported += " (each may be negated with -)"
     clauses: list[SearchClause] = []
     conjunctions: set[str] = set()
     pos = 0
@@ -1112,6 +1547,7 @@ def parse_search_query(query: Any, fields: Collection[str]) -> SearchQuery:
                 field=field or "metadata",
                 value=_unquote(match["value"]),
                 metadata_key=_unquote(key) if key else None,
+                negated=match["negated"] is not None,
             )
         )
         pos = match.end()
@@ -1232,11 +1668,146 @@ class BillingPortalSession(ls.StripeObject):
         return redirect.get("return_url") or self.return_url
 
 
+class BillingPortalConfiguration(ls.StripeObject):
+    """A customer portal configuration; only the Dashboard (``/_config/billing_portal/default``)
+    makes the default one."""
+
+    object = "billing_portal.configuration"
+    _id_prefix = "bpc_"
+
+    def __init__(
+        self,
+        features: Any = None,
+        business_profile: Any = None,
+        default_return_url: Any = None,
+        metadata: Any = None,
+        name: Any = None,
+        login_page: Any = None,
+        _is_default: bool = False,
+        **unexpected: Any,
+    ) -> None:
+        _reject_unexpected(unexpected)
+        if not isinstance(features, dict) or not features:
+            raise stripe_error(400, "Missing required param: features.", param="features")
+        if default_return_url not in (None, ""):
+            default_return_url = _web_url(default_return_url, "default_return_url")
+        super().__init__()
+        self.active = True
+        self.is_default = _is_default
+        self.features = features
+        self.business_profile = business_profile or {}
+        self.default_return_url = default_return_url or None
+        self.metadata = dict(metadata or {})
+        self.name = name
+        self.login_page = {"enabled": False, "url": None}
+        self.application = None
+        self.updated = self.created
+
+    @classmethod
+    def _api_update(cls, id: str, **data: Any) -> Any:
+        """Change ``active``, ``features``, ``metadata``... (a default cannot be deactivated)."""
+        configuration = cls._api_retrieve(id)
+        _reject_unknown_fields(
+            data, {"active", "features", "business_profile", "default_return_url", "metadata"}
+        )
+        active = ls.try_convert_to_bool(data.pop("active", configuration.active))
+        if type(active) is not bool:
+            raise stripe_error(400, "Invalid active flag", param="active")
+        if configuration.is_default and not active:
+            raise stripe_error(400, "You cannot deactivate the default configuration.")
+        configuration.active = active
+        _merge_metadata(configuration, data.pop("metadata", None))
+        for key, value in data.items():
+            setattr(configuration, key, value)
+        configuration.updated = int(time.time())
+        return configuration
+
+    @classmethod
+    def _api_delete(cls, id: str) -> Any:
+        raise stripe_error(405, "Portal configurations cannot be deleted")
+
+    @classmethod
+    def _api_list_all(
+        cls,
+        url: str,
+        active: Any = None,
+        is_default: Any = None,
+        limit: Any = None,
+        starting_after: Any = None,
+        **unexpected: Any,
+    ) -> Any:
+        """Configurations newest first, filtered by ``active`` and ``is_default``."""
+        _reject_unexpected(unexpected)
+        flags = {
+            "active": ls.try_convert_to_bool(active),
+            "is_default": ls.try_convert_to_bool(is_default),
+        }
+        if any(v not in (None, True, False) for v in flags.values()):
+            raise stripe_error(400, "Invalid boolean filter")
+        return _newest_first_list(cls, url, limit, starting_after, None, **flags)
+
+
+def default_portal_configuration() -> BillingPortalConfiguration | None:
+    """The account's default portal configuration, once the Dashboard settings are saved."""
+    return next((c for c in _stored(BillingPortalConfiguration) if c.is_default), None)
+
+
+def _portal_configuration_for_session(configuration: Any) -> str:
+    """The configuration a new session uses, or Stripe's error when there is none."""
+    if configuration is None:
+        default = default_portal_configuration()
+        if default is None:
+            raise stripe_error(
+                400,
+                "No configuration provided and your test mode default configuration has not "
+                "been created. Provide a configuration or create your default by saving your "
+                "customer portal settings in test mode at "
+                "https://dashboard.stripe.com/test/settings/billing/portal.",
+            )
+        return str(default.id)
+    found = ls.store.get(f"billing_portal.configuration:{configuration}")
+    if found is None:
+        raise stripe_error(
+            400,
+            f"No such configuration: '{configuration}'",
+            code="resource_missing",
+            param="configuration",
+        )
+    if not found.active:
+        raise stripe_error(
+            400, f"The configuration {configuration} is not active.", param="configuration"
+        )
+    return str(found.id)
+
+
+async def config_default_portal_configuration(request: web.Request) -> web.Response:
+    """``POST /_config/billing_portal/default``: save the Dashboard's portal settings, which
+    creates (or returns) the default configuration."""
+    data = await ls_server.get_post_data(request) or {}
+    _reject_unknown_fields(data, {"default_return_url"})
+    default = default_portal_configuration()
+    if default is None:
+        default = BillingPortalConfiguration(
+            features={
+                "customer_update": {"enabled": True, "allowed_updates": ["email", "address"]},
+                "invoice_history": {"enabled": True},
+                "payment_method_update": {"enabled": True},
+                "subscription_cancel": {"enabled": True, "mode": "at_period_end"},
+            },
+            default_return_url=data.get("default_return_url"),
+            _is_default=True,
+        )
+    return ls_server.json_response(default._export())
+
+
 async def create_portal_session(request: web.Request) -> web.Response:
     """``POST /v1/billing_portal/sessions``: a session whose URL is served by this fake."""
     data = await ls_server.get_post_data(request) or {}
     expand = data.pop("expand", None)
     base_url = f"{request.scheme}://{request.host}"
+    customer = data.get("customer")
+    if isinstance(customer, str) and f"customer:{customer}" in ls.store:
+        data["configuration"] = _portal_configuration_for_session(data.get("configuration"))
     session = BillingPortalSession(base_url, **data)
     return ls_server.json_response(session._export(expand=expand))
 
@@ -1305,7 +1876,78 @@ def _exempt_portal_pages_from_auth(app: web.Application) -> None:
     app.middlewares[list(app.middlewares).index(checked_auth)] = auth
 
 
+# --- invoice payments ------------------------------------------------------------------------
+
+
+def _invoice_payment(invoice: Any) -> dict[str, Any]:
+    """The InvoicePayment linking an invoice to the PaymentIntent that paid (or tried to)."""
+    intent = ls.PaymentIntent._api_retrieve(invoice.payment_intent)
+    status = {"succeeded": "paid", "canceled": "canceled"}.get(intent.status, "open")
+    digest = hashlib.sha256(f"{invoice.id}:{intent.id}".encode()).hexdigest()
+    return {
+        "id": "inpay_" + digest[:24],
+        "object": "invoice_payment",
+        "amount_paid": intent.amount if status == "paid" else None,
+        "amount_requested": intent.amount,
+        "created": intent.created,
+        "currency": intent.currency,
+        "invoice": invoice.id,
+        "is_default": True,
+        "livemode": False,
+        "payment": {"type": "payment_intent", "payment_intent": intent.id},
+        "status": status,
+        "status_transitions": {
+            "canceled_at": None,
+            "paid_at": invoice.status_transitions.get("paid_at") if status == "paid" else None,
+        },
+    }
+
+
+async def list_invoice_payments(request: web.Request) -> web.Response:
+    """``GET /v1/invoice_payments``: by ``invoice`` or by ``payment[payment_intent]``."""
+    params = ls_server.unflatten_data(request.query)
+    invoice_id = params.pop("invoice", None)
+    payment = params.pop("payment", None)
+    limit = _checked_limit(params.pop("limit", None))
+    params.pop("starting_after", None)
+    _reject_unexpected(params)
+    intent_id = None
+    if payment is not None:
+        if not isinstance(payment, dict) or payment.get("type") != "payment_intent":
+            raise stripe_error(400, "payment[type] must be payment_intent", param="payment[type]")
+        intent_id = payment.get("payment_intent")
+    invoices = [
+        inv
+        for inv in _newest_first(_stored(ls.Invoice))
+        if inv.payment_intent is not None
+        and invoice_id in (None, inv.id)
+        and intent_id in (None, inv.payment_intent)
+    ]
+    rows = [_invoice_payment(inv) for inv in invoices]
+    return ls_server.json_response(
+        {
+            "object": "list",
+            "url": "/v1/invoice_payments",
+            "data": rows[:limit],
+            "has_more": len(rows) > limit,
+        }
+    )
+
+
 # --- test-support endpoints ----------------------------------------------------------------
+
+
+async def config_dispute_status(request: web.Request) -> web.Response:
+    """``POST /_config/disputes/{id}``: settle a dispute (``status`` won or lost), as the bank
+    would, with Stripe's events."""
+    data = await ls_server.get_post_data(request) or {}
+    _reject_unknown_fields(data, {"status"})
+    status = data.get("status")
+    if status not in DISPUTE_STATUSES:
+        raise stripe_error(400, f"Invalid dispute status: {status}", param="status")
+    dispute = Dispute._api_retrieve(request.match_info["id"])
+    dispute._set_status(status)
+    return ls_server.json_response(dispute._export())
 
 
 async def config_create_dispute(request: web.Request) -> web.Response:
@@ -1420,31 +2062,28 @@ class StoredResponse:
     params: Any
     status: int
     body: bytes
-
-
-class _KeyLock:
-    """An asyncio.Lock plus how many requests hold or wait for it."""
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
+    stored_at: float
 
 
 class IdempotencyCache:
-    """Stripe's idempotency layer: one execution per (API key, Idempotency-Key)."""
+    """Stripe's idempotency layer: one execution per (API key, Idempotency-Key), kept 24 hours."""
 
     def __init__(self, max_entries: int = IDEMPOTENCY_CACHE_SIZE) -> None:
         self._responses: OrderedDict[tuple[str, str], StoredResponse] = OrderedDict()
-        self._locks: dict[tuple[str, str], _KeyLock] = {}
+        self._running: set[tuple[str, str]] = set()
         self._max_entries = max_entries
 
     def clear(self) -> None:
-        """Forget every stored response (in-flight requests keep their locks)."""
+        """Forget every stored response (requests still running finish normally)."""
         self._responses.clear()
 
     def get(self, key: tuple[str, str]) -> StoredResponse | None:
-        """The stored response for a key, if any."""
-        return self._responses.get(key)
+        """The stored response for a key, unless it has expired."""
+        stored = self._responses.get(key)
+        if stored is not None and time.time() - stored.stored_at >= IDEMPOTENCY_KEY_TTL_SECONDS:
+            del self._responses[key]
+            return None
+        return stored
 
     def put(self, key: tuple[str, str], stored: StoredResponse) -> None:
         """Store a response, pruning the oldest keys like Stripe eventually does."""
@@ -1452,18 +2091,28 @@ class IdempotencyCache:
         while len(self._responses) > self._max_entries:
             self._responses.popitem(last=False)
 
-    @contextlib.asynccontextmanager
-    async def exclusive(self, key: tuple[str, str]) -> AsyncIterator[None]:
-        """Serialise requests sharing a key so that only the first one executes."""
-        entry = self._locks.setdefault(key, _KeyLock())
-        entry.users += 1
+    def age(self, seconds: float) -> None:
+        """Pretend every stored key was stored ``seconds`` earlier (test support)."""
+        for key, stored in self._responses.items():
+            self._responses[key] = replace(stored, stored_at=stored.stored_at - seconds)
+
+    @contextlib.contextmanager
+    def running(self, key: tuple[str, str]) -> Iterator[None]:
+        """Mark a key as executing; a second request with it meanwhile gets Stripe's 409."""
+        if key in self._running:
+            raise stripe_error(
+                409,
+                "There is currently another in-progress request using this Idempotent Key "
+                "(that probably means you submitted twice, and the other request is still "
+                "going through): "
+                f"{key[1]}. Please try again later.",
+                error_type="idempotency_error",
+            )
+        self._running.add(key)
         try:
-            async with entry.lock:
-                yield
+            yield
         finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._locks[key]
+            self._running.discard(key)
 
 
 async def _request_params(request: web.Request) -> tuple[Any, ...]:
@@ -1476,10 +2125,14 @@ async def _request_params(request: web.Request) -> tuple[Any, ...]:
     return query, body
 
 
-def _saved_by_stripe(status: int) -> bool:
-    # Stripe saves a result once the endpoint starts executing (successes and card declines);
-    # localstripe's other errors are parameter validation, which Stripe does not save.
-    return status < 400 or status == 402
+def _saved_by_stripe(response: web.StreamResponse) -> bool:
+    # Stripe saves a result once the endpoint starts executing: successes, card declines and
+    # 500s. localstripe's other 4xx are parameter validation, which Stripe does not save; a
+    # 429 or a fault injected before execution never reached the endpoint.
+    if response.get(NOT_EXECUTED):
+        return False
+    status = response.status
+    return status < 400 or status == 402 or status >= 500
 
 
 def _replay(
@@ -1517,10 +2170,10 @@ def make_idempotency_middleware(cache: IdempotencyCache) -> Middleware:
         key = (ls_server.get_api_key(request) or "", idempotency_key)
         endpoint = (request.method, request.path)
         params = await _request_params(request)
-        async with cache.exclusive(key):
-            stored = cache.get(key)
-            if stored is not None:
-                return _replay(stored, endpoint, params, idempotency_key)
+        stored = cache.get(key)
+        if stored is not None:
+            return _replay(stored, endpoint, params, idempotency_key)
+        with cache.running(key):
             try:
                 response = await handler(request)
             except UserError as error:  # this middleware sits inside localstripe's error one
@@ -1528,25 +2181,73 @@ def make_idempotency_middleware(cache: IdempotencyCache) -> Middleware:
             if (
                 isinstance(response, web.Response)
                 and isinstance(response.body, bytes)
-                and _saved_by_stripe(response.status)
+                and _saved_by_stripe(response)
             ):
-                cache.put(key, StoredResponse(endpoint, params, response.status, response.body))
+                cache.put(
+                    key,
+                    StoredResponse(endpoint, params, response.status, response.body, time.time()),
+                )
             return response
 
     return idempotency
 
 
-def make_flush_middleware(cache: IdempotencyCache) -> Middleware:
-    """aiohttp middleware making ``DELETE /_config/data`` also forget idempotency keys."""
+def make_flush_middleware(
+    cache: IdempotencyCache, hub: EventHub, faults: FaultInjector
+) -> Middleware:
+    """aiohttp middleware making ``DELETE /_config/data`` also forget idempotency keys, the
+    webhook delivery log and armed faults."""
 
     @web.middleware
     async def flush_extensions(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         if request.method == "DELETE" and request.path == "/_config/data":
-            cache.clear()  # disputes live in localstripe's store, which the handler emptied
+            # Disputes, events and deleted-customer stubs live in localstripe's store.
+            cache.clear()
+            hub.forget()
+            faults.clear()
         return response
 
     return flush_extensions
+
+
+def add_fault_routes(app: web.Application, cache: IdempotencyCache, faults: FaultInjector) -> None:
+    """Test-support routes arming faults and ageing idempotency keys."""
+
+    async def arm(request: web.Request) -> web.Response:
+        data = await ls_server.get_post_data(request) or {}
+        _reject_unknown_fields(data, {"path", "method", "status", "count", "after_execution"})
+        path, method = data.get("path"), str(data.get("method", "POST")).upper()
+        status = ls.try_convert_to_int(data.get("status", 500))
+        count = ls.try_convert_to_int(data.get("count", 1))
+        after = ls.try_convert_to_bool(data.get("after_execution", False))
+        if not isinstance(path, str) or not path.startswith("/v1/"):
+            raise stripe_error(400, "path must be a /v1/ path prefix", param="path")
+        if status not in FAULT_STATUSES:
+            raise stripe_error(400, "status must be 429, 500 or 503", param="status")
+        if type(count) is not int or count < 1 or type(after) is not bool:
+            raise stripe_error(400, "Invalid count or after_execution")
+        if after and status == 429:
+            raise stripe_error(400, "A 429 is refused before execution", param="after_execution")
+        faults.add(Fault(method, path, status, count, after))
+        return ls_server.json_response({"armed": len(faults.faults)})
+
+    async def disarm(request: web.Request) -> web.Response:
+        faults.clear()
+        return ls_server.json_response({"armed": 0})
+
+    async def age_keys(request: web.Request) -> web.Response:
+        data = await ls_server.get_post_data(request) or {}
+        _reject_unknown_fields(data, {"age_seconds"})
+        seconds = ls.try_convert_to_int(data.get("age_seconds"))
+        if type(seconds) is not int or seconds < 0:
+            raise stripe_error(400, "age_seconds must be a positive integer", param="age_seconds")
+        cache.age(seconds)
+        return ls_server.json_response({"aged_by": seconds})
+
+    app.router.add_post("/_config/faults", arm)
+    app.router.add_delete("/_config/faults", disarm)
+    app.router.add_post("/_config/idempotency", age_keys)
 
 
 # --- wiring --------------------------------------------------------------------------------
@@ -1571,23 +2272,46 @@ def _add_routes(app: web.Application) -> None:
         "/v1/disputes/{id}/close",
         ls_server.api_extra(Dispute._api_close, "/v1/disputes/{id}/close"),
     )
+    app.router.add_get("/v1/invoice_payments", list_invoice_payments)
+    portal_url = "/v1/billing_portal/configurations"
+    app.router.add_post(portal_url, ls_server.api_create(BillingPortalConfiguration, portal_url))
+    app.router.add_get(portal_url, ls_server.api_list_all(BillingPortalConfiguration, portal_url))
+    app.router.add_get(
+        portal_url + "/{id}", ls_server.api_retrieve(BillingPortalConfiguration, portal_url)
+    )
+    app.router.add_post(
+        portal_url + "/{id}", ls_server.api_update(BillingPortalConfiguration, portal_url)
+    )
+    app.router.add_post("/_config/billing_portal/default", config_default_portal_configuration)
     app.router.add_post("/_config/disputes", config_create_dispute)
+    app.router.add_post("/_config/disputes/{id}", config_dispute_status)
     app.router.add_post("/_config/charges/{id}/created", config_backdate_charge)
     app.router.add_post("/_config/subscriptions/{id}", config_subscription)
     app.router.add_post("/_config/invoices/{id}", config_invoice)
 
 
-def install_extensions() -> web.Application:
-    """Patch localstripe and return its aiohttp app with our routes and middlewares added."""
+def install_extensions(
+    webhook_url: str | None = None, webhook_secret: str | None = None
+) -> web.Application:
+    """Patch localstripe and return its aiohttp app with our routes and middlewares added;
+    events go to ``webhook_url`` signed with ``webhook_secret`` when given."""
     app = ls_server.app
     if app.get(_INSTALLED):
         return app
-    _patch_resources()
+    hub = EventHub()
+    hub.configure(webhook_url, webhook_secret)
+    _patch_resources(hub)
     cache = IdempotencyCache()
+    faults = FaultInjector()
     _add_routes(app)
+    add_event_routes(app, hub)
+    add_fault_routes(app, cache, faults)
     _exempt_portal_pages_from_auth(app)
-    app.middlewares.append(make_flush_middleware(cache))
+    app.middlewares.append(hub.middleware())
+    app.middlewares.append(make_flush_middleware(cache, hub, faults))
+    app.middlewares.append(deleted_customers_middleware)
     app.middlewares.append(make_idempotency_middleware(cache))
+    app.middlewares.append(make_fault_middleware(faults))
     app[_INSTALLED] = True
     return app
 
@@ -1624,7 +2348,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)"
     )
-    return parser.parse_args(argv)
+    parser.add_argument("--webhook-url", help="forward every event to this URL")
+    parser.add_argument("--webhook-secret", help="the whsec_... secret signing forwarded events")
+    args = parser.parse_args(argv)
+    if args.webhook_url and not (args.webhook_secret or "").startswith("whsec_"):
+        parser.error("--webhook-url needs --webhook-secret whsec_...")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1635,7 +2364,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = install_extensions()
+    app = install_extensions(args.webhook_url, args.webhook_secret)
     asyncio.run(serve(app, args.host, args.port))
     return 0
 

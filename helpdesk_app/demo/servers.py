@@ -96,10 +96,19 @@ def spawn(
     return ChildServer(name, port, process)
 
 
-def start_fake_stripe(port: int | None = None, log_path: Path | None = None) -> ChildServer:
-    """localstripe with our extensions (helpdesk_app.demo.fake_stripe), in a child process."""
+def start_fake_stripe(
+    port: int | None = None,
+    log_path: Path | None = None,
+    *,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+) -> ChildServer:
+    """localstripe with our extensions (helpdesk_app.demo.fake_stripe), in a child process;
+    with ``webhook_url`` it forwards every event there, signed with ``webhook_secret``."""
     port = port or free_port()
     argv = [sys.executable, "-m", "helpdesk_app.demo.fake_stripe", "--port", str(port)]
+    if webhook_url:
+        argv += ["--webhook-url", webhook_url, "--webhook-secret", webhook_secret or ""]
     return spawn("fake-stripe", argv, log_path, port=port)
 
 
