@@ -1183,7 +1183,7 @@ def _patch_subscriptions() -> None:
         body = original_list_export(self, expand=rest)
         if wanted:
             start = self._starting_pos or 0
-            for row, obj in zip(body["data"], self._list[start : start + self._limit]):
+            for row, obj in zip(body["data"], self._list[start : start + self._limit], strict=True):
                 if isinstance(obj, ls.Subscription):
                     row["discounts"] = obj._export(expand=["discounts"])["discounts"]
         return body
