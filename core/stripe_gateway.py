@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import stripe
-from stripe.params import ChargeSearchParams, SubscriptionUpdateParamsDiscount
+from stripe import RequestOptions
+from stripe.params import (
+    ChargeSearchParams,
+    CouponCreateParams,
+    RefundCreateParams,
+    SubscriptionUpdateParamsDiscount,
+)
 
 from core.domain import Charge, Customer, Dispute, Money, Refund, RefundReason, Subscription
 from core.errors import (
@@ -71,10 +77,9 @@ def make_stripe_client(
 ) -> stripe.StripeClient:
     """A StripeClient with a timeout and network retries (429s too); ``api_base`` points at a
     fake Stripe."""
-    base: Any = {"api": api_base.rstrip("/")} if api_base else None
     return stripe.StripeClient(
         api_key,
-        base_addresses=base,
+        base_addresses={"api": api_base.rstrip("/")} if api_base else {},
         max_network_retries=network_retries,
         http_client=_RetryingHttpClient(timeout=STRIPE_TIMEOUT_SECONDS),
     )
@@ -482,7 +487,7 @@ class StripeGateway:
         self, subscription_id: str, *, at_period_end: bool, idempotency_key: str
     ) -> Subscription:
         """Cancel a subscription at the end of its period or now, once per key."""
-        options: Any = {"idempotency_key": idempotency_key}
+        options: RequestOptions = {"idempotency_key": idempotency_key}
         with _stripe_errors(f"cancelling subscription {subscription_id}"):
             if at_period_end:
                 subscription = self.client.v1.subscriptions.update(
@@ -516,15 +521,18 @@ class StripeGateway:
         the discounts it already has. The coupon's ID derives from ``idempotency_key``;
         ``request_key`` is the update's own when a server error spent that one."""
         coupon_id = _comp_coupon_id(idempotency_key)
-        terms: dict[str, Any] = {"percent_off": 100, "duration": "once"}
-        if duration_in_months is not None:
-            terms = {**terms, "duration": "repeating", "duration_in_months": duration_in_months}
-        params: Any = {
+        terms: dict[str, object] = {"percent_off": 100, "duration": "once"}
+        params: CouponCreateParams = {
             "id": coupon_id,
             "name": _COMP_COUPON_NAME,
             "metadata": {"idempotency_key": idempotency_key},
-            **terms,
+            "percent_off": 100,
+            "duration": "once",
         }
+        if duration_in_months is not None:
+            params["duration"] = "repeating"
+            params["duration_in_months"] = duration_in_months
+            terms = {**terms, "duration": "repeating", "duration_in_months": duration_in_months}
         with _stripe_errors(f"creating comp coupon {coupon_id}"):
             try:
                 self.client.v1.coupons.create(
@@ -679,7 +687,7 @@ class StripeGateway:
         """Refund ``amount`` of a charge, once per ``idempotency_key`` (kept in the refund's
         metadata for ``find_refund``); ``request_key`` is the request's own when a server error
         spent that one."""
-        params: dict[str, Any] = {
+        params: RefundCreateParams = {
             "charge": charge_id,
             "amount": amount.amount,
             "reason": str(reason),
@@ -687,7 +695,7 @@ class StripeGateway:
         }
         with _stripe_errors(f"refunding {charge_id}"):
             refund = self.client.v1.refunds.create(
-                params=params,  # type: ignore[arg-type]
+                params=params,
                 options={"idempotency_key": request_key or idempotency_key},
             )
         return _refund(refund.to_dict())
