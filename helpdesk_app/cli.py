@@ -131,6 +131,35 @@ def worker(
     run_worker(rt, processes=processes, burst=burst, max_jobs=max_jobs, queue_names=chosen)
 
 
+@cli.command()
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(("customer", "subscription", "charge", "refund", "invoice", "dispute")),
+    help="Reconcile only this kind (repeat for more).  [default: every kind]",
+)
+def reconcile(kinds: tuple[str, ...]) -> None:
+    """Backfill and repair the Stripe mirror from Stripe's list endpoints, with a summary."""
+    from tqdm import tqdm
+
+    from core import mirror
+    from jobs.reconcile import reconcile as walk
+    from jobs.runtime import build_runtime
+
+    settings = _settings()
+    settings.require_stripe()
+    rt = build_runtime(settings)
+    summary = walk(
+        rt,
+        kinds or mirror.KINDS,
+        progress=lambda objects, kind: tqdm(objects, desc=f"{kind}s", unit=" objects"),
+    )
+    for line in summary.lines():
+        click.echo(line)
+    click.echo(f"{summary.objects} objects in {summary.seconds:.1f} s")
+
+
 @cli.command("poll-mail")
 @click.option("--once", is_flag=True, help="Poll one time and exit.")
 @click.option("--interval", type=int, default=None, help="Seconds between polls.")

@@ -1,4 +1,5 @@
-"""Periodic work the worker supervisor queues: the SLA check, once a minute.
+"""Periodic work the worker supervisor queues: the SLA check, once a minute; the Stripe drift
+check, once an hour.
 
 An escalation nobody picked up by its due time is breached: it is marked once (compare and
 set, so two supervisors mark it once), noted on the ticket, and re-escalated: its team and the
@@ -16,13 +17,15 @@ from sqlalchemy import select, update
 
 from core import audit
 from core.db import session_scope
-from core.db.models import Escalation, OutboundEmail, utcnow
+from core.db.models import Escalation, OutboundEmail, StripeCustomer, utcnow
 from core.domain import EscalationStatus, EscalationTarget, OutboundStatus
 from core.errors import BillingDeskError
 from core.escalations import due_breaches
 from core.helpdesks import helpdesk_for_ticket
 from jobs import queues, runtime
 from jobs.effects import send_team_email, team_email_key
+from jobs.reconcile import reconcile
+from jobs.stripe_events import raise_sync_error, resolve_sync_errors
 
 log = logging.getLogger(__name__)
 BREACH_TEMPLATE = "sla_breach_notice"
@@ -30,6 +33,8 @@ BREACH_TEMPLATE = "sla_breach_notice"
 REESCALATE_TO = EscalationTarget.SUPPORT_LEAD
 # Breach notices still unsent are tried again for this long.
 RESEND_WINDOW = timedelta(days=2)
+DRIFT_CHECK_SECONDS = 3600
+DRIFT_EXAMPLES = 10
 
 
 def enqueue_sla_check(rt: runtime.Runtime) -> None:
@@ -68,6 +73,43 @@ def check_slas() -> int:
     if breached:
         log.warning("SLA check: %d escalation(s) breached", len(breached))
     return len(breached)
+
+
+def enqueue_drift_check(rt: runtime.Runtime) -> None:
+    """Queue this hour's drift check between Stripe and the mirror (once, whoever asks)."""
+    hour = int(time.time() // DRIFT_CHECK_SECONDS)
+    queues.enqueue_once(rt.queue(queues.AUTOMATION), check_drift, job_id=f"drift-check-{hour}")
+
+
+def check_drift() -> int:
+    """The periodic drift check: reconcile, and escalate what it had to repair as a Stripe sync
+    error (once per incident); a clean check ends the incident. Returns the drift found."""
+    rt = runtime.current()
+    with session_scope(rt.session_factory) as session:
+        filled = session.scalar(select(StripeCustomer.id).limit(1)) is not None
+    if not filled:
+        # Nothing to compare with yet: `billing-desk reconcile` (or the webhooks) fill it.
+        log.info("drift check: the Stripe mirror is empty; run billing-desk reconcile")
+        return 0
+    summary = reconcile(rt)
+    if not summary.drift:
+        resolve_sync_errors(rt)
+        log.info("drift check: the mirror matches Stripe (%d objects)", summary.objects)
+        return 0
+    examples = ", ".join(summary.drift[:DRIFT_EXAMPLES])
+    more = len(summary.drift) - DRIFT_EXAMPLES
+    raise_sync_error(
+        rt,
+        summary=f"the mirror drifted from Stripe ({len(summary.drift)} objects)",
+        details=(
+            f"The drift check found {len(summary.drift)} objects the webhooks had not brought "
+            f"into the mirror: {examples}{f' and {more} more' if more > 0 else ''}. Reconcile "
+            f"repaired them ({'; '.join(summary.lines())}). Look for webhook deliveries failing "
+            "in the Stripe Dashboard and for failed events in stripe_events."
+        ),
+    )
+    log.warning("drift check: %d objects had drifted; repaired", len(summary.drift))
+    return len(summary.drift)
 
 
 def _mark_breached(rt: runtime.Runtime, escalation_id: int) -> bool:

@@ -450,6 +450,7 @@ class Supervisor:
             plans.resume_plans(self.rt)
             if queues.AUTOMATION in self.queue_names:
                 schedule.enqueue_sla_check(self.rt)
+                schedule.enqueue_drift_check(self.rt)
         except (RedisError, BillingDeskError, SQLAlchemyError) as exc:
             log.warning("supervisor: could not look for plans to resume: %s", exc)
 
