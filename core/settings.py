@@ -85,6 +85,28 @@ def _team_emails(environ: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(pairs)
 
 
+USAGE_SOURCES = ("none", "demo", "sql", "http")
+
+
+def _usage_source(environ: Mapping[str, str], demo: bool) -> str:
+    """USAGE_SOURCE: where dispute evidence of use comes from, with what each kind needs."""
+    kind = (_str(environ, "USAGE_SOURCE", "demo" if demo else "none") or "").lower()
+    if kind not in USAGE_SOURCES:
+        raise ConfigError(
+            "USAGE_SOURCE", f"must be one of {', '.join(USAGE_SOURCES)}, not {kind!r}"
+        )
+    url = _str(environ, "USAGE_SOURCE_URL")
+    if kind == "http" and not (url or "").startswith(("https://", "http://")):
+        raise ConfigError("USAGE_SOURCE_URL", "must be the http(s):// URL of the usage endpoint")
+    if kind == "sql":
+        if not url or "://" not in url:
+            raise ConfigError("USAGE_SOURCE_URL", "must be the product database's SQLAlchemy URL")
+        names = ("USAGE_SQL_LOGINS", "USAGE_SQL_EMAILS_SENT", "USAGE_SQL_TERMS")
+        if not any(_str(environ, name) for name in names):
+            raise ConfigError("USAGE_SQL_LOGINS", f"set at least one of {', '.join(names)}")
+    return kind
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about one Billing Desk deployment."""
@@ -138,6 +160,14 @@ class Settings:
     dry_run: bool = False
 
     policy_file: str | None = None
+    # Dispute evidence of use (core.usage_sources): none, demo, sql or http, and its inputs.
+    usage_source: str = "none"
+    usage_source_url: str | None = None
+    usage_source_token: str | None = None
+    usage_source_timeout_seconds: int = 10
+    usage_sql_logins: str | None = None
+    usage_sql_emails_sent: str | None = None
+    usage_sql_terms: str | None = None
 
     # Embedding: who may frame the sidebar, and how long our own sidebar token lives.
     frame_ancestors: tuple[str, ...] = ()
@@ -207,6 +237,15 @@ class Settings:
             team_emails=_team_emails(environ),
             dry_run=_bool(environ, "DRY_RUN", False),
             policy_file=_str(environ, "POLICY_FILE"),
+            usage_source=_usage_source(environ, demo),
+            usage_source_url=_str(environ, "USAGE_SOURCE_URL"),
+            usage_source_token=_str(environ, "USAGE_SOURCE_TOKEN"),
+            usage_source_timeout_seconds=_int(
+                environ, "USAGE_SOURCE_TIMEOUT_SECONDS", 10, minimum=1
+            ),
+            usage_sql_logins=_str(environ, "USAGE_SQL_LOGINS"),
+            usage_sql_emails_sent=_str(environ, "USAGE_SQL_EMAILS_SENT"),
+            usage_sql_terms=_str(environ, "USAGE_SQL_TERMS"),
             frame_ancestors=tuple((_str(environ, "FRAME_ANCESTORS") or "").split()),
             sidebar_token_ttl=_int(environ, "SIDEBAR_TOKEN_TTL", 1800, minimum=60),
             update_card_link_ttl_hours=_int(environ, "UPDATE_CARD_LINK_TTL_HOURS", 72, minimum=1),

@@ -15,11 +15,13 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from core import actions, customers
 from core.actions import Requested
+from core.actions.dispute import evidence_step
 from core.billing_context import BillingContext, load_context
 from core.db.models import Action, Agent, Plan, Ticket, utcnow
-from core.domain import Category, HelpdeskName
+from core.domain import Category, HelpdeskName, Role
 from core.errors import BillingDeskError, Forbidden, InvalidInput
-from core.policy import dispute_advice, escalation_route, retry_schedule
+from core.policy import dispute_advice, escalation_route, retry_schedule, satisfies
+from core.policy.disputes import DISPUTE_ROLE
 from helpdesk_app.auth import (
     SidebarSession,
     current_agent_session,
@@ -64,9 +66,18 @@ def _panel_vars(ticket: Ticket) -> dict[str, Any]:
         "dashboard": services.settings.stripe_dashboard_url,
         "describe": actions.describe,
         "advice": lambda dispute: dispute_advice(dispute, services.policy),
+        # Disputes: the evidence and recommendation jobs.disputes stored, and who may answer.
+        "dispute_evidence": lambda dispute: _dispute_evidence(context, dispute.id),
+        "answers_disputes": lambda agent: satisfies(Role(agent.role), DISPUTE_ROLE),
         "route": escalation_route(category) if category else None,
         "zip": zip,
     }
+
+
+def _dispute_evidence(context: BillingContext | None, dispute_id: str) -> dict[str, Any] | None:
+    """The params of the step that carries a dispute's evidence, if this ticket has one."""
+    step = evidence_step(context.ticket_actions, dispute_id) if context else None
+    return dict(step.params or {}) if step is not None else None
 
 
 def _panel(session: SidebarSession) -> str:

@@ -8,6 +8,7 @@ from core.actions.card_link import SendUpdateCardLink
 from core.actions.close import CloseTicket
 from core.actions.comp import CompCoupon
 from core.actions.confirm_refund import ConfirmRefund
+from core.actions.dispute import AcceptDispute, SubmitDisputeEvidence
 from core.actions.escalate import Escalate
 from core.actions.fraud_flag import FlagFraud
 from core.actions.note import Note
@@ -32,6 +33,8 @@ _TYPES: dict[ActionKind, ActionType] = {
         Escalate(),
         Note(),
         Reply(),
+        SubmitDisputeEvidence(),
+        AcceptDispute(),
     )
 }
 
