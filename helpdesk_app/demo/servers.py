@@ -350,6 +350,8 @@ def embedded_settings(
         "team_emails",
         tuple(f"{team}={team.replace('_', '-')}@billing-desk.test" for team in EscalationTarget),
     )
+    # Dispute evidence of use comes from the built-in demo source: there is no product database.
+    overrides.setdefault("usage_source", "demo")
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
