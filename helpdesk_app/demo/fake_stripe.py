@@ -705,10 +705,36 @@ def _patch_test_payment_methods() -> None:
             pm = ls.PaymentMethod._api_attach(_resolved_payment_method(default), customer=self.id)
             self.invoice_settings["default_payment_method"] = pm.id
 
+    original_pi_export = ls.PaymentIntent._export
+
+    def pi_export(self: Any, expand: Any = None) -> dict[str, Any]:
+        expanded = isinstance(expand, list) and "latest_charge" in expand
+        body = original_pi_export(self, expand=expand)
+        if not expanded and isinstance(body.get("latest_charge"), dict):
+            body["latest_charge"] = body["latest_charge"]["id"]  # an id unless expanded
+        return body
+
     ls.PaymentMethod._try_get_canonical_test_article = classmethod(canonical)
     ls.PaymentIntent.__init__ = pi_init
     ls.PaymentIntent._api_confirm = classmethod(confirm)
+    ls.PaymentIntent._export = pi_export
     ls.Customer.__init__ = customer_init
+
+
+_CONFIRM_PATH = re.compile(r"/v1/payment_intents/(pi_\w+)/confirm")
+
+
+@web.middleware
+async def confirm_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Route PaymentIntent confirmation to our patched method: localstripe's route holds on
+    to its own, which refuses a ``payment_method``."""
+    match = _CONFIRM_PATH.fullmatch(request.path)
+    if request.method != "POST" or match is None:
+        return await handler(request)
+    data = await ls_server.get_post_data(request) or {}
+    expand = data.pop("expand", None)
+    intent = ls.PaymentIntent._api_confirm(match[1], **data)
+    return ls_server.json_response(intent._export(expand=expand))
 
 
 def _charge_outcome(charge: Any) -> dict[str, Any] | None:
@@ -2216,25 +2242,38 @@ def add_fault_routes(app: web.Application, cache: IdempotencyCache, faults: Faul
 
     async def arm(request: web.Request) -> web.Response:
         data = await ls_server.get_post_data(request) or {}
-        _reject_unknown_fields(data, {"path", "method", "status", "count", "after_execution"})
-        path, method = data.get("path"), str(data.get("method", "POST")).upper()
-        status = ls.try_convert_to_int(data.get("status", 500))
+        _reject_unknown_fields(
+            data, {"path_prefix", "method", "status", "count", "after_execution", "hold"}
+        )
+        path, method = data.get("path_prefix"), str(data.get("method", "POST")).upper()
+        hold = ls.try_convert_to_bool(data.get("hold", False))
+        status = ls.try_convert_to_int(data.get("status", 503 if hold is True else 500))
         count = ls.try_convert_to_int(data.get("count", 1))
         after = ls.try_convert_to_bool(data.get("after_execution", False))
+        if type(hold) is not bool:
+            raise stripe_error(400, "Invalid hold flag", param="hold")
         if not isinstance(path, str) or not path.startswith("/v1/"):
-            raise stripe_error(400, "path must be a /v1/ path prefix", param="path")
+            raise stripe_error(400, "path_prefix must start with /v1/", param="path_prefix")
         if status not in FAULT_STATUSES:
             raise stripe_error(400, "status must be 429, 500 or 503", param="status")
         if type(count) is not int or count < 1 or type(after) is not bool:
             raise stripe_error(400, "Invalid count or after_execution")
         if after and status == 429:
             raise stripe_error(400, "A 429 is refused before execution", param="after_execution")
-        faults.add(Fault(method, path, status, count, after))
+        faults.add(Fault(method, path, status, count, after, hold))
         return ls_server.json_response({"armed": len(faults.faults)})
 
     async def disarm(request: web.Request) -> web.Response:
         faults.clear()
         return ls_server.json_response({"armed": 0})
+
+    async def state(request: web.Request) -> web.Response:
+        armed = sum(f.count for f in faults.faults)
+        return ls_server.json_response({"armed": armed, "held": faults.held})
+
+    async def release(request: web.Request) -> web.Response:
+        faults.release()
+        return ls_server.json_response({"held": faults.held})
 
     async def age_keys(request: web.Request) -> web.Response:
         data = await ls_server.get_post_data(request) or {}
@@ -2247,6 +2286,8 @@ def add_fault_routes(app: web.Application, cache: IdempotencyCache, faults: Faul
 
     app.router.add_post("/_config/faults", arm)
     app.router.add_delete("/_config/faults", disarm)
+    app.router.add_get("/_config/faults", state)
+    app.router.add_post("/_config/faults/release", release)
     app.router.add_post("/_config/idempotency", age_keys)
 
 
@@ -2312,6 +2353,7 @@ def install_extensions(
     app.middlewares.append(deleted_customers_middleware)
     app.middlewares.append(make_idempotency_middleware(cache))
     app.middlewares.append(make_fault_middleware(faults))
+    app.middlewares.append(confirm_middleware)
     app[_INSTALLED] = True
     return app
 

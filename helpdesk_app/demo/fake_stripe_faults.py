@@ -3,11 +3,13 @@
 A fault matches a method and a path prefix and fires ``count`` times. Before execution the
 request never reaches the API (nothing changes); after execution the API did its work (an
 object may have been created) but the client still sees the error, as when Stripe fails on its
-way back.
+way back. A ``hold`` fault instead keeps the request waiting, as a slow Stripe would, until
+``POST /_config/faults/release``: tests use it to overlap two requests without timing them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ class Fault:
     status: int
     count: int
     after_execution: bool
+    hold: bool = False
 
     def matches(self, request: web.Request) -> bool:
         """Whether the fault applies to a request."""
@@ -60,14 +63,34 @@ class FaultInjector:
 
     def __init__(self) -> None:
         self.faults: list[Fault] = []
+        self.held = 0  # requests waiting in a hold fault
+        self._release: asyncio.Event | None = None
+
+    async def hold(self) -> None:
+        """Wait until ``release`` is called."""
+        if self._release is None:
+            self._release = asyncio.Event()
+        release = self._release
+        self.held += 1
+        try:
+            await release.wait()
+        finally:
+            self.held -= 1
+
+    def release(self) -> None:
+        """Let every held request go on."""
+        if self._release is not None:
+            self._release.set()
+            self._release = None
 
     def add(self, fault: Fault) -> None:
         """Arm a fault."""
         self.faults.append(fault)
 
     def clear(self) -> None:
-        """Disarm every fault."""
+        """Disarm every fault and let held requests go."""
         self.faults.clear()
+        self.release()
 
     def take(self, request: web.Request) -> Fault | None:
         """The first armed fault for a request, using up one of its firings."""
@@ -85,6 +108,9 @@ def make_fault_middleware(faults: FaultInjector) -> Middleware:
     async def inject(request: web.Request, handler: Handler) -> web.StreamResponse:
         fault = faults.take(request) if request.path.startswith("/v1/") else None
         if fault is None:
+            return await handler(request)
+        if fault.hold:
+            await faults.hold()
             return await handler(request)
         if fault.after_execution:
             with contextlib.suppress(UserError):
