@@ -6,24 +6,48 @@ file, logs at WARNING on stderr and prints exactly one line to stdout once it ac
 connections: ``fake-stripe listening on http://HOST:PORT`` (``--port 0`` picks a free port and
 the line reports the real one).
 
+``--webhook-url URL --webhook-secret whsec_...`` forward every event like ``stripe listen``.
+
 On top of localstripe 1.15.10 it adds:
 
-* ``GET /v1/customers/search`` (``email:``, ``name:``, ``metadata['k']:`` clauses joined by
-  AND, or all by OR) and ``GET /v1/charges/search`` (``customer:``, ``status:``,
-  ``payment_method_details.card.fingerprint:``, ``metadata['k']:``);
-* ``Idempotency-Key`` replay for POSTs, with ``idempotency_error`` on key reuse;
+* Stripe-shaped events (``api_version``, ``request``, ``pending_webhooks``,
+  ``previous_attributes`` on updates) for customers, charges, refunds, subscriptions,
+  invoices (created/finalized/paid/payment_failed/payment_succeeded) and disputes, listed
+  newest first by ``GET /v1/events``, delivered signed, in order and retried by
+  ``fake_stripe_events``; test support ``POST /_config/webhook_endpoint`` (url, secret; empty
+  url stops), ``GET /_config/webhook_deliveries[?event=]``, ``POST /_config/events/{id}/resend``;
+* Stripe's test PaymentMethod ids (``pm_card_visa``, ``pm_card_chargeDeclined*``,
+  ``pm_card_createDispute[Inquiry]``...) wherever a PaymentMethod id is accepted, and
+  ``payment_method`` on PaymentIntent confirmation;
+* ``GET /v1/customers/search`` (``email:``, ``name:``, ``metadata['k']:`` clauses, each
+  negatable with ``-``, joined by AND, or all by OR) and ``GET /v1/charges/search``
+  (``customer:``, ``status:``, ``payment_method_details.card.fingerprint:``, ``metadata``),
+  paginated with ``page``/``next_page``;
+* ``Idempotency-Key`` replay for POSTs for 24 hours (5xx results included, 429s and validation
+  errors not), ``idempotency_error`` on key reuse and 409 while the key's first request runs;
+  test support ``POST /_config/idempotency`` (``age_seconds``) and ``POST``/``GET``/``DELETE
+  /_config/faults`` (``path_prefix``, ``method``, ``status`` 429/500/503, ``count``,
+  ``after_execution``, or ``hold`` until ``POST /_config/faults/release``);
+* ``limit`` 1..100 on every list and search;
+* deleted customers answer ``{"id", "object", "deleted": true}`` on GET and leave lists;
 * refund ``reason`` and Stripe's over-refund / disputed-charge errors;
-* disputes: ``GET /v1/disputes``, ``GET``/``POST /v1/disputes/{id}``,
-  ``POST /v1/disputes/{id}/close`` and the test-support ``POST /_config/disputes``;
+* disputes (statuses exactly stripe-python's): ``GET /v1/disputes``, ``GET``/``POST
+  /v1/disputes/{id}`` (evidence, submit), ``POST /v1/disputes/{id}/close`` and the
+  test-support ``POST /_config/disputes`` and ``POST /_config/disputes/{id}`` (``status``);
 * charge-time decline codes, ``outcome``, ``payment_method_details`` (with a Stripe-like card
-  ``fingerprint``), ``disputed``, ``amount_captured`` and ``invoice`` on charges;
-* newest-first charge, PaymentIntent and subscription lists (``limit`` <= 100);
-* subscriptions: ``items[][price]`` as an alias of ``plan``, ``discounts=[{coupon}]`` on create
-  and update, ``trialing`` while ``trial_end`` is ahead, ``proration_behavior``, periods and a
-  ``price`` on items, ``canceled_at`` on cancellation;
+  ``fingerprint``), ``disputed`` and ``amount_captured`` on charges; no ``invoice`` on charges:
+  ``GET /v1/invoice_payments`` (``invoice`` or ``payment[payment_intent]``) links them;
+  ``latest_charge`` is an id unless expanded;
+* newest-first charge, PaymentIntent and subscription lists;
+* subscriptions: ``items[][price]`` as an alias of ``plan``, ``discounts`` on create and update
+  (``{coupon}``, ``{discount}`` to keep one; the array replaces the set; ids unless expanded),
+  ``trialing`` while ``trial_end`` is ahead, ``proration_behavior``, periods and a ``price``
+  only on items, ``canceled_at`` on cancellation;
 * coupons created without an ``id`` (one is generated), with a ``name``, and Stripe's
   ``resource_already_exists`` error for a taken id;
-* ``POST /v1/billing_portal/sessions`` and the page it links to, ``GET /_portal/{id}``;
+* ``POST /v1/billing_portal/sessions`` (needs an active ``configuration`` or a default) and the
+  page it links to, ``GET /_portal/{id}``; ``/v1/billing_portal/configurations`` and the
+  test-support ``POST /_config/billing_portal/default`` (saving the Dashboard settings);
 * test-support ``POST /_config/charges/{id}/created`` to backdate a charge,
   ``POST /_config/subscriptions/{id}`` (``status``, ``canceled_at``, ``current_period_start``,
   ``current_period_end``) and ``POST /_config/invoices/{id}`` (``status``,
