@@ -31,6 +31,8 @@ from core.db.models import (
     Ticket,
 )
 from core.domain import EscalationTarget
+from core.errors import ConfigError
+from core.settings import Settings
 from helpdesk_app import create_app
 from jobs import queues, stripe_events
 
@@ -363,3 +365,21 @@ def test_a_new_mass_failure_needs_a_quiet_window_first(client, session_factory, 
     with session_scope(session_factory) as session:
         targets = list(session.scalars(select(Escalation.target)))
     assert targets == [EscalationTarget.ENGINEERING_CRITICAL] * 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "secrets"),
+    [
+        ("whsec_a", ("whsec_a",)),
+        (" whsec_a , whsec_b ", ("whsec_a", "whsec_b")),
+        ("", ()),
+    ],
+)
+def test_the_webhook_secrets_setting_takes_a_rotation(raw, secrets):
+    assert Settings.from_env({"STRIPE_WEBHOOK_SECRET": raw}).stripe_webhook_secrets == secrets
+
+
+@pytest.mark.parametrize("raw", ["sk_test_oops", "whsec_a,sk_live_b", ","])
+def test_a_webhook_secret_that_is_not_a_signing_secret_stops_start_up(raw):
+    with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET"):
+        Settings.from_env({"STRIPE_WEBHOOK_SECRET": raw})
