@@ -22,6 +22,7 @@ from core.actions.base import (
     StepRefused,
     idempotency_key,
     params_of,
+    stripe_key,
 )
 from core.billing_context import BillingContext
 from core.db.models import Action
@@ -150,7 +151,7 @@ class SubmitDisputeEvidence(_DisputeAction):
                 f"Evidence for dispute {params['dispute_id']} is submitted; the bank decides.",
             )
         submitted = fx.gateway.submit_dispute_evidence(
-            dispute.id, fields, idempotency_key=action.idempotency_key
+            dispute.id, fields, idempotency_key=stripe_key(action)
         )
         return Outcome(
             submitted.id,
@@ -197,7 +198,7 @@ class AcceptDispute(_DisputeAction):
         dispute = self._now(action, fx, _ACCEPTED)
         if dispute is None:
             return Outcome(dispute_id, f"Dispute {dispute_id} is accepted (closed as lost).")
-        closed = fx.gateway.close_dispute(dispute.id, idempotency_key=action.idempotency_key)
+        closed = fx.gateway.close_dispute(dispute.id, idempotency_key=stripe_key(action))
         return Outcome(
             closed.id,
             f"Dispute {closed.id} accepted: Stripe closed it as "
