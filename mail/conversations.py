@@ -10,6 +10,10 @@ A flood from one sender (a script, a loop, an angry customer writing every minut
 one ticket: an email with the subject of a ticket the same address opened within FLOOD_WINDOW
 joins it, and past FLOOD_TICKETS new tickets from one address in that window any further email
 joins the newest, instead of each opening a ticket, an acknowledgement and a playbook.
+
+A customer whose bank is disputing a charge writes onto the ticket the dispute opened (Stripe's
+webhook often comes before their email): Finance answers the bank there, and no playbook acts
+on their money meanwhile.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.db.models import Ticket, TicketMessage, utcnow
-from core.domain import MessageKind
+from core.db.models import StripeDispute, Ticket, TicketMessage, utcnow
+from core.domain import CLOSED_DISPUTE_STATUSES, MessageKind, TicketStatus
 from mail.parsing import ParsedEmail
 
 _TOKEN = re.compile(r"\[BD-(\d{1,12})\]")
@@ -54,7 +58,34 @@ def find_ticket_for(session: Session, parsed: ParsedEmail, our_address: str = ""
     flooded = _flooded_ticket(session, parsed.from_address, parsed.subject)
     if flooded is not None:
         return Threading(flooded[0], named, folded=flooded[1])
+    disputed = _open_dispute_ticket(session, parsed.from_address)
+    if disputed is not None:
+        why = (
+            f"{parsed.from_address} has a dispute open with their bank, answered by Finance on "
+            f"ticket #{disputed}"
+        )
+        return Threading(disputed, named, folded=why)
     return Threading(None, named)
+
+
+def _open_dispute_ticket(session: Session, sender: str) -> int | None:
+    """The sender's active ticket for a dispute Stripe told us of and the bank has not decided:
+    their email about it (or their money) belongs with what Finance answers."""
+    sender = sender.strip().lower()
+    if not sender:
+        return None
+    found = session.scalar(
+        select(Ticket.id)
+        .join(StripeDispute, StripeDispute.ticket_id == Ticket.id)
+        .where(
+            Ticket.requester_email == sender,
+            Ticket.status.in_([s for s in TicketStatus if s.active]),
+            StripeDispute.status.not_in(CLOSED_DISPUTE_STATUSES),
+        )
+        .order_by(Ticket.id.desc())
+        .limit(1)
+    )
+    return None if found is None else int(found)
 
 
 def _flooded_ticket(session: Session, sender: str, subject: str) -> tuple[int, str] | None:

@@ -16,7 +16,7 @@ from imapclient import IMAPClient
 from sqlalchemy import func, select
 
 from core.db import make_engine, make_session_factory, session_scope, upgrade
-from core.db.models import InboundEmail
+from core.db.models import InboundEmail, StripeDispute
 from core.domain import InboundStatus
 from core.settings import Settings
 from core.stripe_gateway import make_stripe_client
@@ -72,6 +72,21 @@ def _wait_until_processed(settings: Settings, expected: int, children: list[Chil
     raise click.ClickException("the demo emails were not processed in time; see the logs")
 
 
+def _wait_for_disputes(settings: Settings, children: list[ChildServer]) -> None:
+    """Wait until each dispute in the demo's Stripe is a ticket escalated to Finance."""
+    factory = make_session_factory(make_engine(settings.database_url))
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if any(child.process.poll() is not None for child in children):
+            raise click.ClickException("a demo process stopped; see its log in the demo directory")
+        with session_scope(factory) as session:
+            disputes = session.scalars(select(StripeDispute)).all()
+            if len(disputes) >= seed.DEMO_DISPUTES and all(d.ticket_id for d in disputes):
+                return
+        time.sleep(0.25)
+    raise click.ClickException("the demo's disputes did not arrive by webhook in time")
+
+
 class _Stop(Exception):
     """Raised by the signal handler so every started server is stopped on the way out."""
 
@@ -97,8 +112,16 @@ def _run(directory: Path, web_port: int) -> None:
     directory = directory.resolve()
     shutil.rmtree(directory, ignore_errors=True)  # every demo starts fresh
     directory.mkdir(parents=True)
+    # As `stripe listen --forward-to` does: the fake Stripe signs every event it makes and
+    # delivers it to the demo's own webhook endpoint.
+    webhook_secret = f"whsec_{secrets.token_hex(24)}"
+    webhook_url = f"http://127.0.0.1:{web_port}/webhooks/stripe"
     with contextlib.ExitStack() as stack:
-        stripe_server = start_fake_stripe(log_path=directory / "fake-stripe.log")
+        stripe_server = start_fake_stripe(
+            log_path=directory / "fake-stripe.log",
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+        )
         stack.callback(stripe_server.stop)
         imap = start_imap_server(MAILBOX_USER, MAILBOX_PASSWORD, log_path=directory / "imap.log")
         stack.callback(imap.stop)
@@ -123,15 +146,13 @@ def _run(directory: Path, web_port: int) -> None:
             secret_key=secrets.token_urlsafe(32),
             public_url=f"http://127.0.0.1:{web_port}",
             imap_poll_interval=2,
+            stripe_webhook_secret=webhook_secret,
         )
         engine = make_engine(settings.database_url)
         upgrade(engine)
         with session_scope(make_session_factory(engine)) as session:
             seed.seed_agents(session)
         engine.dispose()
-        seed.seed_stripe(make_stripe_client(STRIPE_KEY, stripe_server.url), stripe_server.url)
-        emails = seed.demo_emails()
-        _deliver(imap.port, emails)
 
         env = {**os.environ, **settings.to_env()}
         children = [
@@ -142,7 +163,13 @@ def _run(directory: Path, web_port: int) -> None:
         for child in reversed(children):
             stack.callback(child.stop)
         wait_for_port(web_port, children[-1].process)
+        # With the web process up, Stripe's history reaches the mirror through the webhooks,
+        # and the disputes in it become tickets for Finance.
+        seed.seed_stripe(make_stripe_client(STRIPE_KEY, stripe_server.url), stripe_server.url)
+        emails = seed.demo_emails()
+        _deliver(imap.port, emails)
         _wait_until_processed(settings, len(emails), children)
+        _wait_for_disputes(settings, children)
 
         click.echo(
             f"\nBilling Desk demo is running (ready in {time.monotonic() - started:.1f} s).\n\n"
@@ -151,6 +178,7 @@ def _run(directory: Path, web_port: int) -> None:
             f"               password {seed.DEMO_PASSWORD} (agent, lead, security, account"
             " manager, finance)\n"
             f"  Fake Stripe  {stripe_server.url}  (key {STRIPE_KEY})\n"
+            f"  Webhooks     {webhook_url}  (signing secret {webhook_secret})\n"
             f"  IMAP         127.0.0.1:{imap.port}  {MAILBOX_USER} / {MAILBOX_PASSWORD}"
             "  (append mail here and it becomes a ticket)\n"
             f"  SMTP sink    127.0.0.1:{smtp.port}  (sent mail is kept in {directory / 'outbox'})\n"

@@ -62,6 +62,10 @@ KAI = DemoCustomer("Kai Tanaka", "kai@example.com", "T-1288", "Tanaka Print", "4
 LEO = DemoCustomer("Leo Rossi", "leo@example.com", "T-1302", "Rossi Foods", "4000003800000008")
 # Renewed by accident yesterday: within the refund window, refunded.
 MIA = DemoCustomer("Mia Sato", "mia@example.com", "T-1320", "Sato Labs", "4000000360000006")
+# Disputes in the demo's Stripe (Frank's chargeback, Nina's): each arrives by webhook.
+DEMO_DISPUTES = 2
+# Pays with Stripe's test card whose charges are disputed at once: no email, only a webhook.
+NINA = DemoCustomer("Nina Berg", "nina@example.com", "T-1344", "Berg Events", "4000000000000259")
 
 DEMO_PASSWORD = "billing-desk-demo"
 # The demo's team: one of each role the playbooks name, all with DEMO_PASSWORD.
@@ -273,6 +277,18 @@ def seed_stripe(client: stripe.StripeClient, api_base: str) -> dict[str, str]:
     # Mia: an annual renewal taken yesterday that she did not mean to keep.
     mia = ids[MIA.email] = create_customer(client, MIA)
     create_charge(client, api_base, mia, 9900, "Pro plan — annual renewal", days_ago=1)
+
+    # Nina: her bank disputes this month's payment; Stripe tells us by webhook (no email).
+    nina = ids[NINA.email] = create_customer(client, NINA)
+    client.v1.payment_intents.create(
+        params={
+            "amount": 4900,
+            "currency": "usd",
+            "customer": nina,
+            "payment_method": "pm_card_createDispute",
+            "confirm": True,
+        }
+    )
 
     # Henry: two Stripe accounts on one email address; the agent must choose.
     for who in (HENRY_PERSONAL, HENRY_COMPANY):
