@@ -402,13 +402,14 @@ def test_cancel_at_period_end_comp_and_trial_extension_reach_stripe(
         assert intent, page
         sidebar.confirm(intent)
     run_worker()
-    stripe_sub = stripe_client.v1.subscriptions.retrieve(sub).to_dict()
+    stripe_sub = stripe_client.v1.subscriptions.retrieve(
+        sub, params={"expand": ["discounts"]}
+    ).to_dict()
     assert stripe_sub["cancel_at_period_end"] is True
     assert stripe_sub["trial_end"] >= stripe_sub["items"]["data"][0]["current_period_end"]
-    coupons = [
-        d["coupon"] if isinstance(d["coupon"], str) else d["coupon"]["id"]
-        for d in stripe_sub["discounts"]
-    ]
+    # A discount names its coupon under ``source`` in current API versions.
+    coupons = [(d.get("source") or d)["coupon"] for d in stripe_sub["discounts"]]
+    coupons = [c if isinstance(c, str) else c["id"] for c in coupons]
     assert len(coupons) == 1
     assert stripe_client.v1.coupons.retrieve(coupons[0]).percent_off == 100
     with session_scope(session_factory) as session:

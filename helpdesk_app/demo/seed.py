@@ -196,13 +196,18 @@ def create_subscription(
     subscription = client.v1.subscriptions.create(
         params={"customer": customer, "items": [{"price": plan.id}]}
     )
-    if days_ago:
-        for charge in client.v1.charges.list(params={"customer": customer}).data:
-            if charge.to_dict().get("invoice") == subscription.latest_invoice:
+    if days_ago and subscription.latest_invoice:
+        # The invoice's charge: through its payment's PaymentIntent (charges no longer name
+        # their invoice).
+        invoice = str(subscription.latest_invoice)
+        for payment in client.v1.invoice_payments.list(params={"invoice": invoice}).data:
+            intent = (payment.to_dict().get("payment") or {}).get("payment_intent")
+            charge = (
+                client.v1.payment_intents.retrieve(str(intent)).latest_charge if intent else None
+            )
+            if charge:
                 created = int(time.time() - days_ago * DAY)
-                _config_post(
-                    api_base, f"/_config/charges/{charge.id}/created", {"created": created}
-                )
+                _config_post(api_base, f"/_config/charges/{charge}/created", {"created": created})
     return subscription.id
 
 
