@@ -292,11 +292,12 @@ def test_a_backlog_of_1000_messages_is_stored_once_each_in_batches(
     print(figures)
 
 
-def test_a_backlog_of_1000_messages_becomes_1000_tickets(
+def test_a_backlog_of_stored_messages_becomes_one_ticket_each(
     mailbox_client, rt, poll_mail, run_worker, record_property
 ):
-    # After storing, the IMAP server plays no part: one server (pymap) is enough here.
-    total = 1000
+    # After storing, the IMAP server plays no part: one server (pymap) is enough here. The
+    # count is what is tested (none lost, none doubled); throughput is bench/'s to measure.
+    total = 200
     append_all(mailbox_client, "INBOX", [mail(n) for n in range(total)])
     assert poll_mail().stored == total
 
