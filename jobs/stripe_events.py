@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from redis import Redis
@@ -31,6 +32,9 @@ from jobs.system_tickets import ACTOR, open_system_escalation
 
 log = logging.getLogger(__name__)
 
+# An event recorded this long ago and still unhandled has lost its job (the supervisor looks).
+RESUME_AFTER = timedelta(minutes=2)
+RESUME_BATCH = 1000
 # Failed attempts after which an event is a sync error (the first retries are often transient).
 SYNC_ERROR_AFTER = 3
 SYNC_ERROR = "sync_error"
@@ -39,8 +43,11 @@ MASS_FAILURE = "mass_failure"
 # Status of a recorded event.
 RECEIVED, PROCESSED, IGNORED, FAILED = "received", "processed", "ignored", "failed"
 
-_FAILED_PAYMENT = frozenset({"charge.failed", "invoice.payment_failed"})
-_PAID = frozenset({"charge.succeeded", "invoice.paid", "invoice.payment_succeeded"})
+# Payment attempts are counted from their charges: every attempt, an invoice's included, makes
+# one, while current API versions no longer say on an invoice which charge paid it (counting
+# invoice events too would count one attempt twice).
+_FAILED_PAYMENT = frozenset({"charge.failed"})
+_PAID = frozenset({"charge.succeeded"})
 
 
 def event_job_id(event_id: str) -> str:
@@ -52,6 +59,26 @@ def enqueue_event(connection: Redis, event_id: str) -> bool:
     """Queue the handling of a recorded event (once: queueing twice runs it once)."""
     queue = queues.get_queue(queues.EVENTS, connection)
     return queues.enqueue_once(queue, handle_event, event_id, job_id=event_job_id(event_id))
+
+
+def resume_events(rt: runtime.Runtime) -> int:
+    """Queue again the recorded events still unhandled a while after they came, whose job the
+    queue lost (Redis lost its data, or the web process died between recording and queueing):
+    Stripe, answered 200, will not deliver them again. Returns how many were queued."""
+    before = utcnow() - RESUME_AFTER
+    with session_scope(rt.session_factory) as session:
+        waiting = session.scalars(
+            select(StripeEvent.id)
+            .where(
+                StripeEvent.processed_at.is_(None),
+                StripeEvent.status != FAILED,
+                StripeEvent.received_at < before,
+            )
+            .order_by(StripeEvent.created)
+            .limit(RESUME_BATCH)
+        ).all()
+    # A job still queued, running or waiting for its retry is left alone (one job per event).
+    return sum(enqueue_event(rt.redis, event_id) for event_id in waiting)
 
 
 def handle_event(event_id: str) -> str:
@@ -197,17 +224,6 @@ def _escalate(
     return ticket_id
 
 
-def _attempt_key(event_type: str, obj: Mapping[str, Any]) -> str:
-    """One key per payment attempt: a charge's ID; for an invoice, its charge's (the same
-    attempt as the charge's own event), else the invoice and its attempt number."""
-    if obj.get("object") == "charge":
-        return f"charge:{obj['id']}"
-    charge = mirror.id_of(obj.get("charge"))
-    if charge:
-        return f"charge:{charge}"
-    return f"invoice:{obj['id']}:{obj.get('attempt_count') or 0}"
-
-
 def _watch_payments(rt: runtime.Runtime, event: Mapping[str, Any], obj: Mapping[str, Any]) -> None:
     """Count this payment attempt; too many failures at too high a rate in the window ending
     at it is a mass payment failure, escalated to Engineering Critical once per incident."""
@@ -220,7 +236,7 @@ def _watch_payments(rt: runtime.Runtime, event: Mapping[str, Any], obj: Mapping[
             with session.begin_nested():
                 session.add(
                     PaymentAttempt(
-                        key=_attempt_key(event_type, obj),
+                        key=f"charge:{obj['id']}",
                         failed=failed,
                         occurred_at=created,
                         customer_id=mirror.id_of(obj.get("customer")),

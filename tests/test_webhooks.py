@@ -383,3 +383,27 @@ def test_the_webhook_secrets_setting_takes_a_rotation(raw, secrets):
 def test_a_webhook_secret_that_is_not_a_signing_secret_stops_start_up(raw):
     with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET"):
         Settings.from_env({"STRIPE_WEBHOOK_SECRET": raw})
+
+
+def test_an_event_whose_job_was_lost_is_queued_again_and_handled_once(
+    client, rt, session_factory, run_worker
+):
+    """Recorded and answered 200, then Redis lost the job: Stripe will not deliver it again,
+    so the worker supervisor's sweep queues it (once, however often it looks)."""
+    lost = event("customer.created", customer("cus_Lost", "Lou"))
+    fresh = event("customer.created", customer("cus_Fresh", "Fay"))
+    assert deliver(client, lost).status_code == 200
+    rt.redis.flushdb()  # the job is gone
+    with session_scope(session_factory) as session:
+        session.get(StripeEvent, lost["id"]).received_at -= stripe_events.RESUME_AFTER * 2
+    assert deliver(client, fresh).status_code == 200  # just came: its job is queued
+
+    assert stripe_events.resume_events(rt) == 1
+    assert stripe_events.resume_events(rt) == 0  # its job is queued now
+    run_worker()
+
+    with session_scope(session_factory) as session:
+        assert session.get(StripeCustomer, "cus_Lost").name == "Lou"
+        assert session.get(StripeEvent, lost["id"]).status == "processed"
+        assert session.get(StripeEvent, fresh["id"]).status == "processed"
+    assert stripe_events.resume_events(rt) == 0  # nothing left unhandled
