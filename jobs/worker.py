@@ -523,7 +523,12 @@ def _signal_name(signum: int) -> str:
 def find_worker(connection: Redis, name: str) -> BillingDeskWorker | None:
     """The registered worker of this name (its ``pid``, ``get_current_job_id()``...), or None
     (a job's ``worker_name`` says which worker ran it)."""
-    found = BillingDeskWorker.find_by_key(
-        BillingDeskWorker.redis_worker_namespace_prefix + name, connection=connection
-    )
+    key = BillingDeskWorker.redis_worker_namespace_prefix + name
+    if not connection.exists(key):
+        # Not registered (yet, or any more). RQ's find_by_key would also take the name out
+        # of the worker registry, and for a worker registering at this moment (the
+        # supervisor looks at its children right after forking them) it would undo that
+        # registration: the worker then runs unlisted.
+        return None
+    found = BillingDeskWorker.find_by_key(key, connection=connection)
     return found if isinstance(found, BillingDeskWorker) else None
