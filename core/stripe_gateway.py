@@ -761,6 +761,16 @@ class StripeGateway:
             for obj in self._mirror_service(kind).list(params=params).auto_paging_iter():
                 yield obj.to_dict()
 
+    def iter_events(self, since: int, until: int) -> Iterator[dict[str, Any]]:
+        """Stripe's events created between ``since`` and ``until`` (unix seconds, inclusive),
+        newest first, as plain dicts: what the missed-delivery check compares with ours."""
+        with _stripe_errors("listing Stripe events"):
+            listed = self.client.v1.events.list(
+                params={"created": {"gte": since, "lte": until}, "limit": STRIPE_MAX_PAGE}
+            )
+            for item in listed.auto_paging_iter():
+                yield item.to_dict()
+
     def retrieve_object(self, kind: str, object_id: str) -> dict[str, Any]:
         """One object as Stripe has it now, as a plain dict (a deleted customer is its
         ``deleted: true`` stub)."""

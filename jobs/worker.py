@@ -452,7 +452,7 @@ class Supervisor:
                 stripe_events.resume_events(self.rt)
             if queues.AUTOMATION in self.queue_names:
                 schedule.enqueue_sla_check(self.rt)
-                schedule.enqueue_drift_check(self.rt)
+                schedule.enqueue_drift_checks(self.rt)
         except (RedisError, BillingDeskError, SQLAlchemyError) as exc:
             log.warning("supervisor: could not look for plans to resume: %s", exc)
 

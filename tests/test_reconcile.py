@@ -3,6 +3,7 @@ it changed, and the drift check escalates what it had to repair."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.parse
 import urllib.request
@@ -16,6 +17,7 @@ from core.db.models import (
     StripeCharge,
     StripeCustomer,
     StripeDispute,
+    StripeEvent,
     StripeIncident,
     StripeRefund,
     StripeSubscription,
@@ -168,3 +170,30 @@ def test_the_drift_check_escalates_what_it_repaired_once_then_ends_the_incident(
     assert schedule.check_drift() == 0  # clean: the incident ends
     with session_scope(session_factory) as session:
         assert session.scalar(select(StripeIncident.resolved_at)) is not None
+
+
+def test_events_that_never_reached_us_are_recovered_from_stripes_list_once(
+    rt, stripe_client, session_factory, run_worker, monkeypatch
+):
+    """No endpoint took the fake's deliveries (as when a secret is wrong or the endpoint was
+    down past Stripe's retries): the hourly check finds the events in Stripe's list, handles
+    them, and tells Engineering once."""
+    monkeypatch.setattr(schedule, "DELIVERY_GRACE_SECONDS", -60)  # the fake's events are new
+    made = stripe_client.v1.customers.create(params={"name": "Never Delivered"})
+    assert schedule.check_missed_events() == 0  # no endpoint configured: nothing was missed
+    monkeypatch.setattr(
+        rt, "settings", dataclasses.replace(rt.settings, stripe_webhook_secret="whsec_x")
+    )
+
+    missed = schedule.check_missed_events()
+    assert missed >= 1
+    assert schedule.check_missed_events() == 0  # recorded now: not missed again
+    run_worker()
+
+    with session_scope(session_factory) as session:
+        assert session.get(StripeCustomer, made.id).name == "Never Delivered"
+        kinds = {e.type for e in session.scalars(select(StripeEvent))}
+        assert "customer.created" in kinds
+        [escalation] = session.scalars(select(Escalation))
+        assert escalation.target == EscalationTarget.ENGINEERING_PLATFORM
+        assert "our endpoint never recorded" in escalation.reason
