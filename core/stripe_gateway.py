@@ -95,6 +95,11 @@ def _stripe_errors(doing: str) -> Iterator[None]:
     except stripe.AuthenticationError as exc:
         raise ConfigError("STRIPE_API_KEY", "was rejected by Stripe") from exc
     except stripe.APIError as exc:
+        if exc.http_status == 409:
+            # Another request with this idempotency key is still running (stripe-python's own
+            # retries did not outlast it): try again later under the same key, which Stripe
+            # answers with that request's result. A fresh key now could do it twice.
+            raise GatewayUnavailable(f"{doing}: a request with this key is in progress") from exc
         # A 5xx leaves the outcome unknown, and Stripe replays it for the same key for a day.
         raise StripeOutcomeUnknown(f"{doing}: Stripe error (request {exc.request_id})") from exc
     except stripe.StripeError as exc:

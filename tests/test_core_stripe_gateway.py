@@ -123,6 +123,20 @@ def test_a_rate_limited_request_is_retried_and_a_lasting_one_is_retryable_later(
 
 
 @responses.activate
+def test_a_request_in_progress_under_the_same_key_is_retried_later_under_that_key(gateway):
+    """409: the first request with the key is still running. Its outcome is Stripe's to give
+    back under the same key; spending the key (a fresh one next time) could refund twice."""
+    busy = error_json("There is currently another in-progress request using this key.")
+    busy["error"]["type"] = "idempotency_error"
+    responses.post(f"{API}/v1/refunds", json=busy, status=409)
+    with pytest.raises(GatewayUnavailable) as raised:
+        gateway.refund(
+            "ch_1", Money(100, "usd"), RefundReason.DUPLICATE, idempotency_key="k", metadata={}
+        )
+    assert raised.value.retryable and not isinstance(raised.value, StripeOutcomeUnknown)
+
+
+@responses.activate
 def test_a_refund_whose_key_a_server_error_spent_is_sent_under_a_fresh_request_key(gateway):
     responses.post(f"{API}/v1/refunds", json=refund_json())
     gateway.refund(

@@ -2,7 +2,8 @@
 
 - Stripe stores a 5xx for an idempotency key and replays it for a day: a refund whose request
   failed that way is found on the next attempt (no second refund), and one that keeps failing
-  ends failed instead of counting as in flight for ever.
+  ends failed instead of counting as in flight for ever. A 409 (the same key still running)
+  is no server error: the key is kept, and the next attempt gets that request's refund.
 - A comp keeps the discounts the subscription had (``discounts`` replaces the set).
 - A billing-portal session needs a configuration on an account with no default.
 - The other customer on a card is found however many charges the customer has on it.
@@ -12,8 +13,10 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -25,7 +28,7 @@ from core.customers import find_candidates
 from core.db import queries, session_scope
 from core.db.models import Action, InboundEmail, Ticket
 from core.domain import ActionKind, ActionStatus
-from core.errors import StripeOutcomeUnknown
+from core.errors import GatewayUnavailable, StripeOutcomeUnknown
 from core.stripe_gateway import StripeGateway
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
 from jobs import queues
@@ -44,6 +47,11 @@ def fake_post(server, endpoint: str, **form) -> dict:
         f"{server.url}{endpoint}", data=urllib.parse.urlencode(form).encode(), method="POST"
     )
     with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def fake_get(server, endpoint: str) -> dict:
+    with urllib.request.urlopen(f"{server.url}{endpoint}", timeout=10) as response:
         return json.loads(response.read())
 
 
@@ -132,6 +140,34 @@ def test_each_attempt_after_a_server_error_sends_a_fresh_key_until_one_goes_thro
     assert sent == [key] * 3 + [f"{key}:retry-1"] * 3 + [f"{key}:retry-2"]
     (refund,) = refunds_of(stripe_client, charge)
     assert refund.metadata["idempotency_key"] == key  # what the next attempt looks for
+
+
+def test_a_second_run_while_stripe_is_still_making_the_refund_waits_for_it(
+    rt, stripe_client, mailbox_client, poll_mail, faults, fake_stripe
+):
+    """A retried job while the first run's refund is still being made (a slow Stripe): Stripe
+    answers the same key 409. That is no server error: the key is not spent (a fresh one
+    would make a second refund); the next attempt gets the first one's refund."""
+    action_id, charge = triaged_duplicate(rt, stripe_client, mailbox_client, poll_mail)
+    faults(method="POST", path_prefix="/v1/refunds", hold="true", count=1)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(run_step, action_id)
+        deadline = time.monotonic() + 30
+        while fake_get(fake_stripe, "/_config/faults")["held"] == 0:
+            assert time.monotonic() < deadline, "the first refund request never reached Stripe"
+            time.sleep(0.02)
+        with pytest.raises(GatewayUnavailable) as second:
+            run_step(action_id)
+        assert not isinstance(second.value, StripeOutcomeUnknown)
+        fake_post(fake_stripe, "/_config/faults/release")
+        assert first.result(timeout=30) == "succeeded"
+
+    (refund,) = refunds_of(stripe_client, charge)
+    with session_scope(rt.session_factory) as session:
+        action = session.get(Action, action_id)
+        assert action is not None
+        assert (action.status, action.stripe_object_id) == (ActionStatus.SUCCEEDED, refund.id)
+        assert "stripe_keys_spent" not in action.params
 
 
 def test_a_refund_stripe_keeps_failing_ends_failed_and_no_longer_in_flight(
