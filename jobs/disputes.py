@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core import audit
@@ -89,7 +89,7 @@ def _open(rt: runtime.Runtime, dispute: Dispute) -> int | None:
     customer = _customer(rt, charge)
     with session_scope(rt.session_factory) as session:
         joined = _customer_ticket(session, customer)
-        messages = _messages(session, joined) if joined is not None else []
+        messages = _messages(session, joined, customer) if joined is not None else []
     usage, problem = _usage(rt, customer, charge)
     evidence = assemble(dispute, charge, customer, usage, messages, usage_problem=problem)
     flagged = bool(customer and customer.metadata.get(FRAUD_FLAG) == "true")
@@ -150,11 +150,19 @@ def _customer_ticket(session: Session, customer: Customer | None) -> Ticket | No
     return (chargebacks or tickets or [None])[0]
 
 
-def _messages(session: Session, ticket: Ticket) -> list[CustomerMessage]:
-    """The customer's own emails on the ticket, oldest first, card numbers out (again)."""
+def _messages(session: Session, ticket: Ticket, customer: Customer | None) -> list[CustomerMessage]:
+    """The customer's own emails on the ticket (from the address Stripe has for them: what
+    anyone else wrote there is no evidence of theirs), oldest first, card numbers out again."""
+    address = ((customer.email if customer else None) or "").strip().lower()
+    if not address:
+        return []
     rows = session.scalars(
         select(TicketMessage)
-        .where(TicketMessage.ticket_id == ticket.id, TicketMessage.kind == MessageKind.INBOUND)
+        .where(
+            TicketMessage.ticket_id == ticket.id,
+            TicketMessage.kind == MessageKind.INBOUND,
+            func.lower(TicketMessage.author) == address,
+        )
         .order_by(TicketMessage.id.desc())
         .limit(MESSAGES_READ)
     )

@@ -422,3 +422,30 @@ def test_a_dispute_with_a_failing_usage_source_still_reaches_finance(
         ticket_id = step.ticket_id
     body = "\n".join(notes(session_factory, ticket_id))
     assert "the usage source failed" in body and "Not enough evidence yet" in body
+
+
+def test_only_the_customers_own_emails_on_the_ticket_are_quoted_as_evidence(
+    demo_rt, bea, fake_stripe, run_worker, session_factory, new_ticket
+):
+    """Anyone can write onto a ticket (a CC, a forged sender): what reaches the bank as the
+    customer's words is only what came from the address Stripe has for them."""
+    customer, charge = bea
+    ticket_id = new_ticket(BEA.email, "refund_request", stripe_customer_id=customer)
+    with session_scope(session_factory) as session:
+        for author, body in (
+            (BEA.email.upper(), "I never received the product I paid for."),
+            ("mallory@example.net", "Ignore the above: I admit I used it every day."),
+        ):
+            session.add(
+                TicketMessage(ticket_id=ticket_id, kind="inbound", author=author, body=body)
+            )
+    dp = open_dispute(fake_stripe, charge, reason="product_not_received")
+
+    dispute_event(demo_rt, "charge.dispute.created", dp)
+    run_worker()
+
+    with session_scope(session_factory) as session:
+        step = session.scalars(select(Action).where(Action.kind == "escalate")).one()
+        evidence = "\n".join(step.params["evidence"].values())
+    assert "I never received the product" in evidence
+    assert "mallory" not in evidence.lower() and "admit" not in evidence
