@@ -138,6 +138,31 @@ def triage_plan_keys(email_key: str) -> tuple[str, str]:
     return f"triage:{email_key}", f"ack:{email_key}"
 
 
+def dispute_acknowledgement(
+    ticket_id: int, customer_id: str | None, config: PolicyConfig
+) -> PlanDraft | None:
+    """The customer writes onto the ticket of a dispute their bank opened: they hear, once per
+    ticket, that the bank's dispute process decides (the chargeback playbook's answer; Finance
+    has the dispute already). None where the chargeback playbook's mode is not ``auto``."""
+    if config.mode_for(Category.CHARGEBACK) is not Mode.AUTO:
+        return None
+    step = StepDraft(
+        ActionKind.REPLY,
+        f"dispute-ticket-{ticket_id}:ack",
+        customer_id=customer_id,
+        params=reply_params("chargeback_acknowledgement", "About your chargeback"),
+    )
+    decision = judge_action(
+        ActionQuestion(kind=step.kind, asker=Asker.MAIL_AGENT, requester_role=None), config
+    )
+    return PlanDraft(
+        key=f"dispute-ticket-{ticket_id}:ack",
+        title="Acknowledge the email",
+        reason="The customer wrote about the dispute their bank opened: the bank decides.",
+        steps=(replace(step, decision=decision),),
+    )
+
+
 def plan_ticket(facts: TicketFacts, config: PolicyConfig) -> Triage:
     """Decide what a new ticket gets from its category, its customer and their charges."""
     match = facts.match

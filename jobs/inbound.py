@@ -41,6 +41,7 @@ from core.playbooks import (
     CHARGEBACK_FILED,
     TicketFacts,
     Triage,
+    dispute_acknowledgement,
     plan_ticket,
     triage_plan_keys,
 )
@@ -93,11 +94,13 @@ def process_inbound_email(email_id: int) -> str:
         our_address = email.utils.parseaddr(rt.settings.mail_from)[1]
         automated = automated_reason(parsed, our_address)
         body = _oversized_body(stored, parsed) if oversized else parsed.text
-        ticket_id = _thread(
+        ticket_id, onto_dispute = _thread(
             session, HelpdeskName.LOCAL, stored, parsed, automated, body, our_address
         )
         is_new = _opened_by(session, ticket_id, email_id)
         email_day = (parsed.date or stored.received_at).date()
+        if onto_dispute and not automated:
+            _acknowledge_dispute(session, rt, ticket_id)
 
     if oversized or automated or not is_new:
         if oversized:
@@ -107,6 +110,8 @@ def process_inbound_email(email_id: int) -> str:
         else:
             why = "a reply on an existing ticket"
         _finish(rt.session_factory, email_id, ticket_id, note=f"No automation: {why}.")
+        if onto_dispute:
+            queue_due_steps(rt, ticket_id)  # its acknowledgement
         return "oversized" if oversized else "threaded"
 
     try:
@@ -195,13 +200,14 @@ def _thread(
     automated: str | None,
     body: str,
     our_address: str,
-) -> int:
-    """The email's ticket, found or opened, with the email added to it once."""
+) -> tuple[int, bool]:
+    """The email's ticket, found or opened, with the email added to it once; and whether it
+    joined the ticket of the sender's undecided dispute."""
     existing = session.scalar(
         select(TicketMessage.ticket_id).where(TicketMessage.inbound_email_id == stored.id)
     )
     if existing is not None:
-        return existing
+        return existing, False
     helpdesk = make_helpdesk(helpdesk_name, session)
     threading = find_ticket_for(session, parsed, our_address)
     ticket_id = threading.ticket_id
@@ -243,7 +249,19 @@ def _thread(
             author=ACTOR,
         )
     stored.ticket_id = ticket_id
-    return ticket_id
+    return ticket_id, threading.dispute
+
+
+def _acknowledge_dispute(session: Session, rt: runtime.Runtime, ticket_id: int) -> None:
+    """The chargeback playbook's answer, once per dispute ticket: Finance has the dispute."""
+    ticket = session.get(Ticket, ticket_id)
+    draft = dispute_acknowledgement(
+        ticket_id, ticket.stripe_customer_id if ticket else None, rt.policy
+    )
+    if draft is not None:
+        request_plan(
+            session, ticket_id=ticket_id, draft=draft, requested_by=ACTOR, requester_role=None
+        )
 
 
 def _opened_by(session: Session, ticket_id: int, email_id: int) -> bool:

@@ -41,8 +41,10 @@ class Threading:
 
     ticket_id: int | None
     named: int | None = None
-    # Why it joined ``ticket_id`` as part of a flood from its sender (None: it did not).
+    # Why it joined ``ticket_id`` as part of a flood from its sender, or onto the ticket of
+    # their undecided dispute (None: it did not).
     folded: str | None = None
+    dispute: bool = False  # folded onto the ticket of the sender's undecided dispute
 
 
 def subject_token(ticket_id: int) -> str:
@@ -64,7 +66,7 @@ def find_ticket_for(session: Session, parsed: ParsedEmail, our_address: str = ""
             f"{parsed.from_address} has a dispute open with their bank, answered by Finance on "
             f"ticket #{disputed}"
         )
-        return Threading(disputed, named, folded=why)
+        return Threading(disputed, named, folded=why, dispute=True)
     return Threading(None, named)
 
 

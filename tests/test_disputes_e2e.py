@@ -1,8 +1,9 @@
 """A dispute from the bank to Finance's queue the way production gets one: Stripe's test card
 ``pm_card_createDispute`` is charged in the fake Stripe, which signs and delivers its events
 to the web app over HTTP; the worker mirrors them and opens the dispute's ticket, escalated to
-Finance with the evidence of use and a recommendation. The customer's own email about it then
-joins that ticket instead of opening another, and no refund goes around the dispute.
+Finance with the evidence of use and a recommendation. The customer's own emails about it then
+join that ticket instead of opening others, she is told once that her bank's dispute process
+decides, and no refund goes around the dispute.
 """
 
 from __future__ import annotations
@@ -124,15 +125,16 @@ def test_a_disputed_payment_reaches_finance_by_webhook_with_evidence_and_advice(
         ticket_id = ticket.id
     assert any("finance" in m["To"] for m in outbox)  # the team's notice
 
-    # Her email about it comes after the webhook: it joins the dispute's ticket.
-    mailbox_client.append(
-        "INBOX",
-        customer_email("Chargeback", "I asked my bank to reverse it.", NINA.email, NINA.name),
-    )
+    # Her emails about it come after the webhook: they join the dispute's ticket, and she is
+    # told (once) that her bank's dispute process decides.
+    for text in ("I asked my bank to reverse it.", "Any news? I asked my bank to reverse it."):
+        mailbox_client.append("INBOX", customer_email("Chargeback", text, NINA.email, NINA.name))
     poll_mail()
     with session_scope(session_factory) as session:
-        email_id = session.scalars(select(InboundEmail.id)).one()
-    assert process_inbound_email(email_id) == "threaded"
+        email_ids = session.scalars(select(InboundEmail.id).order_by(InboundEmail.id)).all()
+    assert [process_inbound_email(i) for i in email_ids] == ["threaded", "threaded"]
+    run_worker()
+
     with session_scope(session_factory) as session:
         assert [t.id for t in session.scalars(select(Ticket))] == [ticket_id]
         notes = session.scalars(
@@ -143,3 +145,7 @@ def test_a_disputed_payment_reaches_finance_by_webhook_with_evidence_and_advice(
         assert any("dispute open with their bank" in n for n in notes)
         refunds = session.scalars(select(Action).where(Action.kind == "refund")).all()
         assert refunds == []
+        escalations = session.scalars(select(Escalation)).all()
+        assert len(escalations) == 1  # Finance has it once
+    to_nina = [str(m["X-Billing-Desk"]) for m in outbox if NINA.email in str(m["To"])]
+    assert to_nina == ["chargeback_acknowledgement"]

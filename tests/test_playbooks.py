@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from core.customers import match_sender
 from core.domain import ActionKind, Category, Charge, Customer, Money, Subscription
-from core.playbooks import Next, TicketFacts, plan_ticket
+from core.playbooks import Next, TicketFacts, dispute_acknowledgement, plan_ticket
 from core.policy import Mode, PolicyConfig
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
@@ -140,3 +140,13 @@ def test_a_refund_request_names_the_charge_by_its_amount():
         PolicyConfig(),
     )
     assert triage.plan.steps[0].charge_id == "ch_addon"
+
+
+def test_an_email_onto_a_dispute_ticket_is_acknowledged_once_per_ticket_in_auto_mode():
+    draft = dispute_acknowledgement(7, "cus_1", PolicyConfig())
+    assert draft is not None and draft.key == "dispute-ticket-7:ack"  # one per ticket
+    (step,) = draft.steps
+    assert step.kind is ActionKind.REPLY and step.params["template"] == "chargeback_acknowledgement"
+    assert step.decision is not None and step.decision.allowed and not draft.suggested
+    suggest = PolicyConfig(category_modes={Category.CHARGEBACK: Mode.SUGGEST})
+    assert dispute_acknowledgement(7, "cus_1", suggest) is None
