@@ -9,15 +9,13 @@ decides, and no refund goes around the dispute.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from customer_mail import customer_email
+from fake_stripe_support import fake_get, fake_post
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
@@ -40,19 +38,6 @@ pytestmark = pytest.mark.e2e
 SECRET = "whsec_e2e_disputes_0123456789"
 NINA = DemoCustomer("Nina Berg", "nina@example.com", "T-1344", "Berg Events", "4242424242424242")
 DELIVERY_TIMEOUT_SECONDS = 30
-
-
-def fake_post(server, endpoint: str, **form) -> dict:
-    request = urllib.request.Request(
-        f"{server.url}{endpoint}", data=urllib.parse.urlencode(form).encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def fake_get(server, endpoint: str) -> dict:
-    with urllib.request.urlopen(f"{server.url}{endpoint}", timeout=10) as response:
-        return json.loads(response.read())
 
 
 @pytest.fixture

@@ -12,15 +12,13 @@
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from customer_mail import DOUBLE_CHARGE, customer_email
+from fake_stripe_support import fake_delete, fake_get, fake_post
 from rq import Queue
 from sqlalchemy import select
 
@@ -40,26 +38,6 @@ pytestmark = pytest.mark.e2e
 
 ALICE = DemoCustomer("Alice Martin", "alice@example.com", "T-1042", "Northwind", "4242424242424242")
 BOB = DemoCustomer("Bob Stone", "bob@example.com", "T-2077", "Southwind", "4242424242424242")
-
-
-def fake_post(server, endpoint: str, **form) -> dict:
-    request = urllib.request.Request(
-        f"{server.url}{endpoint}", data=urllib.parse.urlencode(form).encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def fake_get(server, endpoint: str) -> dict:
-    with urllib.request.urlopen(f"{server.url}{endpoint}", timeout=10) as response:
-        return json.loads(response.read())
-
-
-def fake_delete(server, path: str) -> None:
-    with urllib.request.urlopen(
-        urllib.request.Request(f"{server.url}{path}", method="DELETE"), timeout=10
-    ):
-        pass
 
 
 @pytest.fixture

@@ -51,11 +51,13 @@ def _dispute_in(context: BillingContext, dispute_id: str) -> Dispute | None:
     return next((d for d in context.disputes if d.id == dispute_id), None)
 
 
-def _dispute_id(form: Mapping[str, str]) -> str:
+def _chosen_dispute(context: BillingContext, form: Mapping[str, str]) -> Dispute:
+    """The dispute the form names, among this customer's; InvalidInput for any other."""
     value = (form.get("dispute_id") or "").strip()
-    if not value.startswith("dp_") or len(value) > 64:
+    found = _dispute_in(context, value) if value.startswith("dp_") and len(value) <= 64 else None
+    if found is None:
         raise InvalidInput("Choose one of this customer's disputes.")
-    return value
+    return found
 
 
 class _DisputeAction(ActionType):
@@ -102,10 +104,8 @@ class SubmitDisputeEvidence(_DisputeAction):
 
     def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
         """The evidence Finance is about to submit, field by field."""
-        dispute_id = _dispute_id(form)
-        dispute = _dispute_in(ask.context, dispute_id)
-        if dispute is None:
-            raise InvalidInput("Choose one of this customer's disputes.")
+        dispute = _chosen_dispute(ask.context, form)
+        dispute_id = dispute.id
         step = evidence_step(ask.context.ticket_actions, dispute_id)
         if step is None:
             raise InvalidInput(
@@ -168,10 +168,8 @@ class AcceptDispute(_DisputeAction):
 
     def propose(self, ask: Ask, form: Mapping[str, str]) -> Proposal:
         """Closing the dispute, said plainly: the money stays with the cardholder, for good."""
-        dispute_id = _dispute_id(form)
-        dispute = _dispute_in(ask.context, dispute_id)
-        if dispute is None:
-            raise InvalidInput("Choose one of this customer's disputes.")
+        dispute = _chosen_dispute(ask.context, form)
+        dispute_id = dispute.id
         requested = Requested(
             self.kind,
             idempotency_key(self.kind, ask.context.ticket.id, dispute_id),
