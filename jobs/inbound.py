@@ -233,10 +233,15 @@ def _thread(
         # Listed so the agent knows they exist; their content is never stored.
         message.attachments = [attachment.to_dict() for attachment in parsed.attachments]
     if threading.folded:
+        then = (
+            "no playbook acts on it: Finance answers the bank here"
+            if threading.dispute
+            else "no automation runs on it"
+        )
         helpdesk.add_internal_note(
             ticket_id,
             f"{threading.folded}: this email joins this ticket instead of opening another "
-            "(no automation runs on it).",
+            f"({then}).",
             author=ACTOR,
         )
     elif threading.named is not None:
