@@ -71,7 +71,8 @@ def id_of(value: Any) -> str | None:
     return None
 
 
-def _int(value: Any) -> int | None:
+def int_or_none(value: Any) -> int | None:
+    """An integer field of a Stripe object, or None (absent, null, or not a number)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -86,17 +87,17 @@ def _subscription_of_invoice(obj: Mapping[str, Any]) -> str | None:
 
 def _period_end(obj: Mapping[str, Any]) -> int | None:
     # Newer API versions keep the period on each item rather than the subscription.
-    top = _int(obj.get("current_period_end"))
+    top = int_or_none(obj.get("current_period_end"))
     if top is not None:
         return top
     items = (obj.get("items") or {}).get("data") or []
-    ends = [_int(item.get("current_period_end")) for item in items]
+    ends = [int_or_none(item.get("current_period_end")) for item in items]
     return max((e for e in ends if e is not None), default=None)
 
 
 def _due_by(obj: Mapping[str, Any]) -> datetime | None:
     # 0 (or none) means no response is allowed.
-    due = _int((obj.get("evidence_details") or {}).get("due_by"))
+    due = int_or_none((obj.get("evidence_details") or {}).get("due_by"))
     return datetime.fromtimestamp(due, UTC) if due else None
 
 
@@ -111,46 +112,46 @@ def mirrored_fields(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
             "status": obj.get("status"),
             "cancel_at_period_end": bool(obj.get("cancel_at_period_end")),
             "current_period_end": _period_end(obj),
-            "created": _int(obj.get("created")),
+            "created": int_or_none(obj.get("created")),
         }
     if kind == "charge":
         return common | {
-            "amount": _int(obj.get("amount")),
+            "amount": int_or_none(obj.get("amount")),
             "currency": obj.get("currency"),
             "status": obj.get("status"),
-            "amount_refunded": _int(obj.get("amount_refunded")),
+            "amount_refunded": int_or_none(obj.get("amount_refunded")),
             "disputed": bool(obj.get("disputed")),
             "failure_code": obj.get("failure_code"),
-            "created": _int(obj.get("created")),
+            "created": int_or_none(obj.get("created")),
         }
     if kind == "refund":
         return common | {
             "charge_id": id_of(obj.get("charge")),
-            "amount": _int(obj.get("amount")),
+            "amount": int_or_none(obj.get("amount")),
             "currency": obj.get("currency"),
             "status": obj.get("status"),
             "reason": obj.get("reason"),
-            "created": _int(obj.get("created")),
+            "created": int_or_none(obj.get("created")),
         }
     if kind == "invoice":
         return common | {
             "subscription_id": _subscription_of_invoice(obj),
             "status": obj.get("status"),
-            "amount_due": _int(obj.get("amount_due")),
-            "amount_paid": _int(obj.get("amount_paid")),
+            "amount_due": int_or_none(obj.get("amount_due")),
+            "amount_paid": int_or_none(obj.get("amount_paid")),
             "currency": obj.get("currency"),
-            "created": _int(obj.get("created")),
+            "created": int_or_none(obj.get("created")),
         }
     if kind == "dispute":
         return common | {
             "charge_id": id_of(obj.get("charge")),
-            "amount": _int(obj.get("amount")),
+            "amount": int_or_none(obj.get("amount")),
             "currency": obj.get("currency"),
             "reason": obj.get("reason"),
             "status": obj.get("status"),
             "evidence_due_by": _due_by(obj),
             "is_charge_refundable": bool(obj.get("is_charge_refundable")),
-            "created": _int(obj.get("created")),
+            "created": int_or_none(obj.get("created")),
         }
     raise ValueError(f"not a mirrored kind: {kind}")
 

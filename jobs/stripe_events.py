@@ -43,11 +43,12 @@ MASS_FAILURE = "mass_failure"
 # Status of a recorded event.
 RECEIVED, PROCESSED, IGNORED, FAILED = "received", "processed", "ignored", "failed"
 
-# Payment attempts are counted from their charges: every attempt, an invoice's included, makes
-# one, while current API versions no longer say on an invoice which charge paid it (counting
-# invoice events too would count one attempt twice).
-_FAILED_PAYMENT = frozenset({"charge.failed"})
-_PAID = frozenset({"charge.succeeded"})
+# A payment attempt is seen as its charge's event and, for an invoice, the invoice's too. Older
+# API versions name the charge on the invoice; current ones do not, so an invoice's attempt and
+# a charge of the same customer and amount within TWIN_SECONDS are taken for one attempt.
+_FAILED_PAYMENT = frozenset({"charge.failed", "invoice.payment_failed"})
+_PAID = frozenset({"charge.succeeded", "invoice.paid", "invoice.payment_succeeded"})
+TWIN_SECONDS = 600
 
 
 def event_job_id(event_id: str) -> str:
@@ -261,6 +262,47 @@ def _escalate(
     return ticket_id
 
 
+def _attempt_of(obj: Mapping[str, Any]) -> tuple[str, int | None]:
+    """The attempt's key and amount: a charge's ID; for an invoice, the charge it names (older
+    API versions), else the invoice and its attempt number."""
+    if obj.get("object") == "charge":
+        return f"charge:{obj['id']}", mirror.int_or_none(obj.get("amount"))
+    amount = mirror.int_or_none(obj.get("amount_due"))
+    charge = mirror.id_of(obj.get("charge"))
+    if charge:
+        return f"charge:{charge}", amount
+    return f"invoice:{obj['id']}:{obj.get('attempt_count') or 0}", amount
+
+
+def _counted_as_twin(
+    session: Session, key: str, customer: str | None, amount: int | None, failed: bool, at: int
+) -> bool:
+    """Whether this attempt was counted already through its other event: a charge's through
+    its invoice's, or the other way round (current API versions link neither to the other)."""
+    if session.scalar(select(PaymentAttempt.key).where(PaymentAttempt.twin_key == key)):
+        return True  # this event ran before and paired then
+    if customer is None or amount is None:
+        return False
+    other = "invoice:%" if key.startswith("charge:") else "charge:%"
+    twin = session.scalar(
+        select(PaymentAttempt)
+        .where(
+            PaymentAttempt.key.like(other),
+            PaymentAttempt.twin_key.is_(None),
+            PaymentAttempt.customer_id == customer,
+            PaymentAttempt.amount == amount,
+            PaymentAttempt.failed.is_(failed),
+            PaymentAttempt.occurred_at.between(at - TWIN_SECONDS, at + TWIN_SECONDS),
+        )
+        .order_by(func.abs(PaymentAttempt.occurred_at - at))
+        .limit(1)
+    )
+    if twin is None:
+        return False
+    twin.twin_key = key
+    return True
+
+
 def _watch_payments(rt: runtime.Runtime, event: Mapping[str, Any], obj: Mapping[str, Any]) -> None:
     """Count this payment attempt; too many failures at too high a rate in the window ending
     at it is a mass payment failure, escalated to Engineering Critical once per incident."""
@@ -268,15 +310,20 @@ def _watch_payments(rt: runtime.Runtime, event: Mapping[str, Any], obj: Mapping[
     created = int(event["created"])
     failed = event_type in _FAILED_PAYMENT
     policy = rt.policy
+    key, amount = _attempt_of(obj)
+    customer = mirror.id_of(obj.get("customer"))
     with session_scope(rt.session_factory) as session:
+        if _counted_as_twin(session, key, customer, amount, failed, created):
+            return
         try:
             with session.begin_nested():
                 session.add(
                     PaymentAttempt(
-                        key=f"charge:{obj['id']}",
+                        key=key,
                         failed=failed,
                         occurred_at=created,
-                        customer_id=mirror.id_of(obj.get("customer")),
+                        customer_id=customer,
+                        amount=amount,
                         event_id=str(event["id"]),
                     )
                 )

@@ -83,3 +83,20 @@ def charge(charge_id: str, customer_id: str, status: str, amount: int = 2500) ->
         "failure_code": "card_declined" if status == "failed" else None,
         "created": int(time.time()),
     }
+
+
+def invoice(
+    invoice_id: str, customer_id: str, status: str, amount: int = 2500, attempt: int = 1
+) -> dict[str, Any]:
+    """A Stripe invoice object as current API versions send it: it names no charge."""
+    return {
+        "id": invoice_id,
+        "object": "invoice",
+        "customer": customer_id,
+        "amount_due": amount,
+        "amount_paid": amount if status == "paid" else 0,
+        "currency": "usd",
+        "status": status,
+        "attempt_count": attempt,
+        "created": int(time.time()),
+    }

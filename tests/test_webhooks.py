@@ -17,6 +17,7 @@ from stripe_webhooks import (
     customer,
     deliver,
     event,
+    invoice,
     sign,
     subscription,
 )
@@ -328,6 +329,40 @@ def test_a_mass_failure_burst_raises_exactly_one_critical_escalation(
         assert "20 of 20 payments failed (100%)" in escalation.reason
         [ticket] = session.scalars(select(Ticket))
         assert ticket.subject.startswith("Mass payment failure: ")
+
+
+def test_a_failed_renewal_seen_by_its_invoice_and_its_charge_counts_once(
+    client, session_factory, run_worker
+):
+    """Current API versions link neither object to the other: the invoice's attempt and the
+    charge of the same customer and amount close in time are one attempt, so 15 customers'
+    failed renewals are 15 failures, not 30 (under the threshold of 20: no alarm)."""
+    now = int(time.time())
+    for i in range(15):
+        failed = [
+            event("invoice.payment_failed", invoice(f"in_R{i}", f"cus_R{i}", "open"), created=now),
+            event("charge.failed", charge(f"ch_R{i}", f"cus_R{i}", "failed"), created=now + 2),
+        ]
+        for evt in failed if i % 2 else reversed(failed):  # either may come first
+            assert deliver(client, evt).status_code == 200
+    run_worker()
+    with session_scope(session_factory) as session:
+        attempts = list(session.scalars(select(PaymentAttempt)))
+        assert len(attempts) == 15 and all(a.twin_key for a in attempts)
+        assert session.scalar(select(func.count()).select_from(Escalation)) == 0
+
+
+def test_failed_renewals_seen_only_by_their_invoices_raise_the_alarm(
+    client, session_factory, run_worker
+):
+    now = int(time.time())
+    for i in range(25):
+        evt = event("invoice.payment_failed", invoice(f"in_V{i}", f"cus_V{i}", "open"), created=now)
+        assert deliver(client, evt).status_code == 200
+    run_worker()
+    with session_scope(session_factory) as session:
+        [escalation] = session.scalars(select(Escalation))
+        assert escalation.target == EscalationTarget.ENGINEERING_CRITICAL
 
 
 def test_failures_below_the_rate_are_no_mass_failure(client, session_factory, run_worker):

@@ -479,8 +479,12 @@ class PaymentAttempt(Base):
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
     failed: Mapped[bool] = mapped_column(default=False)
     occurred_at: Mapped[int] = mapped_column(BigInteger, index=True)  # Stripe's unix time
-    customer_id: Mapped[str | None] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    amount: Mapped[int | None] = mapped_column(BigInteger)
     event_id: Mapped[str] = mapped_column(String(255))
+    # The key of the same attempt seen through its other event (an invoice's and its charge's),
+    # which was not counted again.
+    twin_key: Mapped[str | None] = mapped_column(String(300), index=True)
 
 
 class StripeIncident(Base):

@@ -91,11 +91,15 @@ def upgrade() -> None:
     sa.Column('failed', sa.Boolean(), nullable=False),
     sa.Column('occurred_at', sa.BigInteger(), nullable=False),
     sa.Column('customer_id', sa.String(length=255), nullable=True),
+    sa.Column('amount', sa.BigInteger(), nullable=True),
     sa.Column('event_id', sa.String(length=255), nullable=False),
+    sa.Column('twin_key', sa.String(length=300), nullable=True),
     sa.PrimaryKeyConstraint('key')
     )
     with op.batch_alter_table('stripe_payment_attempts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_stripe_payment_attempts_occurred_at'), ['occurred_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_stripe_payment_attempts_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_stripe_payment_attempts_twin_key'), ['twin_key'], unique=False)
 
     op.create_table('stripe_refunds',
     sa.Column('charge_id', sa.String(length=255), nullable=True),
@@ -195,6 +199,8 @@ def downgrade() -> None:
 
     op.drop_table('stripe_refunds')
     with op.batch_alter_table('stripe_payment_attempts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_stripe_payment_attempts_twin_key'))
+        batch_op.drop_index(batch_op.f('ix_stripe_payment_attempts_customer_id'))
         batch_op.drop_index(batch_op.f('ix_stripe_payment_attempts_occurred_at'))
 
     op.drop_table('stripe_payment_attempts')
