@@ -100,6 +100,9 @@ class ParsedEmail:
 # --- headers ------------------------------------------------------------------------------
 
 
+_UNDECODED_WORD = re.compile(r"=\?[^?\s]{1,75}\?[bBqQ]\?[^?\s]*\?=")
+
+
 def _raw_header(message: Message, name: str) -> str | None:
     wanted = name.lower()
     return next((str(v) for k, v in message.raw_items() if k.lower() == wanted), None)
@@ -126,8 +129,9 @@ def _header(message: Message, name: str) -> str:
         text = str(value) if value is not None else None
     except Exception:  # a header the modern parser cannot make sense of
         text = "\ufffd"
-    if text is not None and "\ufffd" in text:
-        # Undecodable bytes or an unknown charset: decode the stored value ourselves.
+    if text is not None and ("\ufffd" in text or _UNDECODED_WORD.search(text)):
+        # Undecodable bytes, or an encoded word Python left as it was (a charset it cannot
+        # read, such as ISO-2022-JP with NEC's characters): decode the stored value ourselves.
         raw = _raw_header(message, name)
         text = _decode_raw_header(raw) if raw is not None else text
     return " ".join(clean_text(text).split()) if text is not None else ""

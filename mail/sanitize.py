@@ -7,6 +7,8 @@ import re
 from email.message import Message
 from html.parser import HTMLParser
 
+from mail import charsets
+
 # HTML beyond this is not parsed: a body this long is not a person writing to support.
 MAX_HTML_CHARS = 2_000_000
 # Zero-width and bidirectional-control characters: invisible, yet they reorder what an agent
@@ -63,17 +65,10 @@ class _TextExtractor(HTMLParser):
 
 
 def decode_bytes(data: bytes, charset: str | None = None) -> str:
-    """Text from bytes whose declared charset may be unknown or a lie: the declared charset if
-    Python knows it and the bytes fit, else UTF-8, else Windows-1252 (which reads any 8-bit
-    Western text, and marks what it cannot with replacement characters)."""
-    for candidate in (charset, "utf-8"):
-        if not candidate:
-            continue
-        try:
-            return data.decode(candidate)
-        except (LookupError, UnicodeError, ValueError, TypeError):
-            continue  # unknown name, a non-text codec ("base64", "rot13"), or bytes that lie
-    return data.decode("cp1252", errors="replace")
+    """Text from bytes whose declared charset may be too small, unknown or a lie (read as
+    mail.charsets reads it: the label's superset, a few bad bytes marked where they stand,
+    else UTF-8, the detected charset or Windows-1252)."""
+    return charsets.decode(data, charset).text
 
 
 def decode_part(part: Message) -> str:

@@ -61,6 +61,12 @@ FIXTURES = [
     ),
     ("bounce_dsn.eml", "mailer-daemon@mx.example.net", "Undelivered", "User unknown", "Auto-Sub"),
     ("our_refund_confirmation.eml", "billing@example.com", "Your refund", "refunded", "Auto-Sub"),
+    # Mislabelled charsets (tests/test_charsets.py reads each whole).
+    ("gb2312_with_gbk_characters.eml", "wang@example.cn", "朱镕基", "王喆女士", None),
+    ("iso_2022_jp_nec_extensions.eml", "taro@example.jp", "①", "②返金", None),
+    ("shift_jis_in_iso_2022_jp_word.eml", "hanako@example.jp", "返金", "お願い", None),
+    ("utf8_cyrillic_one_invalid_byte.eml", "ivan@example.ru", "Двойное", "Спасибо", None),
+    ("unlabelled_koi8_r_body.eml", "olga@example.ru", "Возврат", "платёж", None),
 ]
 
 
