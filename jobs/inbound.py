@@ -133,7 +133,14 @@ def process_inbound_email(email_id: int) -> str:
     confident = classification.is_confident(rt.policy.min_classifier_confidence)
     category = classification.category if confident else Category.OTHER
     match, stripe_facts = _lookup(rt, parsed, category, entities)
-    sender = authenticate_sender(raw, parsed.from_address, rt.settings.mail_authserv_ids)
+    if parsed.from_field == "From":
+        sender = authenticate_sender(raw, parsed.from_address, rt.settings.mail_authserv_ids)
+    else:
+        sender = SenderAuthentication(
+            False,
+            f"The email's From names no address; {parsed.from_address} comes from its "
+            f"{parsed.from_field}, which nothing authenticates.",
+        )
     with session_scope(rt.session_factory) as session:
         facts = _facts(session, rt, email_id, category, match, stripe_facts, entities, sender)
         triage = plan_ticket(facts, rt.policy)

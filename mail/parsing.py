@@ -36,6 +36,7 @@ MAX_FILENAME_CHARS = 255
 # took 1.6 GB). Longer fields are cut at a word; fields past the count are dropped.
 MAX_HEADER_FIELDS = 300
 MAX_FIELD_BYTES = 16 * 1024  # a long thread's References fit
+MAX_SENDER_FIELDS = 5  # copies of one sender field read, at most
 MAX_ENCODED_WORDS = 64  # per field; a long subject in Japanese uses a dozen or two
 # Past MAX_HEADER_FIELDS, only these are still kept (the first of each, in order).
 _ESSENTIAL_FIELDS = frozenset({
@@ -94,7 +95,10 @@ class ParsedEmail:
     for_classification: str = ""
     attachments: tuple[Attachment, ...] = ()
     card_data_found: bool = False
-    headers_cut: tuple[str, ...] = ()  # header fields over their bounds, cut before parsing
+    headers_cut: tuple[str, ...] = ()
+    # The header the address came from: "From", unless From had none (Reply-To, Sender, or
+    # the envelope's Return-Path). Only a From address can be authenticated.
+    from_field: str = "From"  # header fields over their bounds, cut before parsing
 
 
 # --- headers ------------------------------------------------------------------------------
@@ -135,6 +139,31 @@ def _header(message: Message, name: str) -> str:
         raw = _raw_header(message, name)
         text = _decode_raw_header(raw) if raw is not None else text
     return " ".join(clean_text(text).split()) if text is not None else ""
+
+
+# Where the sender is named, in the order they are believed: the author, then where replies
+# go, then who sent it on the author's behalf, then the envelope's return path.
+_SENDER_FIELDS = ("From", "Reply-To", "Sender", "Return-Path")
+
+
+def _sender(message: Message) -> tuple[str, str, str]:
+    """The sender's display name and address: From's first address as written (even one a
+    strict parser refuses, such as ``jane@example.com.``), else the next address, Reply-To,
+    Sender or the envelope's Return-Path; the name from the same field, else From's; and the
+    field the address came from."""
+    from_name = ""
+    for header in _SENDER_FIELDS:
+        wanted = header.lower()
+        values = [str(v) for k, v in message.raw_items() if k.lower() == wanted][:MAX_SENDER_FIELDS]
+        # Addresses are split on the raw text: a name's encoded words may hide a comma.
+        for name, address in email.utils.getaddresses(values):
+            name = " ".join(clean_text(_decode_raw_header(name)).split()) if name else ""
+            if header == "From" and name and not from_name:
+                from_name = name
+            address = clean_text(_decode_raw_header(address)).strip()
+            if "@" in address and " " not in address:
+                return name or from_name, address, header
+    return from_name, "", "From"
 
 
 def _message_ids(value: str) -> tuple[str, ...]:
@@ -470,7 +499,7 @@ def _read_message(raw: bytes) -> EmailMessage:
 def _parse(raw: bytes) -> ParsedEmail:
     raw, cut_headers = bound_headers(raw)
     message = _read_message(raw)
-    from_name, from_address = email.utils.parseaddr(_header(message, "From"))
+    from_name, from_address, from_field = _sender(message)
     try:
         date = email.utils.parsedate_to_datetime(_header(message, "Date"))
     except (TypeError, ValueError, IndexError):
@@ -493,6 +522,7 @@ def _parse(raw: bytes) -> ParsedEmail:
         message_id=(_message_ids(_header(message, "Message-ID")) or (None,))[0],
         subject=subject,
         from_address=from_address.strip().lower(),
+        from_field=from_field,
         from_name=from_name.strip() or None,
         date=date,
         in_reply_to=in_reply_to[0] if in_reply_to else None,

@@ -67,6 +67,10 @@ FIXTURES = [
     ("shift_jis_in_iso_2022_jp_word.eml", "hanako@example.jp", "返金", "お願い", None),
     ("utf8_cyrillic_one_invalid_byte.eml", "ivan@example.ru", "Двойное", "Спасибо", None),
     ("unlabelled_koi8_r_body.eml", "olga@example.ru", "Возврат", "платёж", None),
+    # Senders a strict parser loses (test_the_sender_is_found_where_the_email_names_one).
+    ("empty_from_with_reply_to.eml", "pat@example.com", "Charged twice", "refund one", None),
+    ("invalid_from_address.eml", "jane@example.com.", "Charged twice", "refund one", None),
+    ("two_from_headers.eml", "ann@example.com", "Charged twice", "refund one", None),
 ]
 
 
@@ -670,3 +674,25 @@ def test_outgoing_refuses_header_injection():
 def test_an_out_of_office_reply_is_automated(data_dir):
     parsed = parse_email((data_dir / "emails" / "out_of_office.eml").read_bytes())
     assert "Auto-Submitted" in automated_reason(parsed, OUR_ADDRESS)
+
+
+@pytest.mark.parametrize(
+    ("name", "sender", "field"),
+    [
+        # From is empty (<>): Reply-To names who wrote; it can never be authenticated.
+        ("empty_from_with_reply_to.eml", ("Pat Lee", "pat@example.com"), "Reply-To"),
+        # An address a strict parser refuses is kept as written, not replaced by the name.
+        ("invalid_from_address.eml", ("Jane Doe", "jane@example.com."), "From"),
+        # Two From fields: the first.
+        ("two_from_headers.eml", ("Ann Original", "ann@example.com"), "From"),
+    ],
+)
+def test_the_sender_is_found_where_the_email_names_one(data_dir, name, sender, field):
+    parsed = parse_email((data_dir / "emails" / name).read_bytes())
+    assert (parsed.from_name, parsed.from_address, parsed.from_field) == (*sender, field)
+
+
+def test_a_name_whose_encoded_words_hide_a_comma_stays_one_name():
+    raw = b"From: =?utf-8?q?Doe=2C_Jos=C3=A9?= <jose@example.com>\r\nSubject: x\r\n\r\nhi\r\n"
+    parsed = parse_email(raw)
+    assert (parsed.from_name, parsed.from_address) == ("Doe, José", "jose@example.com")

@@ -171,3 +171,26 @@ def test_the_same_email_from_an_authenticated_sender_is_refunded(
 
     assert len(stripe_client.v1.refunds.list(params={"charge": newer}).data) == 1
     assert [email.utils.parseaddr(m["To"])[1] for m in outbox] == ["alice@example.com"]
+
+
+def test_an_email_with_no_from_address_is_never_authenticated_by_its_reply_to(
+    stripe_client, mailbox_client, outbox, rt, poll_mail, run_worker, twin_charges
+):
+    """From is empty and Reply-To names a customer: the address is used to find the ticket's
+    customer, but DMARC and DKIM vouch for From alone, so nothing moves money."""
+    _customer, newer = twin_charges
+    raw = customer_email("Charged twice", DOUBLE_CHARGE)  # our server saw DMARC pass...
+    raw = raw.replace(
+        b"From: Alice Martin <alice@example.com>", b"From: <>\r\nReply-To: alice@example.com"
+    )
+    assert b"Reply-To: alice@example.com" in raw
+    mailbox_client.append("INBOX", raw)
+    poll_mail()
+    run_worker()
+
+    assert stripe_client.v1.refunds.list(params={"charge": newer}).data == []
+    with session_scope(rt.session_factory) as session:
+        ticket = session.scalars(select(Ticket)).one()
+        assert ticket.requester_email == "alice@example.com"
+        note = next(m.body for m in ticket.messages if m.kind == "note")
+        assert "comes from its Reply-To, which nothing authenticates" in note
