@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.domain import ActionKind, Money
+from core.domain import ActionKind, EscalationTarget, Money
 from core.policy import Decision
 
 
@@ -46,6 +46,11 @@ class PlanDraft:
             raise ValueError("a plan needs at least one step")
         if not self.suggested and self.steps[0].decision is None:
             raise ValueError("the first step of a plan that runs must carry its decision")
+
+
+def escalation_params(target: EscalationTarget, why: str) -> dict[str, Any]:
+    """An escalate step's params: the team (and its name as agents say it) and the reason."""
+    return {"target": str(target), "target_label": target.label, "text": why}
 
 
 def reply_params(template: str, subject: str, **context: Any) -> dict[str, Any]:

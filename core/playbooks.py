@@ -37,7 +37,7 @@ from core.domain import (
     RefundReason,
     Subscription,
 )
-from core.plans import PlanDraft, StepDraft, plan_title, reply_params
+from core.plans import PlanDraft, StepDraft, escalation_params, plan_title, reply_params
 from core.policy import (
     ActionQuestion,
     Asker,
@@ -49,6 +49,7 @@ from core.policy import (
     duplicate_pairs,
     guidance_for,
     judge_action,
+    judge_automatic,
     judge_refund,
     period_end_after,
     prorated_refund,
@@ -152,14 +153,11 @@ def dispute_acknowledgement(
         customer_id=customer_id,
         params=reply_params("chargeback_acknowledgement", "About your chargeback"),
     )
-    decision = judge_action(
-        ActionQuestion(kind=step.kind, asker=Asker.MAIL_AGENT, requester_role=None), config
-    )
     return PlanDraft(
         key=f"dispute-ticket-{ticket_id}:ack",
         title="Acknowledge the email",
         reason="The customer wrote about the dispute their bank opened: the bank decides.",
-        steps=(replace(step, decision=decision),),
+        steps=(replace(step, decision=judge_automatic(step.kind, config)),),
     )
 
 
@@ -228,7 +226,7 @@ class _Playbook:
             ActionKind.ESCALATE,
             self.key(f"escalate:{target}"),
             customer_id=self.customer.id if self.customer else None,
-            params={"target": str(target), "target_label": target.label, "text": why},
+            params=escalation_params(target, why),
         )
 
     def close(self, resolution: str) -> StepDraft:

@@ -34,8 +34,8 @@ from core.domain import (
 from core.errors import NotFound
 from core.evidence import CustomerMessage, Evidence, assemble, usage_period
 from core.helpdesks import LocalHelpdesk
-from core.plans import PlanDraft, StepDraft
-from core.policy import ActionQuestion, Asker, judge_action, sla_text
+from core.plans import PlanDraft, StepDraft, escalation_params
+from core.policy import judge_automatic, sla_text
 from core.policy.disputes import Recommendation, recommend
 from core.usage_sources import Usage, UsageSourceError, make_usage_source
 from jobs import runtime
@@ -237,16 +237,11 @@ def _store_plan(
     step = StepDraft(
         ActionKind.ESCALATE,
         f"{plan_key(dispute.id)}:escalate",
-        decision=judge_action(
-            ActionQuestion(kind=ActionKind.ESCALATE, asker=Asker.MAIL_AGENT, requester_role=None),
-            rt.policy,
-        ),
+        decision=judge_automatic(ActionKind.ESCALATE, rt.policy),
         customer_id=customer.id if customer else None,
         charge_id=dispute.charge_id,
         params={
-            "target": str(target),
-            "target_label": target.label,
-            "text": _facts(dispute),
+            **escalation_params(target, _facts(dispute)),
             "dispute_id": dispute.id,
             "status": dispute.status,
             "evidence": evidence.fields,
@@ -329,10 +324,7 @@ def _note_change(
     step = StepDraft(
         ActionKind.NOTE,
         key,
-        decision=judge_action(
-            ActionQuestion(kind=ActionKind.NOTE, asker=Asker.MAIL_AGENT, requester_role=None),
-            rt.policy,
-        ),
+        decision=judge_automatic(ActionKind.NOTE, rt.policy),
         params={"text": text, "dispute_id": dispute.id},
     )
     draft = PlanDraft(key=key, title="Note the dispute's news", reason=text, steps=(step,))

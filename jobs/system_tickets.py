@@ -14,8 +14,8 @@ from core.db import session_scope
 from core.db.models import Plan
 from core.domain import ActionKind, EscalationTarget, HelpdeskName
 from core.helpdesks import make_helpdesk
-from core.plans import PlanDraft, StepDraft
-from core.policy import ActionQuestion, Asker, judge_action
+from core.plans import PlanDraft, StepDraft, escalation_params
+from core.policy import judge_automatic
 from jobs import runtime
 from jobs.plans import queue_due_steps
 
@@ -45,16 +45,12 @@ def open_system_escalation(
             subject=subject, requester_email=requester, requester_name=target.label
         )
         helpdesk.add_internal_note(ticket_id, details, author=ACTOR)
-        decision = judge_action(
-            ActionQuestion(kind=ActionKind.ESCALATE, asker=Asker.MAIL_AGENT, requester_role=None),
-            rt.policy,
-        )
         step = StepDraft(
             ActionKind.ESCALATE,
             f"{plan_key}:escalate",
-            decision=decision,
+            decision=judge_automatic(ActionKind.ESCALATE, rt.policy),
             customer_id=customer_id,
-            params={"target": str(target), "target_label": target.label, "text": details},
+            params=escalation_params(target, details),
         )
         request_plan(
             session,

@@ -20,6 +20,7 @@ from core.actions.base import (
 from core.db.models import Action, Escalation, Ticket
 from core.domain import ActionKind, EscalationTarget
 from core.errors import InvalidInput
+from core.plans import escalation_params
 from core.policy import sla_due, sla_text
 
 NOTICE_TEMPLATE = "escalation_notice"
@@ -81,7 +82,7 @@ class Escalate(AccountAction):
         requested = Requested(
             self.kind,
             idempotency_key(self.kind, ticket_id, str(target), why),
-            params={"target": str(target), "target_label": target.label, "text": why},
+            params=escalation_params(target, why),
         )
         return Proposal(
             requested,

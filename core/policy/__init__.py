@@ -4,7 +4,7 @@ approvals, duplicates, declines, proration, disputes and escalations.
 No I/O. Only this package builds a Decision; everything else asks it.
 """
 
-from core.policy.actions import ActionQuestion, judge_action
+from core.policy.actions import ActionQuestion, judge_action, judge_automatic
 from core.policy.approvals import Approval, may_decide, outstanding, satisfies
 from core.policy.config import Mode, PolicyConfig, load_policy
 from core.policy.decisions import Decision, Verdict
@@ -35,6 +35,7 @@ __all__ = [
     "find_duplicate",
     "guidance_for",
     "judge_action",
+    "judge_automatic",
     "judge_refund",
     "load_policy",
     "may_decide",

@@ -43,6 +43,14 @@ class ActionQuestion:
     approvals: tuple[Approval, ...] = field(default_factory=tuple)
 
 
+def judge_automatic(kind: ActionKind, config: PolicyConfig) -> Decision:
+    """Policy's answer for a step no person asked for and that needs no verified customer
+    (an escalation, a note, an acknowledgement): the mail agent's or a Stripe event's."""
+    return judge_action(
+        ActionQuestion(kind=kind, asker=Asker.MAIL_AGENT, requester_role=None), config
+    )
+
+
 def judge_action(question: ActionQuestion, config: PolicyConfig) -> Decision:
     """May this action happen now, alone or with whose approval."""
     kind = question.kind
