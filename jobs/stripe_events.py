@@ -70,11 +70,9 @@ def resume_events(rt: runtime.Runtime) -> int:
     with session_scope(rt.session_factory) as session:
         waiting = session.scalars(
             select(StripeEvent.id)
-            .where(
-                StripeEvent.processed_at.is_(None),
-                StripeEvent.status != FAILED,
-                StripeEvent.received_at < before,
-            )
+            # Still "received": neither handled (processed, ignored) nor given up (failed).
+            # The status is indexed; the sweep runs every minute over every event kept.
+            .where(StripeEvent.status == RECEIVED, StripeEvent.received_at < before)
             .order_by(StripeEvent.created)
             .limit(RESUME_BATCH)
         ).all()
