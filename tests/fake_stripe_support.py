@@ -30,3 +30,8 @@ def fake_delete(server: Any, endpoint: str) -> None:
     request = urllib.request.Request(f"{server.url}{endpoint}", method="DELETE")
     with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS):
         pass
+
+
+def open_dispute(server: Any, charge: str, **form: Any) -> dict[str, Any]:
+    """A dispute on ``charge``, as a bank files one (``POST /_config/disputes``)."""
+    return fake_post(server, "/_config/disputes", charge=charge, **form)

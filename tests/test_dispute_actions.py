@@ -3,14 +3,12 @@ real app, worker and fake Stripe; everyone else is refused on the server."""
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
+from fake_stripe_support import open_dispute
 from sidebar_client import open_sidebar
 from sqlalchemy import func, select
 
@@ -22,12 +20,6 @@ from jobs.disputes import dispute_event
 pytestmark = pytest.mark.e2e
 
 CARA = DemoCustomer("Cara Chargeback", "cara@example.com", "T-88", "Cobalt", "4242424242424242")
-
-
-def open_dispute(fake_stripe, charge: str, **form) -> dict:
-    data = urllib.parse.urlencode({"charge": charge, **form}).encode()
-    with urllib.request.urlopen(f"{fake_stripe.url}/_config/disputes", data=data, timeout=10) as r:
-        return json.loads(r.read())
 
 
 @pytest.fixture

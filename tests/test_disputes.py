@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
+from fake_stripe_support import open_dispute
 from sqlalchemy import select
 
 from core.db import session_scope
@@ -314,12 +315,6 @@ def test_usage_settings_pick_the_source(product_db):
 
 
 # --- the dispute event job -------------------------------------------------------------------
-
-
-def open_dispute(fake_stripe, charge: str, **form) -> dict:
-    data = urllib.parse.urlencode({"charge": charge, **form}).encode()
-    with urllib.request.urlopen(f"{fake_stripe.url}/_config/disputes", data=data, timeout=10) as r:
-        return json.loads(r.read())
 
 
 @pytest.fixture

@@ -4,11 +4,9 @@ it changed, and the drift check escalates what it had to repair."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import urllib.parse
-import urllib.request
 
 import pytest
+from fake_stripe_support import fake_post
 from sqlalchemy import func, select
 
 from core.db import session_scope
@@ -27,14 +25,6 @@ from core.domain import EscalationTarget
 from jobs import reconcile as reconcile_module
 from jobs import schedule
 from jobs.reconcile import reconcile
-
-
-def _configure(server, path: str, **form) -> None:
-    request = urllib.request.Request(
-        f"{server.url}{path}", data=urllib.parse.urlencode(form).encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        json.loads(response.read())
 
 
 def _paying_customer(client, name: str):
@@ -68,7 +58,7 @@ def stripe_account(fake_stripe, stripe_client):
         )
     ]
     stripe_client.v1.refunds.create(params={"charge": charges[1].id})
-    _configure(fake_stripe, "/_config/disputes", charge=charges[2].id, reason="fraudulent")
+    fake_post(fake_stripe, "/_config/disputes", charge=charges[2].id, reason="fraudulent")
     plan = stripe_client.v1.plans.create(
         params={"amount": 4900, "currency": "usd", "interval": "month", "product": {"name": "P"}}
     )
