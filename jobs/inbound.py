@@ -342,12 +342,11 @@ MAX_CARDS_LOOKED_UP = 3
 
 
 def _with_invoices(rt: runtime.Runtime, charges: list[Charge]) -> list[Charge]:
-    """The charges, the most recent ones with the invoice each paid (a request per charge on
-    current API versions, so only for the latest few)."""
-    recent = sorted(charges, key=lambda c: c.created, reverse=True)
+    """The charges (newest first, as the gateway lists them), the most recent ones with the
+    invoice each paid (a request per charge on current API versions, so only the latest few)."""
     return [
         replace(c, invoice_id=rt.gateway.invoice_paid_by(c)) if n < MAX_INVOICES_LOOKED_UP else c
-        for n, c in enumerate(recent)
+        for n, c in enumerate(charges)
     ]
 
 
