@@ -20,6 +20,7 @@ from email.message import EmailMessage, Message
 from typing import Any
 
 from core.customers import legal_form_pattern
+from mail.header_block import repair_header_block, split_header_block
 from mail.redact import card_data_in, redact_cards
 from mail.sanitize import clean_text, decode_bytes, decode_part, html_to_text
 
@@ -95,10 +96,13 @@ class ParsedEmail:
     for_classification: str = ""
     attachments: tuple[Attachment, ...] = ()
     card_data_found: bool = False
-    headers_cut: tuple[str, ...] = ()
+    headers_cut: tuple[str, ...] = ()  # header fields over their bounds, cut before parsing
     # The header the address came from: "From", unless From had none (Reply-To, Sender, or
     # the envelope's Return-Path). Only a From address can be authenticated.
-    from_field: str = "From"  # header fields over their bounds, cut before parsing
+    from_field: str = "From"
+    # What had to be mended to read the message (a broken header block, a charset its label
+    # did not fit), in words for the ticket: such a reading is likelier to be wrong somewhere.
+    repairs: tuple[str, ...] = ()
 
 
 # --- headers ------------------------------------------------------------------------------
@@ -413,13 +417,6 @@ def parse_email(raw: bytes) -> ParsedEmail:
 _BOUNDARY_LINE = re.compile(r"^--([^\s]{1,70}?)(?:--)?[ \t\r]*$", re.MULTILINE)
 
 
-def split_header_block(raw: bytes) -> tuple[bytes, bytes]:
-    """The header block (up to the first empty line, CRLF or LF) and the rest, which starts
-    with that empty line; a message without one is all headers."""
-    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i != -1]
-    return (raw[: min(ends)], raw[min(ends) :]) if ends else (raw, b"")
-
-
 def bound_headers(raw: bytes) -> tuple[bytes, tuple[str, ...]]:
     """``raw`` with its header block within MAX_HEADER_FIELDS fields, each of at most
     MAX_FIELD_BYTES and MAX_ENCODED_WORDS; the names of the fields cut or dropped."""
@@ -497,6 +494,7 @@ def _read_message(raw: bytes) -> EmailMessage:
 
 
 def _parse(raw: bytes) -> ParsedEmail:
+    raw, mended = repair_header_block(raw)
     raw, cut_headers = bound_headers(raw)
     message = _read_message(raw)
     from_name, from_address, from_field = _sender(message)
@@ -533,13 +531,14 @@ def _parse(raw: bytes) -> ParsedEmail:
         attachments=_attachments(leaves, body),
         card_data_found=card_data_found or card_data_in(message, leaves),
         headers_cut=cut_headers,
+        repairs=mended,
     )
 
 
 def message_id_of(raw: bytes) -> str | None:
     """The Message-ID header of a raw message, without parsing its body."""
     headers = email.message_from_bytes(
-        split_header_block(raw)[0] + b"\r\n\r\n", policy=policy.compat32
+        split_header_block(repair_header_block(raw)[0])[0] + b"\r\n\r\n", policy=policy.compat32
     )
     value = headers.get("Message-ID")
     ids = _message_ids(str(value)) if value else ()

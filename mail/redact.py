@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from email import policy
 from email.message import EmailMessage, Message
 
+from mail.header_block import repair_header_block
 from mail.sanitize import clean_text, decode_part, html_to_text
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,9 @@ def redact_raw_message(raw: bytes, fallback_text: str = "") -> bytes:
     """A re-serialised copy of a raw message with card numbers removed from its text parts
     (and its subject). If that copy still shows card data when read back, or cannot be
     made, the result is the headers over ``fallback_text`` (the already redacted body)."""
+    # Read as parse_email reads it: past a broken header line, a base64 body that holds the
+    # card number would be taken for plain text, and its number missed.
+    raw = repair_header_block(raw)[0]
     try:
         rewritten = _redact_structure(raw)
         if not card_data_in(email.message_from_bytes(rewritten, policy=policy.default)):

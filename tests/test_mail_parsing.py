@@ -71,6 +71,10 @@ FIXTURES = [
     ("empty_from_with_reply_to.eml", "pat@example.com", "Charged twice", "refund one", None),
     ("invalid_from_address.eml", "jane@example.com.", "Charged twice", "refund one", None),
     ("two_from_headers.eml", "ann@example.com", "Charged twice", "refund one", None),
+    # Header blocks that break Python's parser (tests/test_mail_reading.py reads each whole).
+    ("unindented_header_continuation.eml", "lena@example.org", "March invoice", "twice", None),
+    ("envelope_line_before_headers.eml", "omar@example.net", "cancel", "cancel my", None),
+    ("blank_line_before_headers.eml", "mei@example.com", "Card declined", "declined", None),
 ]
 
 
