@@ -32,6 +32,12 @@ MAX_PARTS = 500
 MAX_DEPTH = 20
 MAX_ATTACHMENTS_LISTED = 100
 MAX_FILENAME_CHARS = 255
+# A text alternative at most this long, beside an HTML one STUB_RATIO times as long or more
+# that holds under STUB_SHARED_WORDS of its words, is a stub ("This is an HTML message; view
+# it in your browser"), not the message: a real text version says what the HTML says.
+MAX_STUB_CHARS = 300
+STUB_RATIO = 2
+STUB_SHARED_WORDS = 0.5
 # Bounds on the header block, applied to the bytes before the email package sees them: its
 # header parser costs far more than linear in encoded words (a 210 KB subject of 15,000 words
 # took 1.6 GB). Longer fields are cut at a word; fields past the count are dropped.
@@ -229,16 +235,98 @@ def _is_attachment(part: Message) -> bool:
     return part.get_content_disposition() == "attachment" or _filename(part) is not None
 
 
-def _attachments(leaves: list[Message], body: Message | None) -> tuple[Attachment, ...]:
+def _attachments(leaves: list[Message], read: set[int]) -> tuple[Attachment, ...]:
+    """The attachments among the leaves, but for the parts read as the body (ids in ``read``)."""
     listed = [
         Attachment(_filename(part), part.get_content_type(), _size_of(part))
         for part in leaves
-        if part is not body and _is_attachment(part)
+        if id(part) not in read and _is_attachment(part)
     ]
     return tuple(listed[:MAX_ATTACHMENTS_LISTED])
 
 
+def _is_body(part: Message) -> bool:
+    """A part written to be read as the message: plain or HTML text, inline, with no name."""
+    return part.get_content_type() in ("text/plain", "text/html") and not _is_attachment(part)
+
+
+class _BodyWalk:
+    """The parts a mail program shows as the message, in order, as one walk of the structure:
+    every inline text part of a multipart/mixed (an HTML part and a text part after it are
+    both the message), the root of a multipart/related, and one of each multipart/alternative
+    (the text one, unless it is empty or a stub beside real HTML). Bounded like _leaf_parts."""
+
+    def __init__(self) -> None:
+        self.passed_over: set[int] = set()  # alternatives not shown: read, not attachments
+        self.texts: dict[int, str] = {}
+        self._visits = 0
+
+    def shown(self, part: Message, depth: int = 0) -> list[Message]:
+        """The parts of ``part`` to show, in order."""
+        self._visits += 1
+        if self._visits > MAX_PARTS or depth > MAX_DEPTH:
+            return []
+        if part.get_content_maintype() != "multipart":
+            return [part] if _is_body(part) else []
+        payload = part.get_payload()
+        children = (
+            [c for c in payload if isinstance(c, Message)] if isinstance(payload, list) else []
+        )
+        if not children:
+            return []
+        subtype = part.get_content_subtype()
+        if subtype == "alternative":
+            return self._alternative(children, depth + 1)
+        if subtype == "related":
+            start = part.get_param("start")
+            root = next((c for c in children if start and c.get("Content-ID") == start), None)
+            return self.shown(root or children[0], depth + 1)
+        return [shown for child in children for shown in self.shown(child, depth + 1)]
+
+    def _alternative(self, children: list[Message], depth: int) -> list[Message]:
+        versions = [version for child in children if (version := self.shown(child, depth))]
+        if not versions:
+            return []
+        plain = next((v for v in versions if all(_is_plain(p) for p in v)), None)
+        # Later alternatives are the richer ones (RFC 2046 5.1.4).
+        rich = next((v for v in reversed(versions) if not all(_is_plain(p) for p in v)), None)
+        chosen = versions[0]
+        if plain is not None:
+            chosen = plain if rich is None or not self._is_stub(plain, rich) else rich
+        elif rich is not None:
+            chosen = rich
+        self.passed_over.update(id(p) for v in versions if v is not chosen for p in v)
+        return chosen
+
+    def _is_stub(self, plain: list[Message], rich: list[Message]) -> bool:
+        """Whether a text alternative is empty, or a line such as "This is an HTML message,
+        view it in your browser" beside an HTML version of real length."""
+        plain_text = "".join(self.text(p) for p in plain).strip()
+        rich_text = "".join(self.text(p) for p in rich).strip()
+        if not plain_text:
+            return bool(rich_text)
+        if len(plain_text) > MAX_STUB_CHARS or len(rich_text) < STUB_RATIO * len(plain_text):
+            return False
+        words = re.findall(r"\w+", plain_text.lower())
+        if not words:
+            return True  # punctuation or a rule beside real HTML
+        in_rich = set(re.findall(r"\w+", rich_text.lower()))
+        return sum(word in in_rich for word in words) < STUB_SHARED_WORDS * len(words)
+
+    def text(self, part: Message) -> str:
+        """The readable text of a part (HTML reduced to text), decoded once."""
+        if id(part) not in self.texts:
+            self.texts[id(part)] = _body_text(part)
+        return self.texts[id(part)]
+
+
+def _is_plain(part: Message) -> bool:
+    return part.get_content_type() != "text/html"
+
+
 def _body_part(message: EmailMessage, leaves: list[Message]) -> Message | None:
+    """The body as Python's email package finds it, else the first text part that is no
+    attachment: for a structure in which no part is written to be read as the message."""
     body: Message | None
     try:
         body = message.get_body(preferencelist=("plain", "html"))
@@ -256,13 +344,30 @@ def _body_part(message: EmailMessage, leaves: list[Message]) -> Message | None:
     return body
 
 
-def _body_text(body: Message | None) -> str:
-    if body is None:
-        return ""
+def _body_text(body: Message) -> str:
     text = decode_part(body)
     if body.get_content_type() == "text/html":
         text = html_to_text(text)
     return clean_text(text)
+
+
+def _joined_text(shown: list[Message], walk: _BodyWalk) -> str:
+    """The shown parts' texts in order, a blank line between them, each text once (a client
+    that labels its alternatives "mixed" sends the same words twice); no more parts are
+    decoded once the text is past MAX_BODY_CHARS."""
+    texts: list[str] = []
+    seen: set[str] = set()
+    size = 0
+    for part in shown:
+        if size > MAX_BODY_CHARS:
+            break
+        text = walk.text(part).strip()
+        words = " ".join(text.split())
+        if words and words not in seen:
+            seen.add(words)
+            texts.append(text)
+            size += len(text) + 2
+    return "\n\n".join(texts)
 
 
 # --- quoted replies and signatures ----------------------------------------------------------
@@ -509,9 +614,13 @@ def _parse(raw: bytes) -> ParsedEmail:
     }
     in_reply_to = _message_ids(_header(message, "In-Reply-To"))
     leaves = _leaf_parts(message)
-    body = _body_part(message, leaves)
+    walk = _BodyWalk()
+    shown = walk.shown(message)
+    if not shown:
+        fallback = _body_part(message, leaves)
+        shown = [fallback] if fallback is not None else []
     # Redact before cutting to length, so a number at the cut cannot survive in part.
-    text, cards_in_text = redact_cards(_body_text(body))
+    text, cards_in_text = redact_cards(_joined_text(shown, walk))
     text = text[:MAX_BODY_CHARS].strip()
     subject, cards_in_subject = redact_cards(_header(message, "Subject"))
     from_name, cards_in_name = redact_cards(from_name)
@@ -528,7 +637,7 @@ def _parse(raw: bytes) -> ParsedEmail:
         text=text,
         headers=headers,
         for_classification=text_for_classification(text),
-        attachments=_attachments(leaves, body),
+        attachments=_attachments(leaves, {id(p) for p in shown} | walk.passed_over),
         card_data_found=card_data_found or card_data_in(message, leaves),
         headers_cut=cut_headers,
         repairs=mended,

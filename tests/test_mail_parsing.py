@@ -75,6 +75,10 @@ FIXTURES = [
     ("unindented_header_continuation.eml", "lena@example.org", "March invoice", "twice", None),
     ("envelope_line_before_headers.eml", "omar@example.net", "cancel", "cancel my", None),
     ("blank_line_before_headers.eml", "mei@example.com", "Card declined", "declined", None),
+    # Body selection (tests/test_mail_reading.py reads each whole).
+    ("stub_plain_alternative.eml", "sofia@example.it", "cancelling", "charged $29.00", None),
+    ("empty_plain_alternative.eml", "sofia@example.it", "cancelling", "charged $29.00", None),
+    ("html_then_plain_in_mixed.eml", "jonas@example.se", "unused seats", "ORD-58812", None),
 ]
 
 

@@ -13,6 +13,7 @@ import pytest
 from mail.header_block import repair_header_block
 from mail.parsing import message_id_of, parse_email
 from mail.redact import card_data_in, redact_raw_message
+from mail.sanitize import html_to_text
 
 EMAILS = Path(__file__).parent / "data" / "emails"
 
@@ -142,3 +143,106 @@ def test_a_card_number_behind_a_broken_header_leaves_the_stored_copy_too():
     assert body.split()[0].encode() not in stored  # the encoded number is gone
     assert not card_data_in(email.message_from_bytes(stored, policy=policy.default))
     assert parse_email(stored).text == "My card [card ending 4242] was charged twice."
+
+
+SOFIA_BODY = (
+    "Hello Billing team,\n\nI was charged $29.00 on 28 February, two days after I cancelled my "
+    "subscription on 26 February. Please refund this charge.\n\nMy account email is this "
+    "address.\n\nKind regards,\nSofia Rossi"
+)
+JONAS_HTML = (
+    "Hi,\n\nWe were billed for 10 seats in March but only use 4. Could you refund the 6 unused "
+    "seats and lower the plan?\n\nJonas"
+)
+
+BODIES = [
+    # A stub text alternative ("This is an HTML message ... view it in your browser").
+    (
+        "stub_plain_alternative.eml",
+        "Charged after cancelling",
+        ("Sofia Rossi", "sofia@example.it"),
+        SOFIA_BODY,
+        [],
+    ),
+    # A text alternative of blanks only.
+    (
+        "empty_plain_alternative.eml",
+        "Charged after cancelling",
+        ("Sofia Rossi", "sofia@example.it"),
+        SOFIA_BODY,
+        [],
+    ),
+    # multipart/mixed: the message in HTML, then an inline text part, then an attachment.
+    (
+        "html_then_plain_in_mixed.eml",
+        "Refund for the unused seats",
+        ("Jonas Berg", "jonas@example.se"),
+        f"{JONAS_HTML}\n\nOrder reference: ORD-58812\nCompany: Berg & Lund AB",
+        [("march-invoice.pdf", "application/pdf")],
+    ),
+    # A real text alternative is still preferred to the HTML, and attachments stay listed.
+    (
+        "attachments.eml",
+        "Invoice question with screenshots",
+        ("Erin Walsh", "erin@example.com"),
+        "Hello, the invoice and a screenshot of my statement are attached.\n\nErin",
+        [
+            ("invoice-2026-03.pdf", "application/pdf"),
+            ("statement.png", "image/png"),
+            ("notes.txt", "text/plain"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("fixture", "subject", "sender", "body", "attachments"), BODIES)
+def test_the_body_is_the_parts_with_real_content_in_order(
+    fixture, subject, sender, body, attachments
+):
+    parsed = read(fixture)
+    assert parsed.subject == subject
+    assert (parsed.from_name, parsed.from_address) == sender
+    assert parsed.text == body
+    assert attachments_of(parsed) == attachments
+
+
+def alternative(plain: str, html: str) -> bytes:
+    return (
+        "From: pat@example.com\r\nSubject: Hi\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        f"--b\r\nContent-Type: text/plain\r\n\r\n{plain}\r\n"
+        f"--b\r\nContent-Type: text/html\r\n\r\n{html}\r\n--b--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("plain", "html", "shown"),
+    [
+        # A short text version that says what the HTML says is the text version.
+        ("Please refund me. Pat", "<p>Please <b>refund</b> me.</p><p>Pat</p>" * 3, "plain"),
+        ("Refund please.", "<p>Refund please.</p>" + "<p>Pat Lee, Acme Corp</p>" * 20, "plain"),
+        # Stubs: blanks, a rule, a line that is not the HTML's message.
+        (" ", "<p>Refund please.</p>", "html"),
+        ("----", "<p>Refund please, I was charged twice this month.</p>", "html"),
+        (
+            "Your mail program cannot show this message.",
+            "<p>I was charged twice this month for the same plan.</p><p>Please refund the "
+            "second charge to my card.</p>",
+            "html",
+        ),
+        # Not shorter than the HTML by much: the text version, whatever it says.
+        ("Your mail program cannot show this message.", "<p>Refund me, please.</p>", "plain"),
+    ],
+    ids=["same-words", "html-with-long-signature", "blank", "rule", "stub-line", "not-shorter"],
+)
+def test_a_text_alternative_gives_way_only_when_it_is_a_stub(plain, html, shown):
+    parsed = parse_email(alternative(plain, html))
+    assert parsed.text == (plain.strip() if shown == "plain" else html_to_text(html))
+    assert parsed.attachments == ()
+
+
+def test_a_mixed_message_sent_twice_over_shows_its_words_once():
+    """A client that labels its alternatives "mixed": the same words as text and as HTML."""
+    raw = alternative("Refund one charge, please.", "<p>Refund one charge, please.</p>")
+    parsed = parse_email(raw.replace(b"multipart/alternative", b"multipart/mixed"))
+    assert parsed.text == "Refund one charge, please."
