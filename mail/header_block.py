@@ -48,14 +48,7 @@ def repair_header_block(raw: bytes) -> tuple[bytes, tuple[str, ...]]:
     """``raw`` with lines before its headers skipped, unindented lines inside its header
     block read as continuations of the field before them, and blanks before a field name's
     colon dropped; and what was mended, in words. A sound message comes back as it was."""
-    repairs: list[str] = []
-    if raw.startswith(_BOM):
-        # Saved by an editor as UTF-8 "with signature": the first field name no longer reads.
-        raw = raw[len(_BOM) :]
-        repairs.append("headers: a byte-order mark before the headers dropped")
-    raw, skipped = _skip_lines_before_headers(raw)
-    if skipped:
-        repairs.append(f"headers: {_count(skipped, 'line')} before the headers skipped")
+    raw, repairs = _from_first_header(raw)
     block, rest = split_header_block(raw)
     if len(block) > MAX_MENDED_BLOCK_BYTES:
         return raw, tuple(repairs)
@@ -88,6 +81,29 @@ def repair_header_block(raw: bytes) -> tuple[bytes, tuple[str, ...]]:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def has_header_block(raw: bytes) -> bool:
+    """Whether ``raw`` starts with a header field, once what may stand before the headers is
+    skipped (an mbox envelope line included)."""
+    raw = _from_first_header(raw)[0]
+    if raw.startswith(b"From "):
+        end = raw.find(b"\n", 0, MAX_LINE_BEFORE_HEADERS_BYTES)
+        raw = raw[end + 1 :] if end != -1 else b""
+    return bool(_FIELD.match(raw[:MAX_LINE_BEFORE_HEADERS_BYTES]))
+
+
+def _from_first_header(raw: bytes) -> tuple[bytes, list[str]]:
+    """``raw`` from its first header line, and what was skipped to get there, in words."""
+    repairs: list[str] = []
+    if raw.startswith(_BOM):
+        # Saved by an editor as UTF-8 "with signature": the first field name no longer reads.
+        raw = raw[len(_BOM) :]
+        repairs.append("headers: a byte-order mark before the headers dropped")
+    raw, skipped = _skip_lines_before_headers(raw)
+    if skipped:
+        repairs.append(f"headers: {_count(skipped, 'line')} before the headers skipped")
+    return raw, repairs
 
 
 def _skip_lines_before_headers(raw: bytes) -> tuple[bytes, int]:

@@ -20,7 +20,7 @@ from email.message import EmailMessage, Message
 from typing import Any
 
 from core.customers import legal_form_pattern
-from mail.header_block import repair_header_block, split_header_block
+from mail.header_block import has_header_block, repair_header_block, split_header_block
 from mail.redact import card_data_in, redact_cards
 from mail.sanitize import clean_text, decode_bytes, decode_part, html_to_text
 
@@ -496,6 +496,44 @@ def text_for_classification(text: str) -> str:
 
 
 # --- the message ----------------------------------------------------------------------------
+
+_OLE_COMPOUND_FILE = bytes.fromhex("D0CF11E0A1B11AE1")
+# The MAPI property streams every Outlook .msg holds, named in UTF-16 in its directory.
+_MSG_STREAM = "__substg1.0_".encode("utf-16-le")
+_FILE_SIGNATURES = (
+    (b"%PDF-", "a PDF file"),
+    (b"PK\x03\x04", "a ZIP archive (or an Office file such as .docx)"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+)
+# Control bytes no text holds (tab, line ends, form feed and ISO-2022's escape excepted).
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+BINARY_SAMPLE_BYTES = 4096
+MAX_CONTROL_SHARE = 0.05  # of the sample; and a single NUL byte is binary anyway
+
+
+def not_an_email(raw: bytes) -> str | None:
+    """Why ``raw`` is no email at all, in a sentence for the quarantine list: an Outlook .msg
+    or another file appended to the mailbox as it is, binary data with no header block, or
+    nothing. None for anything that reads as mail, text without headers included (a person's
+    words, which become the body)."""
+    if raw.startswith(_OLE_COMPOUND_FILE):
+        if _MSG_STREAM in raw:
+            return "Not an email: an Outlook .msg file (OLE compound document)."
+        return "Not an email: an OLE compound document (an Office file such as .doc or .xls)."
+    if has_header_block(raw):
+        return None
+    if not raw.strip():
+        return "Not an email: it is empty."
+    kind = next((name for magic, name in _FILE_SIGNATURES if raw.startswith(magic)), None)
+    if kind is not None:
+        return f"Not an email: {kind}, with no header block."
+    sample = raw[:BINARY_SAMPLE_BYTES]
+    if b"\0" in sample or len(_CONTROL_BYTES.findall(sample)) > MAX_CONTROL_SHARE * len(sample):
+        return "Not an email: binary data with no header block."
+    return None
 
 
 def parse_email(raw: bytes) -> ParsedEmail:

@@ -14,7 +14,10 @@ What is stored for a message:
   must never stop the mailbox ("MIME of death"). It is not retried: the error is the
   server's, and the original stays in the mailbox for a person to look at. Errors that are
   the connection's, not the message's, never quarantine anything: they end the poll, and
-  the loop reconnects with backoff and fetches the same messages again.
+  the loop reconnects with backoff and fetches the same messages again. A message that is
+  no email at all (an Outlook .msg or other file appended as it is, binary data with no
+  header block) is quarantined too, stored whole with the reason: as a ticket it would be
+  pages of junk with no sender to answer.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from core.db.models import InboundEmail, MailboxCursor
 from core.domain import InboundStatus
 from core.errors import MailboxError
 from mail.imap import IDLE_RENEW_SECONDS, ImapConfig, Mailbox
-from mail.parsing import dedupe_key, message_id_of
+from mail.parsing import dedupe_key, message_id_of, not_an_email
 
 log = logging.getLogger(__name__)
 # UIDs per FETCH: a backlog of thousands arrives in bounded responses.
@@ -247,7 +250,13 @@ def _fetch_one_at_a_time(mailbox: Mailbox, uids: Sequence[int]) -> list[Incoming
 
 def _received(uid: int, raw: bytes) -> Incoming:
     message_id = message_id_of(raw)
-    return Incoming(uid, raw, len(raw), message_id, dedupe_key(raw, message_id))
+    key = dedupe_key(raw, message_id)
+    reason = not_an_email(raw)
+    if reason is None:
+        return Incoming(uid, raw, len(raw), message_id, key)
+    log.error("quarantined UID %d: %s", uid, reason)
+    error = f"{reason} It was stored as received and left in the mailbox."
+    return Incoming(uid, raw, len(raw), message_id, key, InboundStatus.QUARANTINED, error)
 
 
 def _oversized(mailbox: Mailbox, uid: int, headers: bytes, size: int) -> Incoming:

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import base64
 import email
+import zlib
 from email import policy
 from pathlib import Path
 
 import pytest
+from customer_mail import DOUBLE_CHARGE, customer_email
+from sqlalchemy import select
 
+from core.db import session_scope
+from core.db.models import InboundEmail, Ticket
 from mail.header_block import repair_header_block
-from mail.parsing import message_id_of, parse_email
+from mail.parsing import message_id_of, not_an_email, parse_email
 from mail.redact import card_data_in, redact_raw_message
 from mail.sanitize import html_to_text
 
@@ -246,3 +251,61 @@ def test_a_mixed_message_sent_twice_over_shows_its_words_once():
     raw = alternative("Refund one charge, please.", "<p>Refund one charge, please.</p>")
     parsed = parse_email(raw.replace(b"multipart/alternative", b"multipart/mixed"))
     assert parsed.text == "Refund one charge, please."
+
+
+# --- what is no email at all --------------------------------------------------------------
+
+OUTLOOK_MSG = (EMAILS / "outlook_message.msg").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        # Written here as Outlook writes one: OLE sectors, the MAPI streams named in UTF-16.
+        (OUTLOOK_MSG, "Not an email: an Outlook .msg file (OLE compound document)."),
+        (
+            OUTLOOK_MSG.replace("__substg1.0_".encode("utf-16-le"), b"W\0o\0r\0d\0D\0o\0c\0"),
+            "Not an email: an OLE compound document (an Office file such as .doc or .xls).",
+        ),
+        (
+            b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj",
+            "Not an email: a PDF file, with no header block.",
+        ),
+        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "Not an email: a PNG image, with no header block."),
+        (zlib.compress(b"refund " * 500), "Not an email: binary data with no header block."),
+        (b"", "Not an email: it is empty."),
+        (b"\r\n\r\n", "Not an email: it is empty."),
+    ],
+    ids=["outlook-msg", "other-ole", "pdf", "png", "compressed", "empty", "blank"],
+)
+def test_what_is_no_email_is_named_for_the_quarantine(raw, reason):
+    assert not_an_email(raw) == reason
+
+
+@pytest.mark.parametrize("fixture", sorted(p.name for p in EMAILS.glob("*.eml")))
+def test_every_email_fixture_is_an_email(fixture):
+    """Text without any header (no_headers.eml) is a person's words: it becomes the body."""
+    assert not_an_email((EMAILS / fixture).read_bytes()) is None
+
+
+@pytest.mark.e2e
+def test_an_outlook_msg_in_the_mailbox_is_quarantined_and_the_next_email_is_a_ticket(
+    mailbox_client, rt, poll_mail, run_worker
+):
+    mailbox_client.append("INBOX", OUTLOOK_MSG)
+    mailbox_client.append("INBOX", customer_email("Charged twice", DOUBLE_CHARGE))
+    result = poll_mail()
+    assert (result.stored, result.quarantined) == (2, 1)
+    run_worker()
+    with session_scope(rt.session_factory) as session:
+        quarantined, processed = session.scalars(select(InboundEmail).order_by(InboundEmail.uid))
+        assert quarantined.status == "quarantined" and quarantined.ticket_id is None
+        assert quarantined.error == (
+            "Not an email: an Outlook .msg file (OLE compound document). It was stored as "
+            "received and left in the mailbox."
+        )
+        assert quarantined.raw == OUTLOOK_MSG  # whole, for a person to open
+        assert processed.status == "processed"
+        (ticket,) = session.scalars(select(Ticket))
+        assert ticket.subject == "Charged twice"
+    assert len(mailbox_client.search(["ALL"])) == 2  # nothing deleted
