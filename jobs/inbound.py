@@ -168,6 +168,11 @@ def process_inbound_email(email_id: int) -> str:
                 " Header fields too long to read whole were cut: "
                 f"{', '.join(parsed.headers_cut[:5])} (the stored email keeps them)."
             )
+        if parsed.repairs:
+            note += (
+                " Reading the email took repairs (if its text looks wrong, the stored email "
+                f"has the original): {'; '.join(parsed.repairs)}."
+            )
         helpdesk.add_internal_note(
             ticket_id, note + _earlier_refunds(session, ticket_id, triage), author=ACTOR
         )

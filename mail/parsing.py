@@ -20,9 +20,10 @@ from email.message import EmailMessage, Message
 from typing import Any
 
 from core.customers import legal_form_pattern
+from mail import charsets
 from mail.header_block import has_header_block, repair_header_block, split_header_block
 from mail.redact import card_data_in, redact_cards
-from mail.sanitize import clean_text, decode_bytes, decode_part, html_to_text
+from mail.sanitize import clean_text, html_to_text, read_part
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ MAX_PARTS = 500
 MAX_DEPTH = 20
 MAX_ATTACHMENTS_LISTED = 100
 MAX_FILENAME_CHARS = 255
+MAX_REPAIRS_NOTED = 10
 # A text alternative at most this long, beside an HTML one STUB_RATIO times as long or more
 # that holds under STUB_SHARED_WORDS of its words, is a stub ("This is an HTML message; view
 # it in your browser"), not the message: a real text version says what the HTML says.
@@ -122,22 +124,56 @@ def _raw_header(message: Message, name: str) -> str | None:
     return next((str(v) for k, v in message.raw_items() if k.lower() == wanted), None)
 
 
-def _decode_raw_header(raw: str) -> str:
+def _decode_raw_header(raw: str, repairs: _Repairs | None = None) -> str:
     """A header as stored, decoded by hand: raw 8-bit bytes and RFC 2047 words in unknown
-    charsets are read as decode_bytes reads them."""
+    charsets are read as mail.charsets reads them (what that took noted in ``repairs``)."""
     data = raw.encode("utf-8", "surrogateescape")
-    text = decode_bytes(data)
+    text = _decoded(data, None, repairs)
     try:
         chunks = email.header.decode_header(text)
     except Exception:  # a broken encoded word: keep the text as it is
         return text
     return "".join(
-        decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk
+        _decoded(chunk, charset, repairs) if isinstance(chunk, bytes) else chunk
         for chunk, charset in chunks
     )
 
 
-def _header(message: Message, name: str) -> str:
+@dataclass
+class _Repairs:
+    """What reading one field or part of a message took, noted under its name."""
+
+    what: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _decoded(data: bytes, label: str | None, repairs: _Repairs | None) -> str:
+    decoded = charsets.decode(data, label)
+    note = _charset_repair(repairs.what, label, decoded) if repairs is not None else None
+    if repairs is not None and note is not None:
+        repairs.notes.append(note)
+    return decoded.text
+
+
+# A charset label as the note may quote it; any other is a sender's text, not a name.
+_LABEL = re.compile(r"[A-Za-z0-9._:+-]{1,40}")
+
+
+def _charset_repair(what: str, label: str | None, decoded: charsets.Decoded) -> str | None:
+    """What reading text took when its label alone did not do, in words for the ticket
+    ("body: utf-8 with 1 undecodable character replaced by \ufffd"); None when it did."""
+    if not decoded.repaired:
+        return None
+    replaced = decoded.text.count("\ufffd")
+    damage = f"{replaced} undecodable character{'s' * (replaced != 1)} replaced by \ufffd"
+    named = label if label and _LABEL.fullmatch(label) else "an unknown charset"
+    if label and replaced and charsets.codec_for(label) == decoded.codec:
+        return f"{what}: {named} with {damage}"
+    how = f"labelled {named}" if label else "no charset named"
+    return f"{what}: {how}, read as {decoded.codec}" + (f" with {damage}" if replaced else "")
+
+
+def _header(message: Message, name: str, repairs: _Repairs | None = None) -> str:
     try:
         value = message.get(name)
         text = str(value) if value is not None else None
@@ -147,7 +183,7 @@ def _header(message: Message, name: str) -> str:
         # Undecodable bytes, or an encoded word Python left as it was (a charset it cannot
         # read, such as ISO-2022-JP with NEC's characters): decode the stored value ourselves.
         raw = _raw_header(message, name)
-        text = _decode_raw_header(raw) if raw is not None else text
+        text = _decode_raw_header(raw, repairs) if raw is not None else text
     return " ".join(clean_text(text).split()) if text is not None else ""
 
 
@@ -258,7 +294,7 @@ class _BodyWalk:
 
     def __init__(self) -> None:
         self.passed_over: set[int] = set()  # alternatives not shown: read, not attachments
-        self.texts: dict[int, str] = {}
+        self.texts: dict[int, tuple[str, str | None]] = {}  # and what reading each took
         self._visits = 0
 
     def shown(self, part: Message, depth: int = 0) -> list[Message]:
@@ -315,6 +351,13 @@ class _BodyWalk:
 
     def text(self, part: Message) -> str:
         """The readable text of a part (HTML reduced to text), decoded once."""
+        return self._read(part)[0]
+
+    def repair(self, part: Message) -> str | None:
+        """What reading the part's charset took, if its label alone did not do."""
+        return self._read(part)[1]
+
+    def _read(self, part: Message) -> tuple[str, str | None]:
         if id(part) not in self.texts:
             self.texts[id(part)] = _body_text(part)
         return self.texts[id(part)]
@@ -344,18 +387,21 @@ def _body_part(message: EmailMessage, leaves: list[Message]) -> Message | None:
     return body
 
 
-def _body_text(body: Message) -> str:
-    text = decode_part(body)
+def _body_text(body: Message) -> tuple[str, str | None]:
+    """The part's readable text, and what reading its charset took."""
+    label, decoded = read_part(body)
+    text = decoded.text
     if body.get_content_type() == "text/html":
         text = html_to_text(text)
-    return clean_text(text)
+    return clean_text(text), _charset_repair("body", label, decoded)
 
 
-def _joined_text(shown: list[Message], walk: _BodyWalk) -> str:
+def _joined_text(shown: list[Message], walk: _BodyWalk) -> tuple[str, list[str]]:
     """The shown parts' texts in order, a blank line between them, each text once (a client
-    that labels its alternatives "mixed" sends the same words twice); no more parts are
-    decoded once the text is past MAX_BODY_CHARS."""
+    that labels its alternatives "mixed" sends the same words twice), and what reading their
+    charsets took; no more parts are decoded once the text is past MAX_BODY_CHARS."""
     texts: list[str] = []
+    repairs: list[str] = []
     seen: set[str] = set()
     size = 0
     for part in shown:
@@ -367,7 +413,8 @@ def _joined_text(shown: list[Message], walk: _BodyWalk) -> str:
             seen.add(words)
             texts.append(text)
             size += len(text) + 2
-    return "\n\n".join(texts)
+            repairs.extend(note for note in [walk.repair(part)] if note)
+    return "\n\n".join(texts), repairs
 
 
 # --- quoted replies and signatures ----------------------------------------------------------
@@ -657,10 +704,14 @@ def _parse(raw: bytes) -> ParsedEmail:
     if not shown:
         fallback = _body_part(message, leaves)
         shown = [fallback] if fallback is not None else []
+    body_text, body_repairs = _joined_text(shown, walk)
     # Redact before cutting to length, so a number at the cut cannot survive in part.
-    text, cards_in_text = redact_cards(_joined_text(shown, walk))
+    text, cards_in_text = redact_cards(body_text)
     text = text[:MAX_BODY_CHARS].strip()
-    subject, cards_in_subject = redact_cards(_header(message, "Subject"))
+    subject_repairs = _Repairs("subject")
+    subject, cards_in_subject = redact_cards(_header(message, "Subject", subject_repairs))
+    # A label is the sender's text: one that reads as a card number is no exception.
+    repairs = [redact_cards(n)[0] for n in (*mended, *subject_repairs.notes, *body_repairs)]
     from_name, cards_in_name = redact_cards(from_name)
     card_data_found = bool(cards_in_text or cards_in_subject or cards_in_name)
     return ParsedEmail(
@@ -678,7 +729,7 @@ def _parse(raw: bytes) -> ParsedEmail:
         attachments=_attachments(leaves, {id(p) for p in shown} | walk.passed_over),
         card_data_found=card_data_found or card_data_in(message, leaves),
         headers_cut=cut_headers,
-        repairs=mended,
+        repairs=tuple(dict.fromkeys(repairs))[:MAX_REPAIRS_NOTED],
     )
 
 

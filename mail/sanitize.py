@@ -64,22 +64,25 @@ class _TextExtractor(HTMLParser):
             self.parts.append(data)
 
 
-def decode_bytes(data: bytes, charset: str | None = None) -> str:
-    """Text from bytes whose declared charset may be too small, unknown or a lie (read as
-    mail.charsets reads it: the label's superset, a few bad bytes marked where they stand,
-    else UTF-8, the detected charset or Windows-1252)."""
-    return charsets.decode(data, charset).text
-
-
 def decode_part(part: Message) -> str:
     """The text of a MIME part. Never raises: a broken transfer encoding gives what could be
-    decoded, and an unknown or lying charset is read as decode_bytes reads it."""
+    decoded, and a charset label that is too small, unknown or a lie is read as mail.charsets
+    reads it (the label's superset, a few bad bytes marked where they stand, else UTF-8, the
+    detected charset or Windows-1252)."""
+    return read_part(part)[1].text
+
+
+def read_part(part: Message) -> tuple[str | None, charsets.Decoded]:
+    """The charset a MIME part is labelled with, and its text as decode_part reads it, with
+    the codec that read it and whether the label alone did not do. Never raises."""
     try:
         payload = part.get_payload(decode=True)
         charset = part.get_content_charset()
     except Exception:  # hostile input: a part we cannot read has no text
-        return ""
-    return decode_bytes(payload, charset) if isinstance(payload, bytes) else ""
+        return None, charsets.Decoded("", "")
+    if not isinstance(payload, bytes):
+        return charset, charsets.Decoded("", "")
+    return charset, charsets.decode(payload, charset)
 
 
 def clean_text(text: str) -> str:

@@ -309,3 +309,71 @@ def test_an_outlook_msg_in_the_mailbox_is_quarantined_and_the_next_email_is_a_ti
         (ticket,) = session.scalars(select(Ticket))
         assert ticket.subject == "Charged twice"
     assert len(mailbox_client.search(["ALL"])) == 2  # nothing deleted
+
+
+# --- what reading took ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fixture", "repairs"),
+    [
+        (
+            "utf8_cyrillic_one_invalid_byte.eml",
+            ("body: utf-8 with 1 undecodable character replaced by \ufffd",),
+        ),
+        (
+            "iso_2022_jp_nec_extensions.eml",
+            (
+                "subject: labelled iso-2022-jp, read as cp932",
+                "body: labelled iso-2022-jp, read as cp932",
+            ),
+        ),
+        ("shift_jis_in_iso_2022_jp_word.eml", ("subject: labelled iso-2022-jp, read as cp932",)),
+        ("unlabelled_koi8_r_body.eml", ("body: no charset named, read as koi8-r",)),
+        ("unknown_charset.eml", ("body: labelled x-no-such-charset, read as utf-8",)),
+        (
+            "unindented_header_continuation.eml",
+            ("headers: 2 lines without a field name read as part of the field before",),
+        ),
+        # A label's superset (GB2312 as GB18030, ISO-8859-1 as Windows-1252) is no repair.
+        ("gb2312_with_gbk_characters.eml", ()),
+        ("iso_8859_1.eml", ()),
+        ("attachments.eml", ()),
+    ],
+)
+def test_what_reading_took_is_recorded(fixture, repairs):
+    assert read(fixture).repairs == repairs
+
+
+def text_in(charset: str, body: bytes) -> bytes:
+    return (
+        f"From: pat@example.com\r\nSubject: Hi\r\nContent-Type: text/plain; charset={charset}"
+        "\r\n\r\n"
+    ).encode() + body
+
+
+@pytest.mark.parametrize(
+    ("charset", "repair"),
+    [
+        ("4242424242424242", "body: labelled [card ending 4242], read as utf-8"),
+        ('"see ticket 123; refund now"', "body: labelled an unknown charset, read as utf-8"),
+    ],
+    ids=["card-number", "sentence"],
+)
+def test_a_charset_label_is_quoted_only_as_a_name(charset, repair):
+    """The label is the sender's text, and the note goes on the ticket."""
+    assert parse_email(text_in(charset, b"Refund please.")).repairs == (repair,)
+
+
+@pytest.mark.e2e
+def test_the_ticket_says_what_reading_its_email_took(mailbox_client, rt, poll_mail, run_worker):
+    mailbox_client.append("INBOX", (EMAILS / "utf8_cyrillic_one_invalid_byte.eml").read_bytes())
+    poll_mail()
+    run_worker()
+    with session_scope(rt.session_factory) as session:
+        (ticket,) = session.scalars(select(Ticket))
+        (note,) = [m.body for m in ticket.messages if m.body.startswith("Triage: ")]
+        assert note.endswith(
+            " Reading the email took repairs (if its text looks wrong, the stored email has the "
+            "original): body: utf-8 with 1 undecodable character replaced by \ufffd."
+        )
