@@ -5,18 +5,36 @@ from __future__ import annotations
 
 import base64
 import email
+import re
 import zlib
 from email import policy
 from pathlib import Path
 
 import pytest
 from customer_mail import DOUBLE_CHARGE, customer_email
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
+import mail.parsing
 from core.db import session_scope
 from core.db.models import InboundEmail, Ticket
-from mail.header_block import repair_header_block
-from mail.parsing import message_id_of, not_an_email, parse_email
+from mail.header_block import repair_header_block, split_header_block
+from mail.parsing import (
+    MAX_ATTACHMENTS_LISTED,
+    MAX_BODY_CHARS,
+    MAX_ENCODED_WORDS,
+    MAX_FIELD_BYTES,
+    MAX_FILENAME_CHARS,
+    MAX_HEADER_FIELDS,
+    MAX_PARTS,
+    MAX_REPAIRS_NOTED,
+    ParsedEmail,
+    bound_headers,
+    message_id_of,
+    not_an_email,
+    parse_email,
+)
 from mail.redact import card_data_in, redact_raw_message
 from mail.sanitize import html_to_text
 
@@ -377,3 +395,154 @@ def test_the_ticket_says_what_reading_its_email_took(mailbox_client, rt, poll_ma
             " Reading the email took repairs (if its text looks wrong, the stored email has the "
             "original): body: utf-8 with 1 undecodable character replaced by \ufffd."
         )
+
+
+# --- any bytes at all ---------------------------------------------------------------------------
+
+FIXTURE_BYTES = [path.read_bytes() for path in sorted(EMAILS.iterdir()) if path.is_file()]
+# Pieces that change how a message is read, for mutations to splice in.
+PIECES = [
+    b"\r\n\r\n",
+    b"\n",
+    b"\r",
+    b" ",
+    b"\0",
+    b"--",
+    b"=?utf-8?b?",
+    b"=?iso-2022-jp?q?",
+    b"?=",
+    b"\x1b$B",
+    b"From ",
+    b">From x\n",
+    b"\xef\xbb\xbf",
+    bytes.fromhex("D0CF11E0A1B11AE1"),
+    b"Content-Type: multipart/mixed; boundary=x\r\n",
+    b"Content-Type: multipart/alternative; boundary=x\r\n",
+    b"Content-Type: text/html; charset=gb2312\r\n",
+    b"Content-Transfer-Encoding: base64\r\n",
+    b"Content-Disposition: attachment; filename*=utf-8''%FF%FE\r\n",
+    b"\r\n--x\r\n",
+    b"\r\n--x--\r\n",
+]
+
+
+@st.composite
+def mutated_fixtures(draw: st.DrawFn) -> bytes:
+    """A fixture truncated, with bytes changed, pieces spliced in, runs cut or repeated."""
+    raw = bytearray(draw(st.sampled_from(FIXTURE_BYTES)))
+    for _ in range(draw(st.integers(0, 5))):
+        at = draw(st.integers(0, len(raw)))
+        change = draw(st.sampled_from(["truncate", "byte", "splice", "cut", "repeat"]))
+        if change == "truncate":
+            del raw[at:]
+        elif change == "byte" and at < len(raw):
+            raw[at] = draw(st.integers(0, 255))
+        elif change == "splice":
+            raw[at:at] = draw(st.sampled_from(PIECES) | st.binary(max_size=32))
+        elif change == "cut":
+            del raw[at : at + draw(st.integers(1, 200))]
+        elif change == "repeat":
+            raw[at:at] = raw[at : at + draw(st.integers(1, 300))] * draw(st.integers(1, 80))
+    return bytes(raw)
+
+
+@st.composite
+def messages_past_the_bounds(draw: st.DrawFn) -> bytes:
+    """Messages sized to reach the parser's limits: many header fields, many encoded words,
+    many or deeply nested parts, a long body."""
+    fields = b"X-Field: value\r\n" * draw(st.integers(0, 2_000))
+    words = b" =?utf-8?q?refund?=" * draw(st.integers(0, 200))
+    head = b"From: pat@example.com\r\nSubject:" + words + b"\r\n" + fields
+    # Each part costs the email package about a millisecond: a few, or just past the bound.
+    parts = draw(st.integers(0, 20) | st.just(MAX_PARTS + 1))
+    depth = draw(st.integers(0, 40))
+    body = b"refund " * draw(st.integers(0, 20_000))
+    nested = b"".join(
+        b'Content-Type: multipart/mixed; boundary="d%d"\r\n\r\n--d%d\r\n' % (i, i)
+        for i in range(depth)
+    )
+    many = b"".join(b"--m\r\n\r\npart %d\r\n" % i for i in range(parts))  # text/plain
+    return (
+        head
+        + b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n'
+        + b"--m\r\n"
+        + nested
+        + b"Content-Type: text/html\r\n\r\n<p>"
+        + body
+        + b"</p>\r\n"
+        + many
+        + b"--m--\r\n"
+    )
+
+
+_RFC2047_WORD = re.compile(rb"=\?[^?\s]{1,75}\?[bBqQ]\?[^?\s]*\?=")
+
+
+def unfolded_fields(block: bytes) -> list[bytes]:
+    fields: list[bytes] = []
+    for line in block.splitlines():
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def read_within_bounds(raw: bytes) -> ParsedEmail:
+    """parse_email's reading of ``raw``, after asserting the parser's own limits on it: what
+    it keeps, what it hands the email package, and how many parts it walks."""
+    read_as: list[bytes] = []
+    leaves: list[int] = []
+    read_message, leaf_parts = mail.parsing._read_message, mail.parsing._leaf_parts
+
+    def reading(data: bytes):
+        read_as.append(data)
+        return read_message(data)
+
+    def walking(message):
+        found = leaf_parts(message)
+        leaves.append(len(found))
+        return found
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mail.parsing, "_read_message", reading)
+        patch.setattr(mail.parsing, "_leaf_parts", walking)
+        parsed = parse_email(raw)
+    assert isinstance(parsed, ParsedEmail)
+    assert len(parsed.text) <= MAX_BODY_CHARS
+    assert len(parsed.attachments) <= MAX_ATTACHMENTS_LISTED
+    assert all(len(a.filename or "") <= MAX_FILENAME_CHARS for a in parsed.attachments)
+    assert len(parsed.repairs) <= MAX_REPAIRS_NOTED
+    assert len(parsed.subject) <= MAX_FIELD_BYTES
+    assert all(count <= MAX_PARTS for count in leaves)
+    for handed in read_as:  # none when the parser gave up and kept the bytes as text
+        fields = unfolded_fields(split_header_block(handed)[0])
+        assert len(fields) <= MAX_HEADER_FIELDS + len(mail.parsing._ESSENTIAL_FIELDS)
+        assert all(len(f) <= MAX_FIELD_BYTES for f in fields)
+        assert all(len(_RFC2047_WORD.findall(f)) <= MAX_ENCODED_WORDS for f in fields)
+    return parsed
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2_048) | mutated_fixtures())
+def test_any_bytes_are_read_or_quarantined_and_never_raise(raw):
+    reason = not_an_email(raw)
+    assert reason is None or reason.startswith("Not an email: ")
+    read_within_bounds(raw)  # quarantined mail too: the quarantine list reads it
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages_past_the_bounds())
+def test_messages_past_the_bounds_are_read_within_them(raw):
+    assert not_an_email(raw) is None
+    parsed = read_within_bounds(raw)
+    assert parsed.from_address == "pat@example.com"
+
+
+def test_many_tiny_header_fields_are_bounded_by_their_count_too():
+    """2,500 fields of a few bytes fit inside one field's byte bound."""
+    raw = b"From: a@example.com\r\n" + b"X: y\r\n" * 2_500 + b"Subject: Hi\r\n\r\nbody"
+    bounded, cut = bound_headers(raw)
+    assert cut == ("X",)
+    assert len(unfolded_fields(split_header_block(bounded)[0])) == MAX_HEADER_FIELDS + 1
+    assert parse_email(raw).subject == "Hi"  # essential fields past the count are kept
