@@ -229,14 +229,20 @@ def classify_file(path: Path) -> None:
 @cli.command("eval-classifier")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def eval_classifier(path: Path) -> None:
-    """Score the classifier on a CSV of text,label: accuracy, macro-F1, per category, confusion."""
+    """Score the classifier on a CSV of text,label: accuracy, macro-F1, per category, confusion,
+    and precision and coverage per confidence threshold (the policy's threshold marked)."""
     from mail.classifier import classify_many
-    from mail.evaluation import evaluate, read_rows
+    from mail.evaluation import evaluate, precision_coverage, read_rows, render_curve
 
     rows = read_rows(path, ["text", "label"])
     results = classify_many([("", row["text"] or "") for row in rows])
-    report = evaluate([row["label"] for row in rows], [str(r.category) for r in results])
-    click.echo(report.render())
+    gold = [row["label"] for row in rows]
+    click.echo(evaluate(gold, [str(r.category) for r in results]).render())
+    from core.policy.config import load_policy
+
+    threshold = load_policy(_settings().policy_file).min_classifier_confidence
+    curve = precision_coverage(gold, [(str(r.category), r.confidence) for r in results])
+    click.echo(f"\n{render_curve(curve, marked=threshold)}")
 
 
 @cli.group()

@@ -1,15 +1,24 @@
 """Text to Classification: which billing problem an email is about, how sure, and why.
 
-Sentence embeddings (all-MiniLM-L6-v2, ``mail/encoder.py``) plus hits of a small table of
-unmistakable phrases, into a linear model (logistic regression) trained on the labelled corpus
-we wrote ourselves (``mail/corpus/<category>.csv``). Embeddings carry meaning across wording
-the corpus never used ("restitution", "get my money back", "the renewal bounced"); the phrase
-table keeps the plain cases ("I filed a chargeback") right and says why. The method was chosen
-by measurement against word n-grams and rules alone: see ``bench/classifier.py`` and the
-numbers in ``bench/README.md``.
+Two readers, the cheap one first:
 
-The trained weights live in ``mail/model/classifier.json`` with a fingerprint of the corpus
-they came from; ``python -m mail.training`` rebuilds them (a test fails when they are stale).
+1. **Character n-grams** (TF-IDF of 2–5 letter pieces of words, plus hits of a small table of
+   unmistakable phrases) into a linear model. It reads an email in well under a millisecond,
+   shrugs off typos ("acncel", "erfund"), and decides alone when it is sure.
+2. **Sentence embeddings** (all-MiniLM-L6-v2 through ONNX Runtime, ``mail/encoder.py``, plus the
+   same phrase hits) into a second linear model, for the emails the first is unsure of. Embeddings
+   carry meaning across wording the corpus never used ("restitution", "the renewal bounced"),
+   at about 16 ms an email on one core.
+
+Both are trained on the labelled corpus we wrote ourselves (``mail/corpus/<category>.csv``).
+The gate between them and each reader's **calibration** (a monotone map from the model's raw
+probability to the share of emails it got right at that probability, measured on emails each
+model had not been trained on) are chosen by ``python -m mail.training``, so ``confidence`` is
+an honest probability that the category is right, and the policy's threshold means what it says.
+The method was chosen by measurement: see ``bench/classifier.py`` and ``bench/README.md``.
+
+The text classified is the sender's own words (``mail.parsing.text_for_classification``: quoted
+history and signatures are the parser's to remove, once); here it is only trimmed.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import hashlib
 import json
 import re
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +37,12 @@ from typing import Any
 from core.domain import Category
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
+MODEL_DIR = Path(__file__).resolve().parent / "model"
+WEIGHTS_FILE = MODEL_DIR / "classifier.json"
+ARRAYS_FILE = MODEL_DIR / "classifier.npz"
 DEFAULT_THRESHOLD = 0.5
 MAX_CHARS = 3000  # the opening of an email carries its point; long threads only add noise
+GRAM_SIZES = range(2, 6)
 
 C = Category
 # Phrases that settle a category on their own; each hit is a feature and a reason.
@@ -54,9 +68,7 @@ _PHRASES: tuple[tuple[Category, str], ...] = (
     (C.UNUSED_MODULE, r"(never|not|didn'?t) (used|use|activated?)\b.{0,40}\b(module|add-?on)"),
 )
 _COMPILED = tuple((category, re.compile(pattern, re.I)) for category, pattern in _PHRASES)
-_QUOTE_HEADER = re.compile(
-    r"^(on .{0,200}wrote:|-+ ?original message ?-+|from: .+|sent from my \w+)\s*$", re.I
-)
+PHRASE_WEIGHT = 0.5  # a phrase hit counts about as much as a strong embedding direction
 
 
 @dataclass(frozen=True)
@@ -94,15 +106,16 @@ def load_corpus(split: str | None = None, directory: Path = CORPUS_DIR) -> list[
     return examples
 
 
-def prepare(subject: str, body: str) -> str:
-    """The text the model reads: subject and body, without quoted history, trimmed."""
-    kept: list[str] = []
-    for line in body.splitlines():
-        if _QUOTE_HEADER.match(line.strip()):
-            break  # everything below is an earlier message or a phone's signature
-        if not line.lstrip().startswith(">"):
-            kept.append(line)
-    return f"{subject}\n{' '.join(' '.join(kept).split())}"[:MAX_CHARS]
+def prepare(subject: str, own_words: str) -> str:
+    """The text the models read: the subject and the sender's words on one line, trimmed."""
+    return f"{subject}\n{' '.join(own_words.split())}"[:MAX_CHARS]
+
+
+def example_text(example: Example) -> str:
+    """A corpus email as the models see it once intake has read it: its own words only."""
+    from mail.parsing import text_for_classification
+
+    return prepare(example.subject, text_for_classification(example.body))
 
 
 def phrase_hits(text: str) -> list[tuple[Category, str]]:
@@ -115,8 +128,28 @@ def phrase_hits(text: str) -> list[tuple[Category, str]]:
     return hits
 
 
-PHRASE_WEIGHT = 0.5  # a phrase hit counts about as much as a strong embedding direction
-WEIGHTS_FILE = Path(__file__).resolve().parent / "model" / "classifier.json"
+def phrase_features(texts: Sequence[str]) -> Any:
+    """One row per text, one column per phrase: PHRASE_WEIGHT where it is found."""
+    import numpy as np
+
+    hits = np.zeros((len(texts), len(_COMPILED)), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for column, (_, pattern) in enumerate(_COMPILED):
+            if pattern.search(text):
+                hits[row, column] = PHRASE_WEIGHT
+    return hits
+
+
+def char_grams(text: str) -> Counter[str]:
+    """Counts of the 2–5 character pieces of each lower-cased word, padded with a space."""
+    grams: Counter[str] = Counter()
+    for word in text.lower().split():
+        padded = f" {word} "
+        for size in GRAM_SIZES:
+            if size > len(padded):
+                break
+            grams.update(padded[i : i + size] for i in range(len(padded) - size + 1))
+    return grams
 
 
 def corpus_fingerprint(directory: Path = CORPUS_DIR) -> str:
@@ -128,18 +161,6 @@ def corpus_fingerprint(directory: Path = CORPUS_DIR) -> str:
     return digest.hexdigest()
 
 
-def features(texts: Sequence[str], embeddings: Any) -> Any:
-    """Embeddings with the phrase hits appended, one row per prepared text."""
-    import numpy as np
-
-    hits = np.zeros((len(texts), len(_COMPILED)), dtype=np.float32)
-    for row, text in enumerate(texts):
-        for column, (_, pattern) in enumerate(_COMPILED):
-            if pattern.search(text):
-                hits[row, column] = PHRASE_WEIGHT
-    return np.hstack([np.asarray(embeddings, dtype=np.float32), hits])
-
-
 @dataclass(frozen=True)
 class LinearModel:
     """Multinomial logistic regression weights: a probability per category."""
@@ -148,57 +169,146 @@ class LinearModel:
     coef: Any  # (categories, features)
     intercept: Any  # (categories,)
 
-    def probabilities(self, x: Any) -> Any:
-        """Softmax of the linear scores, one row per example."""
+    def probabilities(self, scores: Any) -> Any:
+        """Softmax of linear scores (one row per example)."""
         import numpy as np
 
-        scores = x @ self.coef.T + self.intercept
-        scores -= scores.max(axis=1, keepdims=True)
+        scores = scores - scores.max(axis=1, keepdims=True)
         exp = np.exp(scores)
         return exp / exp.sum(axis=1, keepdims=True)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready weights (rounded: six decimals change no prediction)."""
-        return {
-            "categories": [str(c) for c in self.categories],
-            "coef": [[round(float(v), 6) for v in row] for row in self.coef],
-            "intercept": [round(float(v), 6) for v in self.intercept],
-        }
+    def dense(self, x: Any) -> Any:
+        """Probabilities for dense feature rows."""
+        return self.probabilities(x @ self.coef.T + self.intercept)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LinearModel:
-        """Weights read back from JSON."""
+
+@dataclass(frozen=True)
+class GramReader:
+    """TF-IDF of character n-grams over a fixed vocabulary, then phrase hits, then weights."""
+
+    vocabulary: dict[str, int]
+    idf: Any  # (grams,)
+    model: LinearModel  # over grams followed by phrases
+
+    def vectors(self, text: str) -> tuple[Any, Any]:
+        """The text's (gram columns, L2-normalised sublinear TF-IDF values)."""
         import numpy as np
 
-        return cls(
-            tuple(Category(c) for c in data["categories"]),
-            np.asarray(data["coef"], dtype=np.float32),
-            np.asarray(data["intercept"], dtype=np.float32),
+        found = [
+            (self.vocabulary[g], n) for g, n in char_grams(text).items() if g in self.vocabulary
+        ]
+        columns = np.fromiter((c for c, _ in found), dtype=np.int64, count=len(found))
+        counts = np.fromiter((n for _, n in found), dtype=np.float32, count=len(found))
+        values = (1.0 + np.log(counts)) * self.idf[columns]
+        norm = float(np.sqrt((values**2).sum()))
+        return columns, values / norm if norm else values
+
+    def probabilities(self, texts: Sequence[str]) -> Any:
+        """One row of category probabilities per prepared text."""
+        import numpy as np
+
+        grams = len(self.vocabulary)
+        coef = self.model.coef
+        phrases = phrase_features(texts)
+        scores = np.empty((len(texts), len(self.model.categories)), dtype=np.float32)
+        for row, text in enumerate(texts):
+            columns, values = self.vectors(text)
+            scores[row] = coef[:, columns] @ values + coef[:, grams:] @ phrases[row]
+        return self.model.probabilities(scores + self.model.intercept)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A monotone map from a reader's raw top probability to how often it is then right."""
+
+    raw: tuple[float, ...]
+    right: tuple[float, ...]
+
+    def __call__(self, probability: float) -> float:
+        import numpy as np
+
+        return float(np.interp(probability, self.raw, self.right))
+
+
+@dataclass(frozen=True)
+class Model:
+    """The two readers, the gate between them and their calibrations."""
+
+    grams: GramReader
+    embeddings: LinearModel  # over the sentence embedding followed by phrases
+    gate: float  # the gram reader decides alone at or above this raw probability
+    calibrations: dict[str, Calibration]  # "grams", "embeddings"
+
+    def classify(self, texts: Sequence[str]) -> list[Classification]:
+        """Classify prepared texts; the encoder runs only for those the gram reader is unsure of."""
+        import numpy as np
+
+        rows = self.grams.probabilities(texts)
+        unsure = [i for i, row in enumerate(rows) if float(row.max()) < self.gate]
+        readers = ["grams"] * len(texts)
+        if unsure:
+            from mail.encoder import get_encoder
+
+            chosen = [texts[i] for i in unsure]
+            x = np.hstack([get_encoder().encode(chosen), phrase_features(chosen)])
+            for i, row in zip(unsure, self.embeddings.dense(x), strict=True):
+                # Each reader errs where the other does not: averaged, they beat either alone.
+                rows[i], readers[i] = (rows[i] + row) / 2, "embeddings"
+        return [
+            self._explain(text, row, reader)
+            for text, row, reader in zip(texts, rows, readers, strict=True)
+        ]
+
+    def _explain(self, text: str, row: Any, reader: str) -> Classification:
+        categories = (
+            self.embeddings.categories if reader == "embeddings" else self.grams.model.categories
         )
+        order = sorted(range(len(row)), key=lambda i: -row[i])
+        category, raw = categories[order[0]], float(row[order[0]])
+        confidence = self.calibrations[reader](raw)
+        reasons = [f"{c}: “{m}”" for c, m in phrase_hits(text) if c is category]
+        reasons.append(
+            f"model: {category} {confidence:.2f} by {_READER_NAMES[reader]}"
+            f" (next: {categories[order[1]]} {float(row[order[1]]):.2f})"
+        )
+        return Classification(category, round(confidence, 3), tuple(reasons))
 
 
-def train(examples: Sequence[Example], embeddings: Any) -> LinearModel:
-    """Fit the linear model on examples and their (already computed) embeddings."""
-    from sklearn.linear_model import LogisticRegression
-
-    texts = [prepare(e.subject, e.body) for e in examples]
-    fitted = LogisticRegression(C=3.0, max_iter=5000, class_weight="balanced").fit(
-        features(texts, embeddings), [str(e.label) for e in examples]
-    )
-    return LinearModel(tuple(Category(c) for c in fitted.classes_), fitted.coef_, fitted.intercept_)
+_READER_NAMES = {"grams": "character n-grams", "embeddings": "sentence embeddings"}
 
 
-def load_weights(name: str = "production", path: Path = WEIGHTS_FILE) -> LinearModel:
+def load_weights(name: str = "production", directory: Path = MODEL_DIR) -> Model:
     """Shipped weights: "production" (whole corpus) or "train_split" (for held-out checks)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return LinearModel.from_dict(data["models"][name])
+    import numpy as np
+
+    meta = json.loads((directory / WEIGHTS_FILE.name).read_text(encoding="utf-8"))[name]
+    with np.load(directory / ARRAYS_FILE.name) as arrays:
+        vocabulary = [str(g) for g in arrays[f"{name}.vocabulary"]]
+        idf = arrays[f"{name}.idf"].astype(np.float32)
+        models = {
+            reader: LinearModel(
+                tuple(Category(c) for c in meta["categories"]),
+                arrays[f"{name}.{reader}.coef"].astype(np.float32),
+                arrays[f"{name}.{reader}.intercept"].astype(np.float32),
+            )
+            for reader in ("grams", "embeddings")
+        }
+    return Model(
+        grams=GramReader({g: i for i, g in enumerate(vocabulary)}, idf, models["grams"]),
+        embeddings=models["embeddings"],
+        gate=float(meta["gate"]),
+        calibrations={
+            reader: Calibration(tuple(points["raw"]), tuple(points["right"]))
+            for reader, points in meta["calibrations"].items()
+        },
+    )
 
 
-_model: LinearModel | None = None
+_model: Model | None = None
 _lock = threading.Lock()
 
 
-def load() -> LinearModel:
+def load() -> Model:
     """The production model and the encoder, loaded once per process (warm it before forking)."""
     global _model
     from mail.encoder import get_encoder
@@ -211,30 +321,14 @@ def load() -> LinearModel:
 
 
 def classify_many(
-    items: Sequence[tuple[str, str]], model: LinearModel | None = None
+    items: Sequence[tuple[str, str]], model: Model | None = None
 ) -> list[Classification]:
-    """Classify (subject, body) pairs in one batch: much faster than one at a time."""
-    from mail.encoder import get_encoder
-
-    model = model or load()
+    """Classify (subject, the sender's own words) pairs."""
     if not items:
         return []
-    texts = [prepare(subject, body) for subject, body in items]
-    probabilities = model.probabilities(features(texts, get_encoder().encode(texts)))
-    results = []
-    for text, row in zip(texts, probabilities, strict=True):
-        best = int(row.argmax())
-        category, probability = model.categories[best], float(row[best])
-        reasons = [f"{c}: “{m}”" for c, m in phrase_hits(text) if c is category]
-        runner = sorted(range(len(row)), key=lambda i: -row[i])[1]
-        reasons.append(
-            f"model: {category} {probability:.2f}"
-            f" (next: {model.categories[runner]} {float(row[runner]):.2f})"
-        )
-        results.append(Classification(category, round(probability, 3), tuple(reasons)))
-    return results
+    return (model or load()).classify([prepare(subject, words) for subject, words in items])
 
 
-def classify(subject: str, body: str) -> Classification:
-    """Classify an email from its subject and body text."""
-    return classify_many([(subject, body)])[0]
+def classify(subject: str, own_words: str) -> Classification:
+    """Classify an email from its subject and the sender's own words."""
+    return classify_many([(subject, own_words)])[0]

@@ -95,6 +95,57 @@ def evaluate(gold: Sequence[str], predicted: Sequence[str]) -> Report:
     )
 
 
+THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """At one confidence threshold: the share of texts at or above it, and how many of those
+    are classified right."""
+
+    threshold: float
+    coverage: float
+    precision: float
+    covered: int
+
+
+def precision_coverage(
+    gold: Sequence[str],
+    predictions: Sequence[tuple[str, float]],
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> list[CurvePoint]:
+    """Precision and coverage per threshold over (predicted category, confidence) pairs."""
+    if len(gold) != len(predictions):
+        raise ValueError("gold and predicted differ in length")
+    points = []
+    for threshold in thresholds:
+        covered = [g == p for g, (p, c) in zip(gold, predictions, strict=True) if c >= threshold]
+        points.append(
+            CurvePoint(
+                threshold,
+                _ratio(len(covered), len(gold)),
+                _ratio(sum(covered), len(covered)) if covered else 1.0,
+                len(covered),
+            )
+        )
+    return points
+
+
+def render_curve(points: Sequence[CurvePoint], marked: float | None = None) -> str:
+    """The precision/coverage table, one line per threshold; ``marked`` (the threshold
+    automation uses) gets an arrow."""
+    lines = [
+        "precision and coverage by confidence threshold (coverage: share of texts at or above it)",
+        f"{'threshold':>10}{'coverage':>10}{'precision':>11}{'texts':>7}",
+    ]
+    for p in points:
+        arrow = "  <- automation" if marked is not None and abs(p.threshold - marked) < 1e-9 else ""
+        lines.append(
+            f"{p.threshold:>10.2f}{p.coverage:>10.3f}{p.precision:>11.3f}{p.covered:>7}{arrow}"
+        )
+    return "\n".join(lines)
+
+
 def read_rows(path: Path, required: Iterable[str]) -> list[dict[str, str]]:
     """A CSV file's rows as dicts; InvalidInput naming a missing column or an unreadable file."""
     try:
