@@ -524,8 +524,11 @@ def test_classifier_rules(text, category):
 
 
 def test_classifier_is_unsure_when_signals_compete():
+    """Three requests in one email: automation leaves it to a person at the policy's threshold."""
+    from core.policy.config import PolicyConfig
+
     result = classify("", "I want to cancel. Also a refund would be nice. Disappointed.")
-    assert result.confidence < 0.5 and not result.is_confident()
+    assert not result.is_confident(PolicyConfig().min_classifier_confidence), result
 
 
 def ticket_we_answered(session) -> tuple[LocalHelpdesk, int]:
