@@ -237,7 +237,7 @@ class Model:
     grams: GramReader
     embeddings: LinearModel  # over the sentence embedding followed by phrases
     gate: float  # the gram reader decides alone at or above this raw probability
-    calibrations: dict[str, Calibration]  # "grams", "embeddings"
+    calibrations: dict[str, Calibration]  # "grams" (alone), "both" (averaged)
 
     def classify(self, texts: Sequence[str]) -> list[Classification]:
         """Classify prepared texts; the encoder runs only for those the gram reader is unsure of."""
@@ -253,16 +253,14 @@ class Model:
             x = np.hstack([get_encoder().encode(chosen), phrase_features(chosen)])
             for i, row in zip(unsure, self.embeddings.dense(x), strict=True):
                 # Each reader errs where the other does not: averaged, they beat either alone.
-                rows[i], readers[i] = (rows[i] + row) / 2, "embeddings"
+                rows[i], readers[i] = (rows[i] + row) / 2, "both"
         return [
             self._explain(text, row, reader)
             for text, row, reader in zip(texts, rows, readers, strict=True)
         ]
 
     def _explain(self, text: str, row: Any, reader: str) -> Classification:
-        categories = (
-            self.embeddings.categories if reader == "embeddings" else self.grams.model.categories
-        )
+        categories = self.grams.model.categories  # the embedding model's, too (load_weights)
         order = sorted(range(len(row)), key=lambda i: -row[i])
         category, raw = categories[order[0]], float(row[order[0]])
         confidence = self.calibrations[reader](raw)
@@ -274,7 +272,10 @@ class Model:
         return Classification(category, round(confidence, 3), tuple(reasons))
 
 
-_READER_NAMES = {"grams": "character n-grams", "embeddings": "sentence embeddings"}
+_READER_NAMES = {
+    "grams": "character n-grams alone",
+    "both": "character n-grams and sentence embeddings",
+}
 
 
 def load_weights(name: str = "production", directory: Path = MODEL_DIR) -> Model:

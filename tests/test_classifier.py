@@ -118,7 +118,7 @@ def test_at_the_policys_threshold_automation_is_precise_and_covers_most_emails(m
         [threshold],
     )
     # Floors under the measured figures (bench/README.md), not targets.
-    assert point.precision >= 0.95 and point.coverage >= 0.85, point
+    assert point.precision >= 0.97 and point.coverage >= 0.8, point
 
 
 def test_the_sentence_encoder_reads_only_what_the_gram_reader_is_unsure_of(model, monkeypatch):
@@ -138,7 +138,7 @@ def test_the_sentence_encoder_reads_only_what_the_gram_reader_is_unsure_of(model
     odd = ("", "the thing u took from my acct yesterday happened 2x??")
     results = classifier.classify_many([plain, odd], model)
     assert results[0].category is C.DUPLICATE_CHARGE
-    assert "character n-grams" in results[0].reasons[-1]
+    assert "n-grams alone" in results[0].reasons[-1]
     assert [len(batch) for batch in calls] == [1] and "2x" in calls[0][0]
     assert "sentence embeddings" in results[1].reasons[-1]
 
