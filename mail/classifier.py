@@ -43,6 +43,8 @@ ARRAYS_FILE = MODEL_DIR / "classifier.npz"
 DEFAULT_THRESHOLD = 0.5
 MAX_CHARS = 3000  # the opening of an email carries its point; long threads only add noise
 GRAM_SIZES = range(2, 6)
+# A few hundred emails per band of raw probability cannot show a reader is never wrong there.
+MAX_CONFIDENCE = 0.99
 
 C = Category
 # Phrases that settle a category on their own; each hit is a feature and a reason.
@@ -227,7 +229,7 @@ class Calibration:
     def __call__(self, probability: float) -> float:
         import numpy as np
 
-        return float(np.interp(probability, self.raw, self.right))
+        return min(float(np.interp(probability, self.raw, self.right)), MAX_CONFIDENCE)
 
 
 @dataclass(frozen=True)
@@ -267,7 +269,7 @@ class Model:
         reasons = [f"{c}: “{m}”" for c, m in phrase_hits(text) if c is category]
         reasons.append(
             f"model: {category} {confidence:.2f} by {_READER_NAMES[reader]}"
-            f" (next: {categories[order[1]]} {float(row[order[1]]):.2f})"
+            f" (raw {raw:.2f}; next: {categories[order[1]]} {float(row[order[1]]):.2f})"
         )
         return Classification(category, round(confidence, 3), tuple(reasons))
 
