@@ -53,8 +53,7 @@ from mail.classifier import Classification, classify
 from mail.conversations import find_ticket_for
 from mail.extract import Entities, extract
 from mail.loop_guard import automated_reason
-from mail.parsing import ParsedEmail, parse_email
-from mail.redact import redact_raw_message
+from mail.parsing import ParsedEmail, read_email
 
 log = logging.getLogger(__name__)
 ACTOR = MAIL_AGENT
@@ -86,10 +85,11 @@ def process_inbound_email(email_id: int) -> str:
             return stored.status
         raw = stored.raw  # as received: a redacted copy no longer carries a valid signature
         budget = Budget(rt.settings.mail_time_budget_seconds)
-        parsed = parse_email(raw)
+        reading = read_email(raw)  # parsed once: the redacted copy is made from this tree
+        parsed = reading.parsed
         if parsed.card_data_found:
             # PCI: no card number is kept, in the stored copy any more than on the ticket.
-            stored.raw = redact_raw_message(stored.raw, parsed.text)
+            stored.raw = reading.redacted_raw()
         oversized = stored.status == InboundStatus.OVERSIZED
         our_address = email.utils.parseaddr(rt.settings.mail_from)[1]
         automated = automated_reason(parsed, our_address)

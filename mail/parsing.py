@@ -3,6 +3,10 @@
 A malformed message must never stop the pipeline: every header and body read has a fallback,
 and parse_email itself never raises. Card numbers never leave this module: the subject and
 text it returns are already redacted (mail.redact).
+
+A message is parsed once: read_email keeps the tree and each part's decoded text beside the
+ParsedEmail, so that card detection, and the redacted copy that replaces the stored raw bytes,
+work from that one reading.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 from core.customers import legal_form_pattern
 from mail import charsets
 from mail.header_block import has_header_block, repair_header_block, split_header_block
-from mail.redact import card_data_in, redact_cards
+from mail.redact import card_data_in, redact_cards, redact_message
 from mail.sanitize import clean_text, html_to_text, read_part
 
 log = logging.getLogger(__name__)
@@ -295,6 +299,7 @@ class _BodyWalk:
     def __init__(self) -> None:
         self.passed_over: set[int] = set()  # alternatives not shown: read, not attachments
         self.texts: dict[int, tuple[str, str | None]] = {}  # and what reading each took
+        self.reader = _PartReader()
         self._visits = 0
 
     def shown(self, part: Message, depth: int = 0) -> list[Message]:
@@ -359,7 +364,7 @@ class _BodyWalk:
 
     def _read(self, part: Message) -> tuple[str, str | None]:
         if id(part) not in self.texts:
-            self.texts[id(part)] = _body_text(part)
+            self.texts[id(part)] = _body_text(part, self.reader)
         return self.texts[id(part)]
 
 
@@ -387,9 +392,27 @@ def _body_part(message: EmailMessage, leaves: list[Message]) -> Message | None:
     return body
 
 
-def _body_text(body: Message) -> tuple[str, str | None]:
+class _PartReader:
+    """Each part of one message decoded once, for body selection, card detection and
+    redaction alike (parts are told apart by identity: the tree keeps them alive)."""
+
+    def __init__(self) -> None:
+        self._read: dict[int, tuple[str | None, charsets.Decoded]] = {}
+
+    def read(self, part: Message) -> tuple[str | None, charsets.Decoded]:
+        """The part's charset label and decoded text (mail.sanitize.read_part)."""
+        if id(part) not in self._read:
+            self._read[id(part)] = read_part(part)
+        return self._read[id(part)]
+
+    def text(self, part: Message) -> str:
+        """The part's decoded text, as mail.sanitize.decode_part reads it."""
+        return self.read(part)[1].text
+
+
+def _body_text(body: Message, reader: _PartReader) -> tuple[str, str | None]:
     """The part's readable text, and what reading its charset took."""
-    label, decoded = read_part(body)
+    label, decoded = reader.read(body)
     text = decoded.text
     if body.get_content_type() == "text/html":
         text = html_to_text(text)
@@ -583,14 +606,45 @@ def not_an_email(raw: bytes) -> str | None:
     return None
 
 
+@dataclass
+class ReadEmail:
+    """One reading of a raw message: what Billing Desk uses (``parsed``), and the tree it was
+    read from with each part's decoded text, from which the stored copy is redacted without
+    parsing the bytes again. ``message`` is None when the bytes could not be read as mail."""
+
+    parsed: ParsedEmail
+    message: EmailMessage | None = None
+    reader: _PartReader = field(default_factory=_PartReader, repr=False)
+    _redacted: bytes | None = field(default=None, init=False, repr=False)
+
+    def redacted_raw(self) -> bytes:
+        """The message re-serialised with its card data removed (mail.redact.redact_message),
+        for the stored copy when ``parsed.card_data_found``. It redacts the tree in place, so
+        it is made once and the same bytes are returned after."""
+        if self._redacted is None:
+            if self.message is None:
+                text = redact_cards(self.parsed.text)[0]
+                self._redacted = f"\r\n{text}".encode("utf-8", "replace")
+            else:
+                text_of = self.reader.text
+                self._redacted = redact_message(self.message, self.parsed.text, text_of)
+        return self._redacted
+
+
 def parse_email(raw: bytes) -> ParsedEmail:
     """Parse a raw RFC 5322 message; never raises for malformed input."""
+    return read_email(raw).parsed
+
+
+def read_email(raw: bytes) -> ReadEmail:
+    """Parse a raw RFC 5322 message once, keeping the tree for redaction; never raises for
+    malformed input."""
     try:
         return _parse(raw)
     except Exception:  # one bad message must never stop the pipeline
         log.exception("could not parse a message; keeping its bytes as text")
         text, cards = redact_cards(raw[:MAX_BODY_CHARS].decode("utf-8", "replace"))
-        return ParsedEmail(
+        parsed = ParsedEmail(
             message_id=None,
             subject="",
             from_address="",
@@ -602,6 +656,7 @@ def parse_email(raw: bytes) -> ParsedEmail:
             for_classification=text,
             card_data_found=cards > 0,
         )
+        return ReadEmail(parsed)
 
 
 _BOUNDARY_LINE = re.compile(r"^--([^\s]{1,70}?)(?:--)?[ \t\r]*$", re.MULTILINE)
@@ -687,7 +742,7 @@ def _read_message(raw: bytes) -> EmailMessage:
     return message
 
 
-def _parse(raw: bytes) -> ParsedEmail:
+def _parse(raw: bytes) -> ReadEmail:
     raw, mended = repair_header_block(raw)
     raw, cut_headers = bound_headers(raw)
     message = _read_message(raw)
@@ -718,7 +773,7 @@ def _parse(raw: bytes) -> ParsedEmail:
     repairs = [redact_cards(n)[0] for n in (*mended, *subject_repairs.notes, *body_repairs)]
     from_name, cards_in_name = redact_cards(from_name)
     card_data_found = bool(cards_in_text or cards_in_subject or cards_in_name)
-    return ParsedEmail(
+    parsed = ParsedEmail(
         message_id=(_message_ids(_header(message, "Message-ID")) or (None,))[0],
         subject=subject,
         from_address=from_address.strip().lower(),
@@ -731,10 +786,11 @@ def _parse(raw: bytes) -> ParsedEmail:
         headers=headers,
         for_classification=text_for_classification(text),
         attachments=_attachments(leaves, {id(p) for p in shown} | walk.passed_over),
-        card_data_found=card_data_found or card_data_in(message, leaves),
+        card_data_found=card_data_found or card_data_in(message, leaves, walk.reader.text),
         headers_cut=cut_headers,
         repairs=tuple(dict.fromkeys(repairs))[:MAX_REPAIRS_NOTED],
     )
+    return ReadEmail(parsed, message, walk.reader)
 
 
 def message_id_of(raw: bytes) -> str | None:

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import email
 import email.errors
+import email.utils
 import html
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from email import policy
 from email.message import EmailMessage, Message
 
-from mail.header_block import repair_header_block
 from mail.sanitize import clean_text, decode_part, html_to_text
 
 log = logging.getLogger(__name__)
+
+# A part's decoded text: decode_part, or a reader that has decoded the part already.
+TextOf = Callable[[Message], str]
 
 # Runs of digit groups joined by one space or dash (text is cleaned first, so odd spaces are
 # plain). Not after "+" (an international phone number) or a word character (an ID such as
@@ -33,6 +36,13 @@ _SECURITY_CODE = re.compile(
 )
 MIN_DIGITS, MAX_DIGITS = 12, 19
 SECURITY_CODE_REMOVED = "[security code removed]"
+# Header fields that hold identifiers, structure or traces rather than anyone's words (by
+# prefix, lowercased): their digit runs (a boundary, a Message-ID's timestamp) are kept, as
+# changing them would break the message or its thread.
+_STRUCTURAL_FIELDS = (
+    "content-", "message-id", "in-reply-to", "references", "resent-message-id",
+    "mime-version", "date", "received", "dkim-", "arc-", "authentication-results",
+)  # fmt: skip
 
 
 def luhn_valid(digits: str) -> bool:
@@ -128,20 +138,95 @@ def _text_parts(parts: Iterable[Message]) -> Iterator[Message]:
             yield part
 
 
-def card_data_in(message: Message, parts: Iterable[Message] | None = None) -> bool:
+def card_data_in(
+    message: Message, parts: Iterable[Message] | None = None, text_of: TextOf = decode_part
+) -> bool:
     """Whether the subject or any text part (body or attachment) shows card data; ``parts``
-    are the message's parts when the caller has them already (else all are walked)."""
+    are the message's parts when the caller has them already (else all are walked), and
+    ``text_of`` gives a part's decoded text (a reader that has decoded it already)."""
     if has_card_data(" ".join(str(message.get("Subject", "")).split())):
         return True
     for part in _text_parts(message.walk() if parts is None else parts):
-        text = decode_part(part)
+        text = text_of(part)
         if has_card_data(text) or has_card_data(_readable(part, text)):
             return True
     return False
 
 
-def _redact_part(part: EmailMessage) -> None:
-    text = decode_part(part)
+def redact_message(
+    message: EmailMessage, fallback_text: str = "", text_of: TextOf = decode_part
+) -> bytes:
+    """The raw bytes of an already parsed message with card data removed from its headers and
+    text parts, serialised from the tree (which is redacted in place: nothing reads the bytes
+    again). If the redacted tree still shows card data, or cannot be made or written, the
+    result is its headers over ``fallback_text`` (the already redacted body)."""
+    try:
+        rewritten = _redact_structure(message, text_of)
+        if rewritten is not None:
+            return rewritten
+    except Exception:  # any failure falls back to the safe copy below
+        log.warning("could not rewrite a message part by part to remove card data")
+    text = redact_cards(fallback_text)[0]
+    try:
+        return _headers_with_text(message, text)
+    except Exception:  # even the headers are unusable: keep the text alone
+        log.warning("could not copy a message's headers while removing card data")
+        return f"\r\n{text}".encode("utf-8", "replace")
+
+
+def _redact_structure(message: EmailMessage, text_of: TextOf = decode_part) -> bytes | None:
+    """Redact every header and text part of the tree in place and serialise it; None if the
+    tree, read afresh, still shows card data."""
+    boundaries = {b for p in message.walk() if p.is_multipart() and (b := p.get_boundary())}
+    for part in message.walk():
+        assert isinstance(part, EmailMessage)
+        _redact_headers(part)
+        if part.get_content_maintype() == "text" and not part.is_multipart():
+            _redact_part(part, text_of(part), boundaries)
+    if card_data_in(message):  # decoded again from the rewritten parts, not from text_of
+        return None
+    return message.as_bytes(policy=policy.default.clone(linesep="\r\n"))
+
+
+def _redact_headers(part: EmailMessage) -> None:
+    """Card numbers out of the part's header fields (the subject, a sender's display name,
+    any other field), each changed field kept where it stands when it occurs once."""
+    for name in dict.fromkeys(part.keys()):
+        if name.lower().startswith(_STRUCTURAL_FIELDS):
+            continue
+        try:
+            values = part.get_all(name) or []
+            redacted = [_redacted_field(value) for value in values]
+        except Exception:  # a field the modern policy cannot read is left as it stands
+            continue
+        if all(field is None for field in redacted):
+            continue
+        fields = [str(v) if r is None else r for v, r in zip(values, redacted, strict=True)]
+        if len(fields) == 1:
+            part.replace_header(name, fields[0])
+            continue
+        del part[name]
+        for value in fields:
+            part[name] = value
+
+
+def _redacted_field(value: object) -> str | None:
+    """A header field's value with card data replaced; None when it shows none. Only the
+    display names of an address field are changed: its addresses are kept as written."""
+    addresses = getattr(value, "addresses", None)
+    if addresses is not None:
+        names = [redact_cards(" ".join(a.display_name.split())) for a in addresses]
+        if not any(count for _name, count in names):
+            return None
+        return ", ".join(
+            email.utils.formataddr((name, a.addr_spec))
+            for (name, _count), a in zip(names, addresses, strict=True)
+        )
+    text, count = redact_cards(" ".join(str(value).split()))
+    return text if count else None
+
+
+def _redact_part(part: EmailMessage, text: str, boundaries: set[str]) -> None:
     redacted, count = redact_cards(text)
     if not count and not has_card_data(_readable(part, text)):
         return
@@ -150,44 +235,34 @@ def _redact_part(part: EmailMessage) -> None:
         redacted = "<pre>" + html.escape(redact_cards(_readable(part, text))[0]) + "</pre>"
     disposition = part.get_content_disposition()
     filename = part.get_filename()
+    # A line the decoded text shares with a boundary of the message would end the part when
+    # the copy is read; base64 keeps it inside.
+    delimiters = tuple(f"--{b}" for b in boundaries)
+    collides = any(line.startswith(delimiters) for line in redacted.splitlines())
     # set_content drops the part's Content-* headers: put back what says how it is shown.
     part.set_content(
         redacted,
         subtype=part.get_content_subtype(),
         charset="utf-8",
+        cte="base64" if collides else None,
         disposition=disposition,
         filename=filename,
     )
 
 
-def _redact_structure(raw: bytes) -> bytes:
-    message = email.message_from_bytes(raw, policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    subject = message.get("Subject")
-    if subject is not None:
-        redacted_subject, count = redact_cards(str(subject))
-        if count:
-            message.replace_header("Subject", redacted_subject)
-    for part in message.walk():
-        if part.get_content_maintype() == "text" and not part.is_multipart():
-            assert isinstance(part, EmailMessage)
-            _redact_part(part)
-    return message.as_bytes(policy=policy.default.clone(linesep="\r\n"))
-
-
-def _headers_with_text(raw: bytes, text: str) -> bytes:
-    """The message's own headers over one plain-text body: the last resort when the MIME
-    structure cannot be rewritten part by part."""
-    original = email.message_from_bytes(raw, policy=policy.compat32)
+def _headers_with_text(original: EmailMessage, text: str) -> bytes:
+    """The message's own headers, redacted, over one plain-text body: the last resort when the
+    MIME structure cannot be rewritten part by part."""
     message = EmailMessage()
-    for name, value in original.items():
+    for name, raw in original.raw_items():
         if name.lower().startswith("content-") or name.lower() == "mime-version":
             continue
-        clean = " ".join(str(value).split())
-        if name.lower() == "subject":
-            clean = redact_cards(clean)[0]
         try:
-            message[name] = clean
+            value = str(original.policy.header_fetch_parse(name, raw))
+        except Exception:  # a field the modern policy cannot read: its text as stored
+            value = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        try:
+            message[name] = redact_cards(" ".join(value.split()))[0]
         except (ValueError, TypeError, IndexError, email.errors.MessageError):
             continue  # a header the modern policy refuses to write is dropped, not fatal
     message.set_content(
@@ -195,24 +270,3 @@ def _headers_with_text(raw: bytes, text: str) -> bytes:
         f"kept.]\n\n{text}"
     )
     return message.as_bytes(policy=policy.default.clone(linesep="\r\n"))
-
-
-def redact_raw_message(raw: bytes, fallback_text: str = "") -> bytes:
-    """A re-serialised copy of a raw message with card numbers removed from its text parts
-    (and its subject). If that copy still shows card data when read back, or cannot be
-    made, the result is the headers over ``fallback_text`` (the already redacted body)."""
-    # Read as parse_email reads it: past a broken header line, a base64 body that holds the
-    # card number would be taken for plain text, and its number missed.
-    raw = repair_header_block(raw)[0]
-    try:
-        rewritten = _redact_structure(raw)
-        if not card_data_in(email.message_from_bytes(rewritten, policy=policy.default)):
-            return rewritten
-    except Exception:  # any failure falls back to the safe copy below
-        log.warning("could not rewrite a message part by part to remove card data")
-    text = redact_cards(fallback_text)[0]
-    try:
-        return _headers_with_text(raw, text)
-    except Exception:  # even the headers are unusable: keep the text alone
-        log.warning("could not copy a message's headers while removing card data")
-        return f"\r\n{text}".encode("utf-8", "replace")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import email.feedparser
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -28,10 +29,11 @@ from mail.parsing import (
     dedupe_key,
     message_id_of,
     parse_email,
+    read_email,
     split_reply,
     text_for_classification,
 )
-from mail.redact import has_card_data, luhn_valid, redact_cards, redact_raw_message
+from mail.redact import has_card_data, luhn_valid, redact_cards
 from mail.sanitize import html_to_text
 
 OUR_ADDRESS = "billing@example.com"
@@ -264,7 +266,7 @@ def _raw_with_card(**kwargs) -> bytes:
 )
 def test_the_stored_raw_copy_loses_its_card_number_too(raw):
     assert parse_email(raw).card_data_found
-    redacted = redact_raw_message(raw, parse_email(raw).text)
+    redacted = read_email(raw).redacted_raw()
     reread = parse_email(redacted)
     assert not reread.card_data_found
     assert b"5566" not in redacted.replace(b"[card ending 5556]", b"")
@@ -274,7 +276,7 @@ def test_the_stored_raw_copy_loses_its_card_number_too(raw):
 
 def test_the_fixture_with_a_card_keeps_everything_else(data_dir):
     raw = (data_dir / "emails" / "card_number.eml").read_bytes()
-    redacted = parse_email(redact_raw_message(raw, parse_email(raw).text))
+    redacted = parse_email(read_email(raw).redacted_raw())
     assert redacted.subject == "Please charge this card instead: [card ending 5556]"
     assert "+1 415 555 0132" in redacted.text and "CVV [security code removed]" in redacted.text
     assert not redacted.card_data_found
@@ -282,7 +284,7 @@ def test_the_fixture_with_a_card_keeps_everything_else(data_dir):
 
 def test_a_text_attachment_is_redacted_and_other_attachments_survive(data_dir):
     raw = (data_dir / "emails" / "attachments.eml").read_bytes()
-    redacted = redact_raw_message(raw, parse_email(raw).text)
+    redacted = read_email(raw).redacted_raw()
     reread = parse_email(redacted)
     assert not reread.card_data_found
     assert [a.filename for a in reread.attachments] == [
@@ -293,16 +295,77 @@ def test_a_text_attachment_is_redacted_and_other_attachments_survive(data_dir):
     assert reread.attachments[0].size == parse_email(raw).attachments[0].size
 
 
+def test_a_message_with_a_card_is_parsed_once_and_its_copy_reads_as_the_original(
+    data_dir, monkeypatch
+):
+    """Every parse of the email package goes through a FeedParser: reading the message and
+    making its redacted copy take one, and the copy reads as the message did, card replaced."""
+    raw = (data_dir / "emails" / "card_number.eml").read_bytes()
+    parses: list[object] = []
+    feed_parser_init = email.feedparser.FeedParser.__init__
+
+    def counting(self, *args, **kwargs):
+        parses.append(self)
+        feed_parser_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(email.feedparser.FeedParser, "__init__", counting)
+    reading = read_email(raw)
+    stored = reading.redacted_raw()
+    assert reading.parsed.card_data_found and len(parses) == 1
+    monkeypatch.undo()
+
+    reread = parse_email(stored)
+    original = reading.parsed
+    assert (reread.subject, reread.from_address, reread.from_name, reread.message_id) == (
+        original.subject,
+        original.from_address,
+        original.from_name,
+        original.message_id,
+    )
+    assert reread.text == original.text and "[card ending 4242]" in reread.text
+    assert not reread.card_data_found
+    assert not re.search(rb"4242[ -]?4242", stored) and b"5556 5556" not in stored
+
+
+@pytest.mark.parametrize(
+    ("headers", "seen"),
+    [
+        pytest.param(  # the copy is written from the tree read with the boundary found
+            "From: dana@example.com\r\nSubject: Card\r\nContent-Type: multipart/mixed\r\n",
+            "dana@example.com",
+            id="missing-boundary",
+        ),
+        pytest.param(
+            'From: "Dana 4242 4242 4242 4242" <dana@example.com>\r\nSubject: Card\r\n'
+            'Content-Type: multipart/mixed; boundary="b1"\r\n',
+            "Dana [card ending 4242]",
+            id="card-in-display-name",
+        ),
+    ],
+)
+def test_the_stored_copy_loses_card_data_the_reading_found(headers, seen):
+    body = "--b1\r\nContent-Type: text/plain\r\n\r\nUse 4000 0566 5566 5556 please.\r\n--b1--\r\n"
+    raw = (headers + "Message-ID: <dana@example.com>\r\n\r\n" + body).encode()
+    reading = read_email(raw)
+    assert reading.parsed.card_data_found
+    stored = reading.redacted_raw()
+    assert b"5566" not in stored and b"4242 4242" not in stored
+    reread = parse_email(stored)
+    assert reread.text == "Use [card ending 5556] please." and not reread.card_data_found
+    assert reread.message_id == "<dana@example.com>"
+    assert seen in stored.decode()
+
+
 def test_when_the_structure_cannot_be_rewritten_the_raw_copy_is_headers_and_text(
     data_dir, monkeypatch
 ):
     raw = (data_dir / "emails" / "card_number.eml").read_bytes()
 
-    def broken(_raw):
+    def broken(*_args):
         raise ValueError("cannot")
 
     monkeypatch.setattr(redact, "_redact_structure", broken)
-    redacted = redact_raw_message(raw, parse_email(raw).text)
+    redacted = read_email(raw).redacted_raw()
     reread = parse_email(redacted)
     assert not reread.card_data_found and b"4242-4242" not in redacted
     assert reread.message_id == "<card-number@example.com>"
