@@ -41,15 +41,17 @@ MIN_DOCUMENTS = 2  # a gram seen in one email only is noise, not vocabulary
 GRAMS_C = 30.0  # chosen by held-out macro-F1 (bench/README.md)
 EMBEDDINGS_C = 3.0
 GATE_PRECISION = 0.99
-NEVER = 1.01  # a gate no probability reaches: every email goes to the embedding reader
+NEVER = 1.01  # a gate no probability reaches: every email is read by both readers
 GATES = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 FOLDS = 5
 
 
-def _logistic(x: Any, labels: Sequence[str], c: float) -> LinearModel:
+def _logistic(x: Any, labels: Sequence[str], inverse_regularisation: float) -> LinearModel:
     from sklearn.linear_model import LogisticRegression
 
-    fitted = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(x, labels)
+    fitted = LogisticRegression(
+        C=inverse_regularisation, max_iter=5000, class_weight="balanced"
+    ).fit(x, labels)
     return LinearModel(tuple(Category(c) for c in fitted.classes_), fitted.coef_, fitted.intercept_)
 
 
@@ -82,6 +84,8 @@ def _gram_matrix(reader: GramReader, texts: Sequence[str]) -> Any:
 
 @dataclass
 class Readers:
+    """The two trained linear models, before the gate and calibrations are chosen."""
+
     grams: GramReader
     embeddings: LinearModel
 
