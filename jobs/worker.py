@@ -100,6 +100,14 @@ class BillingDeskWorker(SimpleWorker):
         self.death_penalty_class = death_penalty
         return super().work(*args, **kwargs)  # type: ignore[arg-type]
 
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """RQ's warm stop, remembered before RQ acts on it. An idle worker's stop is an
+        exception raised out of the signal handler; one that lands inside a logging call (the
+        worker logging the job it just took) is swallowed by logging's error handler, and
+        without the flag that worker would work on until killed."""
+        self._stop_requested = True
+        super().request_stop(signum, frame)
+
     def _install_signal_handlers(self) -> None:
         # Only the main thread may set signal handlers; elsewhere the caller stops the loop.
         if _on_main_thread():

@@ -380,3 +380,29 @@ def test_looking_a_worker_up_never_changes_the_worker_registry(redis_url):
     assert find_worker(redis, "registering") is None
 
     assert redis.smembers("rq:workers") == {b"rq:worker:registering"}
+
+
+def test_a_stop_whose_exception_was_swallowed_still_stops_the_worker(redis_url, tmp_path):
+    """SIGTERM on an idle worker raises StopRequested out of the signal handler; landing in a
+    logging call, logging's error handler swallows it (seen when the stop met the worker
+    logging the job it had just taken: it worked on until killed). The stop is remembered,
+    so the loop ends at its next turn and takes no further job."""
+    from rq.exceptions import StopRequested
+
+    redis = Redis.from_url(redis_url)
+    redis.flushdb()
+    queue = Queue(queues.ACTIONS, connection=redis)
+    job = queue.enqueue(test_jobs.record, str(tmp_path), "after-stop")
+    worker = BillingDeskWorker([queue], connection=redis)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:  # RQ installs its handlers in this (pytest's) process: put pytest's back after
+        with contextlib.suppress(StopRequested):  # what logging.Handler.handleError does
+            worker.request_stop(signal.SIGTERM, None)
+        worker.work(burst=True)
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+    assert worker.executed_jobs == 0
+    assert job.get_status(refresh=True) == JobStatus.QUEUED
+    assert not test_jobs.pids(str(tmp_path), "after-stop", "done")
