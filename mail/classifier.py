@@ -205,13 +205,12 @@ class GramReader:
         norm = float(np.sqrt((values**2).sum()))
         return columns, values / norm if norm else values
 
-    def probabilities(self, texts: Sequence[str]) -> Any:
-        """One row of category probabilities per prepared text."""
+    def probabilities(self, texts: Sequence[str], phrases: Any) -> Any:
+        """One row of category probabilities per prepared text, given its phrase_features."""
         import numpy as np
 
         grams = len(self.vocabulary)
         coef = self.model.coef
-        phrases = phrase_features(texts)
         scores = np.empty((len(texts), len(self.model.categories)), dtype=np.float32)
         for row, text in enumerate(texts):
             columns, values = self.vectors(text)
@@ -245,14 +244,14 @@ class Model:
         """Classify prepared texts; the encoder runs only for those the gram reader is unsure of."""
         import numpy as np
 
-        rows = self.grams.probabilities(texts)
+        phrases = phrase_features(texts)
+        rows = self.grams.probabilities(texts, phrases)
         unsure = [i for i, row in enumerate(rows) if float(row.max()) < self.gate]
         readers = ["grams"] * len(texts)
         if unsure:
             from mail.encoder import get_encoder
 
-            chosen = [texts[i] for i in unsure]
-            x = np.hstack([get_encoder().encode(chosen), phrase_features(chosen)])
+            x = np.hstack([get_encoder().encode([texts[i] for i in unsure]), phrases[unsure]])
             for i, row in zip(unsure, self.embeddings.dense(x), strict=True):
                 # Each reader errs where the other does not: averaged, they beat either alone.
                 rows[i], readers[i] = (rows[i] + row) / 2, "both"

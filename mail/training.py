@@ -104,8 +104,9 @@ def _raw(readers: Readers, texts: Sequence[str], embeddings: Any) -> tuple[Any, 
     """Each reader's probabilities for texts (both readers on every text)."""
     import numpy as np
 
-    dense = np.hstack([embeddings, phrase_features(texts)])
-    return readers.grams.probabilities(texts), readers.embeddings.dense(dense)
+    phrases = phrase_features(texts)
+    dense = np.hstack([embeddings, phrases])
+    return readers.grams.probabilities(texts, phrases), readers.embeddings.dense(dense)
 
 
 def _isotonic(raw: Any, right: Any) -> Calibration:
