@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mail import classifier  # noqa: E402
 from mail.evaluation import evaluate, precision_coverage, read_rows, render_curve  # noqa: E402
-from mail.parsing import text_for_classification  # noqa: E402
 
 
 def _section(title: str) -> None:
@@ -39,7 +38,7 @@ def heldout_quality() -> list[tuple[str, str]]:
     """The train-split model on the held-out split; returns its (subject, body) pairs."""
     heldout = classifier.load_corpus("heldout")
     model = classifier.load_weights("train_split")
-    items = [(e.subject, text_for_classification(e.body)) for e in heldout]
+    items = [classifier.as_read(e) for e in heldout]
     results = classifier.classify_many(items, model)
     gold = [str(e.label) for e in heldout]
     report = evaluate(gold, [str(r.category) for r in results])

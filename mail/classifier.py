@@ -40,7 +40,6 @@ CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 WEIGHTS_FILE = MODEL_DIR / "classifier.json"
 ARRAYS_FILE = MODEL_DIR / "classifier.npz"
-DEFAULT_THRESHOLD = 0.5
 MAX_CHARS = 3000  # the opening of an email carries its point; long threads only add noise
 GRAM_SIZES = range(2, 6)
 # A few hundred emails per band of raw probability cannot show a reader is never wrong there.
@@ -81,8 +80,9 @@ class Classification:
     confidence: float
     reasons: tuple[str, ...]
 
-    def is_confident(self, threshold: float = DEFAULT_THRESHOLD) -> bool:
-        """Whether automation may rely on this category; below the threshold a person decides."""
+    def is_confident(self, threshold: float) -> bool:
+        """Whether automation may rely on this category; below the threshold (the policy's
+        min_classifier_confidence) a person decides."""
         return self.category is not Category.OTHER and self.confidence >= threshold
 
 
@@ -113,11 +113,12 @@ def prepare(subject: str, own_words: str) -> str:
     return f"{subject}\n{' '.join(own_words.split())}"[:MAX_CHARS]
 
 
-def example_text(example: Example) -> str:
-    """A corpus email as the models see it once intake has read it: its own words only."""
+def as_read(example: Example) -> tuple[str, str]:
+    """A corpus email as intake hands it to the classifier: its subject and its own words
+    (mail.parsing.text_for_classification, as for any email)."""
     from mail.parsing import text_for_classification
 
-    return prepare(example.subject, text_for_classification(example.body))
+    return example.subject, text_for_classification(example.body)
 
 
 def phrase_hits(text: str) -> list[tuple[Category, str]]:

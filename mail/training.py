@@ -28,11 +28,12 @@ from mail.classifier import (
     GramReader,
     LinearModel,
     Model,
+    as_read,
     char_grams,
     corpus_fingerprint,
-    example_text,
     load_corpus,
     phrase_features,
+    prepare,
 )
 from mail.encoder import MAX_TOKENS, MODEL_NAME, encoder_fingerprint, get_encoder
 from mail.evaluation import evaluate, precision_coverage, render_curve
@@ -68,8 +69,9 @@ def _vocabulary(texts: Sequence[str]) -> tuple[dict[str, int], Any]:
     return {g: i for i, g in enumerate(kept)}, idf
 
 
-def _gram_matrix(reader: GramReader, texts: Sequence[str]) -> Any:
-    """The gram reader's features for texts, as the sparse matrix the solver takes."""
+def _gram_matrix(reader: GramReader, texts: Sequence[str], phrases: Any) -> Any:
+    """The gram reader's features for texts (and their phrase_features), as the sparse
+    matrix the solver takes."""
     from scipy.sparse import csr_matrix, hstack
 
     data, columns, pointers = [], [], [0]
@@ -79,7 +81,7 @@ def _gram_matrix(reader: GramReader, texts: Sequence[str]) -> Any:
         data.extend(values.tolist())
         pointers.append(len(columns))
     grams = csr_matrix((data, columns, pointers), shape=(len(texts), len(reader.vocabulary)))
-    return hstack([grams, csr_matrix(phrase_features(texts))]).tocsr()
+    return hstack([grams, csr_matrix(phrases)]).tocsr()
 
 
 @dataclass
@@ -95,8 +97,9 @@ def _fit(texts: Sequence[str], embeddings: Any, labels: Sequence[str]) -> Reader
 
     vocabulary, idf = _vocabulary(texts)
     untrained = GramReader(vocabulary, idf, LinearModel((), None, None))
-    grams = _logistic(_gram_matrix(untrained, texts), labels, GRAMS_C)
-    dense = np.hstack([embeddings, phrase_features(texts)])
+    phrases = phrase_features(texts)
+    grams = _logistic(_gram_matrix(untrained, texts, phrases), labels, GRAMS_C)
+    dense = np.hstack([embeddings, phrases])
     return Readers(GramReader(vocabulary, idf, grams), _logistic(dense, labels, EMBEDDINGS_C))
 
 
@@ -191,7 +194,7 @@ def main() -> int:
 
     started = time.perf_counter()
     corpus = load_corpus()
-    texts = [example_text(e) for e in corpus]
+    texts = [prepare(*as_read(e)) for e in corpus]
     labels = [str(e.label) for e in corpus]
     embeddings = get_encoder().encode(texts)
     train_rows = [i for i, e in enumerate(corpus) if e.split == "train"]

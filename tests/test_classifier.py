@@ -37,8 +37,7 @@ def heldout() -> list[classifier.Example]:
 
 
 def own_words(examples: list[classifier.Example]) -> list[tuple[str, str]]:
-    """Corpus emails as intake hands them to the classifier: subject and the sender's words."""
-    return [(e.subject, text_for_classification(e.body)) for e in examples]
+    return [classifier.as_read(e) for e in examples]
 
 
 def test_the_corpus_has_every_category_with_enough_emails():
