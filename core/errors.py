@@ -98,18 +98,34 @@ class StripeOutcomeUnknown(GatewayUnavailable):
 
 
 class HelpdeskError(BillingDeskError):
-    """The helpdesk refused or failed a request."""
+    """The helpdesk refused or failed a request; ``status`` is its HTTP answer, if it gave one."""
 
     http_status = 502
     public_message = "The helpdesk refused the request."
 
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HelpdeskConflict(HelpdeskError):
+    """Someone changed the ticket in the helpdesk since we read it (Zendesk's safe_update):
+    nothing was written; read it again and decide again."""
+
+    retryable = True
+
 
 class HelpdeskUnavailable(HelpdeskError):
-    """The helpdesk could not be reached or asked us to slow down; try again later."""
+    """The helpdesk could not be reached or asked us to slow down; try again later
+    (``retry_after`` seconds, when it said)."""
 
     http_status = 503
     retryable = True
     public_message = "The helpdesk is unavailable right now. Please try again shortly."
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class MailDeliveryError(BillingDeskError):

@@ -85,6 +85,44 @@ def _team_emails(environ: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(pairs)
 
 
+def _team_ids(environ: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """ZENDESK_GROUPS / HELPSCOUT_TEAMS: ``team=id`` pairs, separated by commas or spaces."""
+    pairs = []
+    for pair in (_str(environ, key) or "").replace(",", " ").split():
+        team, _, value = pair.partition("=")
+        if team not in set(EscalationTarget) or not value:
+            known = ", ".join(EscalationTarget)
+            raise ConfigError(key, f"{pair!r} is not team=id (teams: {known})")
+        pairs.append(f"{team}={value}")
+    return tuple(pairs)
+
+
+HELPDESKS = ("local", "zendesk", "helpscout")
+
+
+def _helpdesk(environ: Mapping[str, str]) -> str:
+    """HELPDESK: where the team works, with the settings that helpdesk cannot do without."""
+    name = (_str(environ, "HELPDESK", "local") or "local").lower()
+    if name not in HELPDESKS:
+        raise ConfigError("HELPDESK", f"must be one of {', '.join(HELPDESKS)}, not {name!r}")
+    required = {
+        "zendesk": ("ZENDESK_SUBDOMAIN", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN"),
+        "helpscout": ("HELPSCOUT_CLIENT_ID", "HELPSCOUT_CLIENT_SECRET"),
+    }.get(name, ())
+    for key in required:
+        if not _str(environ, key):
+            raise ConfigError(key, f"is not set (HELPDESK={name} needs it)")
+    return name
+
+
+def _secrets(environ: Mapping[str, str], key: str) -> str | None:
+    """A webhook signing secret, or several separated by commas (during a rotation)."""
+    raw = _str(environ, key)
+    if raw is None:
+        return None
+    return ",".join(s.strip() for s in raw.split(",") if s.strip()) or None
+
+
 USAGE_SOURCES = ("none", "demo", "sql", "http")
 
 
@@ -186,10 +224,30 @@ class Settings:
     zendesk_installation_id: str | None = None
     zendesk_email: str | None = None
     zendesk_api_token: str | None = None
+    # The API's address when it is not https://{subdomain}.zendesk.com (a proxy, a test fake).
+    zendesk_api_url: str | None = None
+    zendesk_webhook_secret: str | None = None
+    # Escalation team -> Zendesk group ID (``finance=360001``); unmapped teams are looked up
+    # by their name among the account's groups.
+    zendesk_groups: tuple[str, ...] = ()
 
     helpscout_app_secret: str | None = None
     helpscout_client_id: str | None = None
     helpscout_client_secret: str | None = None
+    helpscout_api_url: str = "https://api.helpscout.net"
+    helpscout_webhook_secret: str | None = None
+    # The mailbox conversations are opened in and searched (a BCC copy finds its conversation).
+    helpscout_mailbox_id: str | None = None
+    # Escalation team -> the Help Scout team's user ID, which assignTo takes.
+    helpscout_teams: tuple[str, ...] = ()
+    # Help Scout's rate limit for the account (200 a minute on most plans), kept by us.
+    helpscout_requests_per_minute: int = 200
+
+    # Where the team works: mail intake opens (or finds) its tickets there.
+    helpdesk: str = "local"
+    # Whether a hosted helpdesk's own checks of a sender (Zendesk's comment flags, Help Scout's
+    # email channel) count as authentication for money moved without an agent.
+    helpdesk_trust_senders: bool = True
     email_templates_dir: str = str(PROJECT_ROOT / "templates")
 
     @classmethod
@@ -261,6 +319,19 @@ class Settings:
             helpscout_app_secret=_str(environ, "HELPSCOUT_APP_SECRET"),
             helpscout_client_id=_str(environ, "HELPSCOUT_CLIENT_ID"),
             helpscout_client_secret=_str(environ, "HELPSCOUT_CLIENT_SECRET"),
+            zendesk_api_url=_str(environ, "ZENDESK_API_URL"),
+            zendesk_webhook_secret=_secrets(environ, "ZENDESK_WEBHOOK_SECRET"),
+            zendesk_groups=_team_ids(environ, "ZENDESK_GROUPS"),
+            helpscout_api_url=_str(environ, "HELPSCOUT_API_URL", cls.helpscout_api_url)
+            or cls.helpscout_api_url,
+            helpscout_webhook_secret=_secrets(environ, "HELPSCOUT_WEBHOOK_SECRET"),
+            helpscout_mailbox_id=_str(environ, "HELPSCOUT_MAILBOX_ID"),
+            helpscout_teams=_team_ids(environ, "HELPSCOUT_TEAMS"),
+            helpscout_requests_per_minute=_int(
+                environ, "HELPSCOUT_REQUESTS_PER_MINUTE", 200, minimum=1
+            ),
+            helpdesk=_helpdesk(environ),
+            helpdesk_trust_senders=_bool(environ, "HELPDESK_TRUST_SENDERS", True),
             email_templates_dir=_str(environ, "EMAIL_TEMPLATES_DIR", cls.email_templates_dir)
             or cls.email_templates_dir,
         )
@@ -272,6 +343,20 @@ class Settings:
             if name == team:
                 return address
         return None
+
+    @staticmethod
+    def _split(raw: str | None) -> tuple[str, ...]:
+        return tuple(s.strip() for s in (raw or "").split(",") if s.strip())
+
+    @property
+    def zendesk_webhook_secrets(self) -> tuple[str, ...]:
+        """Every secret a Zendesk webhook delivery may be signed with."""
+        return self._split(self.zendesk_webhook_secret)
+
+    @property
+    def helpscout_webhook_secrets(self) -> tuple[str, ...]:
+        """Every secret a Help Scout webhook delivery may be signed with."""
+        return self._split(self.helpscout_webhook_secret)
 
     @property
     def stripe_webhook_secrets(self) -> tuple[str, ...]:
@@ -347,7 +432,14 @@ class Settings:
             elif isinstance(value, tuple):
                 separator = (
                     ","
-                    if f.name in ("imap_extra_folders", "mail_authserv_ids", "team_emails")
+                    if f.name
+                    in (
+                        "imap_extra_folders",
+                        "mail_authserv_ids",
+                        "team_emails",
+                        "zendesk_groups",
+                        "helpscout_teams",
+                    )
                     else " "
                 )
                 env[key] = separator.join(value)

@@ -12,16 +12,24 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from flask import Blueprint, g, render_template, request
+from flask import Blueprint, g, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
 from core import one_time_tokens
 from core.agents import agent_for_identity
+from core.db.models import Ticket
 from core.domain import HelpdeskName
-from core.errors import ConfigError, NotFound, Unauthorized
+from core.errors import ConfigError, InvalidInput, NotFound, Unauthorized
+from core.helpdesks.helpscout import ACCOUNT as HELPSCOUT_ACCOUNT
+from core.helpdesks.helpscout import HelpScoutHelpdesk
 from core.helpdesks.mirrored import mirror_ticket
-from helpdesk_app.auth import mint_sidebar_token
+from helpdesk_app.auth import (
+    current_agent,
+    current_agent_session,
+    login_required,
+    mint_sidebar_token,
+)
 from helpdesk_app.services import get_services, get_session
 from helpdesk_app.sidebar import render_sidebar
 from helpdesk_app.signed_requests import verify_helpscout_params, verify_zendesk_token
@@ -123,37 +131,85 @@ def zendesk_ticket() -> Any:
     return render_sidebar(ticket, mint_sidebar_token(agent, ticket), agent)
 
 
-# Help Scout's App Platform renders our URL in the conversation sidebar and signs its query.
-HELPSCOUT_PARAMS = ("conversationId", "customerEmail", "customerName", "subject", "userId")
+# Help Scout's App Platform loads our callback URL with the conversation and customer IDs as
+# kebab-case query params (``conversation-id``, ``customer-id``) and an ``X-HelpScout-Signature``
+# over the others (developer.helpscout.com/apps/guides/signature-validation, and apps built on
+# it). Nothing in that signed query names the customer's email or the agent: the conversation
+# is read from Help Scout's API, and the agent is whoever the query signs (``user-id``, when
+# Help Scout sends it) or else whoever is signed in to Billing Desk in a window of their own.
+HELPSCOUT_CONVERSATION = ("conversation-id", "conversationId")
+HELPSCOUT_USER = ("user-id", "userId")
+_OPEN_SALT = "billing-desk.helpscout-open"
+OPEN_MAX_AGE = 600
+
+
+def _signed(names: tuple[str, ...]) -> str:
+    """The first of these query params Help Scout sent (the signature covers them all)."""
+    for name in names:
+        value = request.args.get(name, "").strip()
+        if value:
+            return value
+    return ""
+
+
+def _open_serializer() -> URLSafeTimedSerializer:
+    secret = get_services().settings.secret_key
+    if not secret:
+        raise ConfigError("SECRET_KEY", "is not set")
+    return URLSafeTimedSerializer(secret, salt=_OPEN_SALT)
 
 
 @bp.get("/helpscout/sidebar")
 def helpscout_sidebar() -> Any:
-    """Help Scout's signed sidebar request: verify, mirror the conversation, show the sidebar."""
-    settings = get_services().settings
+    """Help Scout's signed sidebar request: verify, mirror the conversation from Help Scout's
+    API, and show the sidebar (or, with no agent in the signed query, a way to open it)."""
+    services = get_services()
+    settings = services.settings
     if not settings.helpscout_app_secret:
         raise ConfigError("HELPSCOUT_APP_SECRET", "is not set")
     verify_helpscout_params(list(request.args.items(multi=True)), settings.helpscout_app_secret)
-    args = request.args
-    account = args.get("mailboxId", "")
+    conversation_id = _signed(HELPSCOUT_CONVERSATION)
+    if not conversation_id.isdigit():
+        raise InvalidInput("Help Scout did not say which conversation is open.")
     db = get_session()
+    ticket_id, _snapshot = _helpscout(db).receive(conversation_id)
+    db.commit()
+    ticket = db.get(Ticket, ticket_id)
+    assert ticket is not None
+    user_id = _signed(HELPSCOUT_USER)
+    if not user_id:
+        token = _open_serializer().dumps({"t": ticket.id})
+        return render_template(
+            "helpscout_open.html", ticket=ticket, open_url=url_for(".helpscout_open", token=token)
+        )
     try:
         agent = agent_for_identity(
-            db,
-            helpdesk=HelpdeskName.HELPSCOUT,
-            account=account,
-            external_user_id=args.get("userId", ""),
+            db, helpdesk=HelpdeskName.HELPSCOUT, account=HELPSCOUT_ACCOUNT, external_user_id=user_id
         )
     except NotFound:
-        return _not_linked(HelpdeskName.HELPSCOUT, account, args.get("userId", ""))
-    ticket = mirror_ticket(
-        db,
-        helpdesk=HelpdeskName.HELPSCOUT,
-        account=account,
-        external_id=args.get("conversationId", ""),
-        subject=args.get("subject", ""),
-        requester_email=args.get("customerEmail", ""),
-        requester_name=args.get("customerName"),
-    )
-    db.commit()
+        return _not_linked(HelpdeskName.HELPSCOUT, HELPSCOUT_ACCOUNT, user_id)
     return render_sidebar(ticket, mint_sidebar_token(agent, ticket), agent)
+
+
+@bp.get("/helpscout/open/<token>")
+@login_required
+def helpscout_open(token: str) -> Any:
+    """The sidebar of a Help Scout conversation in a window of its own, for the agent signed
+    in to Billing Desk; the token (from a verified Help Scout request) names the conversation."""
+    try:
+        data = _open_serializer().loads(token, max_age=OPEN_MAX_AGE)
+    except BadSignature as exc:
+        raise Unauthorized("Help Scout link missing, forged or expired") from exc
+    db = get_session()
+    ticket = db.get(Ticket, data.get("t")) if isinstance(data, dict) else None
+    if ticket is None or ticket.helpdesk != HelpdeskName.HELPSCOUT:
+        raise NotFound("That conversation is not known here.")
+    agent = current_agent()
+    assert agent is not None
+    return render_sidebar(ticket, mint_sidebar_token(agent, ticket, current_agent_session()), agent)
+
+
+def _helpscout(db: Session) -> HelpScoutHelpdesk:
+    helpdesk = get_services().helpdesks.named(HelpdeskName.HELPSCOUT, db)
+    assert isinstance(helpdesk, HelpScoutHelpdesk)
+    return helpdesk

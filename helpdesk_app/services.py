@@ -11,11 +11,12 @@ from rq import Queue
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_session_factory
+from core.helpdesks import Helpdesks
 from core.policy import PolicyConfig, load_policy
 from core.settings import Settings
 from core.stripe_gateway import StripeGateway, make_gateway
 from jobs.queues import ACTIONS, get_queue
-from jobs.runtime import connect_redis
+from jobs.runtime import SharedMinuteBudget, connect_redis
 
 _KEY = "billing_desk"
 
@@ -40,6 +41,16 @@ class Services:
         self.settings.require_redis()
         assert self.settings.redis_url is not None
         return connect_redis(self.settings.redis_url)
+
+    @cached_property
+    def helpdesks(self) -> Helpdesks:
+        """The helpdesk adapters, their clients built once for this process."""
+        return Helpdesks(
+            self.settings,
+            helpscout_budget=SharedMinuteBudget(
+                self.redis, "helpscout", self.settings.helpscout_requests_per_minute
+            ),
+        )
 
     @property
     def actions_queue(self) -> Queue:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -126,7 +127,15 @@ def verify_helpscout_params(
         for name, value in pairs
         if name != HELPSCOUT_SIGNATURE and name not in own_params
     }
-    _check_hmac(_php_json_encode(signed).encode("ascii"), signatures[0], secret)
+    # Help Scout's example computes the HMAC over PHP's json_encode (``/`` and non-ASCII
+    # escaped); apps in production compare it with a plain JSON encoder's output (nothing but
+    # quotes, backslashes and control characters escaped). The two differ only for values with
+    # ``/`` or non-ASCII characters, and either is an HMAC under our secret: both are taken.
+    plain = json.dumps(signed, ensure_ascii=False, separators=(",", ":")) if signed else "[]"
+    try:
+        _check_hmac(_php_json_encode(signed).encode("ascii"), signatures[0], secret)
+    except Unauthorized:
+        _check_hmac(plain.encode("utf-8"), signatures[0], secret)
 
 
 def _rsa_public_key(pem: str) -> RSAPublicKey:

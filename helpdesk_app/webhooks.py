@@ -1,4 +1,9 @@
-"""Stripe calls us: ``POST /webhooks/stripe`` verifies, records the event once, enqueues, 2xx.
+"""Stripe, Zendesk and Help Scout call us: each webhook verifies the raw body's signature,
+records the delivery once, enqueues it and answers 2xx at once.
+
+``POST /webhooks/stripe``: Stripe events (jobs.stripe_events). ``POST /webhooks/zendesk`` and
+``POST /webhooks/helpscout``: a ticket created or a customer's reply in the team's helpdesk
+(jobs.helpdesk_events), which then reads the ticket from the helpdesk's API.
 
 The signature is checked over the raw body with stripe-python's own verifier, against every
 configured secret (during a rotation Stripe signs with each). Nothing unverified leaves a trace:
@@ -19,8 +24,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from core.db.models import StripeEvent
+from core.db.models import HelpdeskEvent, StripeEvent, utcnow
+from core.errors import BillingDeskError
+from core.helpdesks import helpscout, zendesk
+from core.helpdesks.base import TicketEvent
 from helpdesk_app.services import get_services, get_session
+from jobs.helpdesk_events import enqueue_helpdesk_event
 from jobs.stripe_events import enqueue_event
 
 bp = Blueprint("webhooks", __name__)
@@ -103,3 +112,96 @@ def stripe_webhook() -> tuple[Response, int]:
     enqueue_event(services.redis, event_id)
     log.info("Stripe event %s (%s) received", event_id, event_type)
     return _answer(200, received=event_id)
+
+
+# --- Zendesk and Help Scout ---------------------------------------------------------------
+
+# The kinds of ticket event the mail agent acts on; others are acknowledged and dropped.
+ACTED_ON = frozenset({"created", "customer_reply"})
+MAX_HELPDESK_EVENT_BYTES = 1024 * 1024
+
+
+def _raw_body() -> bytes | None:
+    """The raw body, or None when it is over the limit (with or without a Content-Length)."""
+    if (request.content_length or 0) > MAX_HELPDESK_EVENT_BYTES:
+        return None
+    request.max_content_length = MAX_HELPDESK_EVENT_BYTES
+    try:
+        return request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        return None
+
+
+def _record(event: TicketEvent) -> tuple[Response, int]:
+    """Record a verified delivery once and queue it; a repeat is answered 200 and dropped."""
+    if event.kind not in ACTED_ON:
+        return _answer(200, ignored=event.kind)
+    services = get_services()
+    db = get_session()
+    db.add(
+        HelpdeskEvent(
+            key=event.key,
+            helpdesk=event.helpdesk,
+            account=event.account[:200],
+            external_id=event.external_id[:64],
+            kind=event.kind,
+            entry_id=(event.entry_id or "")[:64] or None,
+            received_at=utcnow(),
+        )
+    )
+    try:
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        row = db.scalar(select(HelpdeskEvent).where(HelpdeskEvent.key == event.key))
+        if row is not None and row.processed_at is None:
+            enqueue_helpdesk_event(services.redis, row.id)  # queued twice runs once
+        log.info("%s delivery %s already received", event.helpdesk, event.key)
+        return _answer(200, duplicate=True, message="already received")
+    row = db.scalar(select(HelpdeskEvent).where(HelpdeskEvent.key == event.key))
+    assert row is not None
+    enqueue_helpdesk_event(services.redis, row.id)
+    log.info("%s delivery for ticket %s received", event.helpdesk, event.external_id)
+    return _answer(200, received=event.external_id)
+
+
+@bp.post("/webhooks/zendesk")
+def zendesk_webhook() -> tuple[Response, int]:
+    """Verify a Zendesk delivery (signature over timestamp and body, signed recently), then
+    record and queue the ticket it names."""
+    settings = get_services().settings
+    secrets = settings.zendesk_webhook_secrets
+    if not secrets or not settings.zendesk_subdomain:
+        log.error("Zendesk webhook refused: ZENDESK_WEBHOOK_SECRET or ZENDESK_SUBDOMAIN unset")
+        return _answer(503, error="webhook signing secret not configured")
+    body = _raw_body()
+    if body is None:
+        return _answer(413, error="body too large")
+    try:
+        zendesk.verify_webhook(body, request.headers, secrets, now=utcnow())
+        event = zendesk.parse_webhook(body, request.headers, settings.zendesk_subdomain)
+    except BillingDeskError as exc:
+        log.info("Zendesk webhook refused: %s", exc)
+        return _answer(exc.http_status if exc.http_status < 500 else 400, error=str(exc))
+    return _record(event)
+
+
+@bp.post("/webhooks/helpscout")
+def helpscout_webhook() -> tuple[Response, int]:
+    """Verify a Help Scout delivery (HMAC-SHA1 over the body), then record and queue the
+    conversation it names. Never 410: Help Scout deactivates a webhook that answers 410."""
+    settings = get_services().settings
+    secrets = settings.helpscout_webhook_secrets
+    if not secrets:
+        log.error("Help Scout webhook refused: HELPSCOUT_WEBHOOK_SECRET is not set")
+        return _answer(503, error="webhook signing secret not configured")
+    body = _raw_body()
+    if body is None:
+        return _answer(413, error="body too large")
+    try:
+        helpscout.verify_webhook(body, request.headers, secrets)
+        event = helpscout.parse_webhook(body, request.headers, account=helpscout.ACCOUNT)
+    except BillingDeskError as exc:
+        log.info("Help Scout webhook refused: %s", exc)
+        return _answer(exc.http_status if exc.http_status < 500 else 400, error=str(exc))
+    return _record(event)

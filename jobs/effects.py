@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from core import audit
 from core.db import session_scope
 from core.db.models import Action, Escalation, OutboundEmail, Ticket, TicketMessage, utcnow
-from core.domain import EscalationTarget, HelpdeskName, MessageKind, OutboundStatus
-from core.helpdesks import Helpdesk, helpdesk_for_ticket
+from core.domain import EscalationTarget, MessageKind, OutboundStatus
+from core.helpdesks import Helpdesk
 from core.policy import PolicyConfig
 from core.settings import Settings
 from core.stripe_gateway import StripeGateway
@@ -60,7 +60,7 @@ class WorkerEffects:
 
     def helpdesk(self, session: Session, ticket_id: int) -> Helpdesk:
         """The adapter of the helpdesk that owns the ticket."""
-        return helpdesk_for_ticket(session, ticket_id, self.rt.settings)
+        return self.rt.helpdesks.for_ticket(session, ticket_id)
 
     def now(self) -> datetime:
         """The current time (UTC)."""
@@ -119,12 +119,13 @@ class WorkerEffects:
             outbound = session.scalar(select(OutboundEmail).where(OutboundEmail.dedupe_key == key))
             assert ticket is not None and outbound is not None
             body = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-            if ticket.helpdesk == HelpdeskName.LOCAL:
+            helpdesk = self.helpdesk(session, ticket.id)
+            if not helpdesk.sends_replies:
                 # A crash between this send and the commit below means one resend with the
                 # same Message-ID on retry: mail is at-least-once, never silently lost.
                 send_message(message, self.rt.smtp)
             # For Zendesk and Help Scout this posts the public reply; locally it records it.
-            self.helpdesk(session, ticket.id).add_message(
+            helpdesk.add_message(
                 ticket.id,
                 kind=MessageKind.OUTBOUND,
                 author=self.settings.mail_from,

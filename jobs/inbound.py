@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import email.utils
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import date, timedelta
 
+from rq import get_current_job
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from core import audit
 from core.actions import MAIL_AGENT, describe, request_plan
@@ -35,8 +37,8 @@ from core.domain import (
     MessageKind,
     Subscription,
 )
-from core.errors import BillingDeskError, InvalidInput
-from core.helpdesks import make_helpdesk
+from core.errors import BillingDeskError, HelpdeskUnavailable, InvalidInput
+from core.helpdesks.base import BILLING_DESK_TAG, category_tag
 from core.playbooks import (
     CHARGEBACK_FILED,
     TicketFacts,
@@ -94,9 +96,7 @@ def process_inbound_email(email_id: int) -> str:
         our_address = email.utils.parseaddr(rt.settings.mail_from)[1]
         automated = automated_reason(parsed, our_address)
         body = _oversized_body(stored, parsed) if oversized else parsed.text
-        ticket_id, onto_dispute = _thread(
-            session, HelpdeskName.LOCAL, stored, parsed, automated, body, our_address
-        )
+        ticket_id, onto_dispute = _thread(session, rt, stored, parsed, automated, body, our_address)
         is_new = _opened_by(session, ticket_id, email_id)
         email_day = (parsed.date or stored.received_at).date()
         if onto_dispute and not automated:
@@ -109,43 +109,100 @@ def process_inbound_email(email_id: int) -> str:
             why = f"automated mail ({automated})"
         else:
             why = "a reply on an existing ticket"
-        _finish(rt.session_factory, email_id, ticket_id, note=f"No automation: {why}.")
+        _finish(rt, email_id, ticket_id, note=f"No automation: {why}.")
         if onto_dispute:
             queue_due_steps(rt, ticket_id)  # its acknowledgement
         return "oversized" if oversized else "threaded"
 
     try:
         budget.check("parsing the email")
-        entities = extract(
-            parsed.text, today=email_day, sender_name=parsed.from_name, budget=budget
-        )
-        # The sender's own words: a quoted reply or a signature says nothing about this problem.
-        classification = classify(parsed.subject, parsed.for_classification)
-        budget.check("classifying the email")
     except OverBudget as exc:
-        note = (
-            f"No automation: reading this email took too long ({exc}). It is kept whole "
-            "(the raw message is stored) for a person to read."
-        )
-        _finish(rt.session_factory, email_id, ticket_id, note=note, on_ticket=True)
+        _over_budget(rt, email_id, ticket_id, exc)
         return "over budget"
-    # Below the confidence threshold a person decides; the customer is still looked up.
-    confident = classification.is_confident(rt.policy.min_classifier_confidence)
-    category = classification.category if confident else Category.OTHER
-    match, stripe_facts = _lookup(rt, parsed, category, entities)
-    if parsed.from_field == "From":
-        sender = authenticate_sender(raw, parsed.from_address, rt.settings.mail_authserv_ids)
-    else:
-        sender = SenderAuthentication(
+    notes = ""
+    if parsed.headers_cut:
+        notes += (
+            " Header fields too long to read whole were cut: "
+            f"{', '.join(parsed.headers_cut[:5])} (the stored email keeps them)."
+        )
+    if parsed.repairs:
+        notes += (
+            " Reading the email took repairs (if its text looks wrong, the stored email "
+            f"has the original): {'; '.join(parsed.repairs)}."
+        )
+    opening = Reading(
+        subject=parsed.subject,
+        text=parsed.text,
+        own_words=parsed.for_classification,
+        sender=parsed.from_address,
+        sender_name=parsed.from_name,
+        day=email_day,
+        notes=notes,
+    )
+
+    def authenticate() -> SenderAuthentication:
+        if parsed.from_field == "From":
+            return authenticate_sender(raw, parsed.from_address, rt.settings.mail_authserv_ids)
+        return SenderAuthentication(
             False,
             f"The email's From names no address; {parsed.from_address} comes from its "
             f"{parsed.from_field}, which nothing authenticates.",
         )
+
+    def mark_done(session: Session) -> None:
+        _mark_processed(session, email_id)
+
+    outcome = triage(rt, ticket_id, f"email-{email_id}", opening, authenticate, mark_done, budget)
+    if outcome is None:
+        _over_budget(rt, email_id, ticket_id, None)
+        return "over budget"
+    return outcome
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What triage reads of the message that opened a ticket, wherever it came from."""
+
+    subject: str
+    text: str  # the whole readable text: what entities are read from
+    own_words: str  # the sender's own new words: what the classifier reads
+    sender: str
+    sender_name: str | None
+    day: date
+    notes: str = ""  # how reading went, for the triage note
+
+
+def triage(
+    rt: runtime.Runtime,
+    ticket_id: int,
+    key: str,
+    reading: Reading,
+    authenticate: Callable[[], SenderAuthentication],
+    mark_done: Callable[[Session], None],
+    budget: Budget,
+) -> str | None:
+    """Classify a new ticket's first message, match its Stripe customer, store the playbook's
+    plan, and note (and, in a hosted helpdesk, tag) the ticket; None when reading took longer
+    than the budget. The plan is stored once per ``key``; ``mark_done`` records, in the same
+    transaction, that the message was handled."""
+    try:
+        entities = extract(
+            reading.text, today=reading.day, sender_name=reading.sender_name, budget=budget
+        )
+        # The sender's own words: a quoted reply or a signature says nothing about this problem.
+        classification = classify(reading.subject, reading.own_words)
+        budget.check("classifying the email")
+    except OverBudget:
+        return None
+    # Below the confidence threshold a person decides; the customer is still looked up.
+    confident = classification.is_confident(rt.policy.min_classifier_confidence)
+    category = classification.category if confident else Category.OTHER
+    match, stripe_facts = _lookup(rt, reading.sender, category, entities)
+    sender = authenticate()
     with session_scope(rt.session_factory) as session:
-        facts = _facts(session, rt, email_id, category, match, stripe_facts, entities, sender)
+        facts = _facts(session, rt, key, category, match, stripe_facts, entities, sender)
         triage = plan_ticket(facts, rt.policy)
-        # Tickets opened from email live in the built-in helpdesk.
-        helpdesk = make_helpdesk(HelpdeskName.LOCAL, session)
+        helpdesk = rt.helpdesks.for_ticket(session, ticket_id)
         helpdesk.set_triage(
             ticket_id,
             category=classification.category,
@@ -161,24 +218,28 @@ def process_inbound_email(email_id: int) -> str:
                 MatchKind.AUTHENTICATED if sender.authenticated else MatchKind.EMAIL
             )
         _record_entities(ticket, entities, match)
-        stored_plan = _store_plan(session, ticket_id, facts.email_key, triage)
-        note = _triage_note(classification, match, entities, triage, stored_plan)
-        if parsed.headers_cut:
-            note += (
-                " Header fields too long to read whole were cut: "
-                f"{', '.join(parsed.headers_cut[:5])} (the stored email keeps them)."
-            )
-        if parsed.repairs:
-            note += (
-                " Reading the email took repairs (if its text looks wrong, the stored email "
-                f"has the original): {'; '.join(parsed.repairs)}."
-            )
+        stored_plan = _store_plan(session, ticket_id, key, triage)
+        note = _triage_note(classification, match, entities, triage, stored_plan) + reading.notes
+        if ticket.helpdesk != HelpdeskName.LOCAL:
+            # Agents find what we did by the tags, in the helpdesk's own views and triggers.
+            helpdesk.add_tags(ticket_id, [BILLING_DESK_TAG, category_tag(category)])
         helpdesk.add_internal_note(
             ticket_id, note + _earlier_refunds(session, ticket_id, triage), author=ACTOR
         )
-        _mark_processed(session, email_id)
+        mark_done(session)
     queue_due_steps(rt, ticket_id)
     return str(triage.next)
+
+
+def _over_budget(
+    rt: runtime.Runtime, email_id: int, ticket_id: int, exc: OverBudget | None
+) -> None:
+    why = f" ({exc})" if exc else ""
+    note = (
+        f"No automation: reading this email took too long{why}. It is kept whole "
+        "(the raw message is stored) for a person to read."
+    )
+    _finish(rt, email_id, ticket_id, note=note, on_ticket=True)
 
 
 def _oversized_body(stored: InboundEmail, parsed: ParsedEmail) -> str:
@@ -206,7 +267,7 @@ def _record_entities(ticket: Ticket, entities: Entities, match: CustomerMatch) -
 
 def _thread(
     session: Session,
-    helpdesk_name: str,
+    rt: runtime.Runtime,
     stored: InboundEmail,
     parsed: ParsedEmail,
     automated: str | None,
@@ -220,15 +281,11 @@ def _thread(
     )
     if existing is not None:
         return existing, False
-    helpdesk = make_helpdesk(helpdesk_name, session)
     threading = find_ticket_for(session, parsed, our_address)
     ticket_id = threading.ticket_id
     if ticket_id is None:
-        ticket_id = helpdesk.open_ticket(
-            subject=parsed.subject or "(no subject)",
-            requester_email=parsed.from_address or "unknown",
-            requester_name=parsed.from_name,
-        )
+        ticket_id = _home_ticket(session, rt, stored, parsed, body)
+    helpdesk = rt.helpdesks.for_ticket(session, ticket_id)
     helpdesk.add_message(
         ticket_id,
         kind=MessageKind.INBOUND,
@@ -269,6 +326,51 @@ def _thread(
     return ticket_id, threading.dispute
 
 
+# A copy (BCC or forward) of mail the team's helpdesk also received finds the helpdesk's ticket;
+# the helpdesk may file it a little after we fetch it, so the job asks again this many times.
+FIND_ATTEMPTS = 3
+FIND_SINCE_DAYS = 7
+
+
+def _home_ticket(
+    session: Session,
+    rt: runtime.Runtime,
+    stored: InboundEmail,
+    parsed: ParsedEmail,
+    body: str,
+) -> int:
+    """The ticket a new email opens: in the built-in helpdesk, or in the team's hosted one,
+    where it attaches to the helpdesk's own ticket for this message when there is one (the
+    team BCCs or forwards its billing address to us) instead of opening a second."""
+    helpdesk = rt.helpdesks.for_home(session)
+    requester = parsed.from_address or "unknown"
+    subject = parsed.subject or "(no subject)"
+    if rt.helpdesks.home != HelpdeskName.LOCAL and "@" in requester:
+        since = stored.received_at - timedelta(days=FIND_SINCE_DAYS)
+        found = helpdesk.find_ticket(requester_email=requester, subject=subject, since=since)
+        if found is not None:
+            return found
+        if _attempt() < FIND_ATTEMPTS:
+            raise HelpdeskUnavailable(
+                f"no {rt.helpdesks.home} ticket for {requester}'s email yet; asking again soon"
+            )
+        log.info("no %s ticket for email %s: opening one", rt.helpdesks.home, stored.id)
+        return helpdesk.open_ticket(
+            subject=subject, requester_email=requester, requester_name=parsed.from_name, body=body
+        )
+    return helpdesk.open_ticket(
+        subject=subject, requester_email=requester, requester_name=parsed.from_name
+    )
+
+
+def _attempt() -> int:
+    """Which run of this job this is (1 for the first; RQ counts the retries left)."""
+    job = get_current_job()
+    if job is None or job.retries_left is None:
+        return FIND_ATTEMPTS  # not run by a worker: no second run will come
+    return queues.STANDARD_RETRY.max - job.retries_left + 1
+
+
 def _acknowledge_dispute(session: Session, rt: runtime.Runtime, ticket_id: int) -> None:
     """The chargeback playbook's answer, once per dispute ticket: Finance has the dispute."""
     ticket = session.get(Ticket, ticket_id)
@@ -293,11 +395,10 @@ def _opened_by(session: Session, ticket_id: int, email_id: int) -> bool:
 
 
 def _lookup(
-    rt: runtime.Runtime, parsed: ParsedEmail, category: Category, entities: Entities
+    rt: runtime.Runtime, sender: str, category: Category, entities: Entities
 ) -> tuple[CustomerMatch, StripeFacts]:
     """Find the sender's Stripe customer, cross-check it with what the email says, and fetch
     what its category's playbook reads from Stripe."""
-    sender = parsed.from_address
     try:
         candidates = rt.gateway.find_customers_by_email(sender) if "@" in sender else []
         match = match_sender(
@@ -376,7 +477,7 @@ def _card_shared_with(
 def _facts(
     session: Session,
     rt: runtime.Runtime,
-    email_id: int,
+    key: str,
     category: Category,
     match: CustomerMatch,
     stripe_facts: StripeFacts,
@@ -398,7 +499,7 @@ def _facts(
         category=category,
         match=match,
         now=now,
-        email_key=f"email-{email_id}",
+        email_key=key,
         charges=stripe_facts.charges,
         chargeback_filed=entities.chargeback_filed,
         claims=claims,
@@ -488,18 +589,18 @@ def _triage_note(
 
 
 def _finish(
-    factory: sessionmaker[Session],
+    rt: runtime.Runtime,
     email_id: int,
     ticket_id: int,
     note: str,
     on_ticket: bool = False,
 ) -> None:
     """Mark the email processed with why nothing more ran; ``on_ticket`` also notes it there."""
-    with session_scope(factory) as session:
+    with session_scope(rt.session_factory) as session:
         _mark_processed(session, email_id)
         audit.record(session, actor=ACTOR, event="email.threaded", ticket_id=ticket_id, note=note)
         if on_ticket:
-            make_helpdesk(HelpdeskName.LOCAL, session).add_internal_note(
+            rt.helpdesks.for_ticket(session, ticket_id).add_internal_note(
                 ticket_id, note, author=ACTOR
             )
 

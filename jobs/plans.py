@@ -24,7 +24,6 @@ from core.db import session_scope
 from core.db.models import Action, Plan, utcnow
 from core.domain import ActionKind, ActionStatus, PlanStatus, Role
 from core.errors import BillingDeskError, StripeOutcomeUnknown
-from core.helpdesks import helpdesk_for_ticket
 from core.policy import Decision, Verdict
 from jobs import queues, runtime
 from jobs.effects import WorkerEffects
@@ -191,7 +190,7 @@ def _with_who(action: Action, note: str) -> str:
 def _note(session: Session, action: Action, text: str) -> None:
     if action.ticket_id is None:
         return
-    helpdesk = helpdesk_for_ticket(session, action.ticket_id, runtime.current().settings)
+    helpdesk = runtime.current().helpdesks.for_ticket(session, action.ticket_id)
     helpdesk.add_internal_note(action.ticket_id, text, author=AUTHOR)
 
 

@@ -6,6 +6,7 @@ Job functions take IDs, so they fetch their clients from here; tests install the
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import check_connection, make_engine, make_session_factory
 from core.errors import ConfigError
+from core.helpdesks import Helpdesks
 from core.policy import PolicyConfig, load_policy
 from core.settings import Settings
 from core.stripe_gateway import StripeGateway, make_gateway
@@ -31,6 +33,34 @@ def connect_redis(url: str) -> Redis:
     except (RedisError, ValueError) as exc:
         raise ConfigError("REDIS_URL", f"cannot connect to {url} ({exc})") from None
     return connection
+
+
+class SharedMinuteBudget:
+    """A helpdesk account's per-minute request budget, kept in Redis so that every worker,
+    poller and web process spends from the same one (Help Scout's limit is per account)."""
+
+    WINDOWS_AHEAD = 5
+
+    def __init__(self, redis: Redis, name: str, per_minute: int) -> None:
+        self.redis = redis
+        self.name = name
+        self.per_minute = per_minute
+
+    def acquire(self, cost: int = 1) -> float:
+        """Book ``cost`` requests in the first minute with room; the seconds until it."""
+        now = time.time()
+        current = int(now // 60)
+        try:
+            for window in range(current, current + self.WINDOWS_AHEAD):
+                key = f"billing-desk:budget:{self.name}:{window}"
+                booked = int(self.redis.incrby(key, cost))  # type: ignore[arg-type]
+                if booked == cost:
+                    self.redis.expire(key, 60 * (self.WINDOWS_AHEAD + 1))
+                if booked <= self.per_minute:
+                    return max(0.0, window * 60 - now)
+        except RedisError:
+            return 0.0  # no shared count: the helpdesk's own 429 still holds us back
+        return (current + self.WINDOWS_AHEAD) * 60 - now
 
 
 @dataclass
@@ -52,6 +82,16 @@ class Runtime:
         """Where outgoing mail goes."""
         return SmtpConfig.from_settings(self.settings)
 
+    @cached_property
+    def helpdesks(self) -> Helpdesks:
+        """The helpdesk adapters, their clients built once for this process."""
+        return Helpdesks(
+            self.settings,
+            helpscout_budget=SharedMinuteBudget(
+                self.redis, "helpscout", self.settings.helpscout_requests_per_minute
+            ),
+        )
+
     def queue(self, name: str) -> Queue:
         """A queue on this process's Redis."""
         return get_queue(name, self.redis)
@@ -64,6 +104,7 @@ class Runtime:
         self.session_factory.kw["bind"].dispose(close=False)
         self.redis.connection_pool.reset()
         self.__dict__.pop("gateway", None)  # cached_property: built again on first use
+        self.__dict__.pop("helpdesks", None)  # its HTTP pools and token are the parent's
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -21,7 +21,6 @@ from core.db.models import Escalation, OutboundEmail, StripeCustomer, utcnow
 from core.domain import EscalationStatus, EscalationTarget, OutboundStatus
 from core.errors import BillingDeskError
 from core.escalations import due_breaches
-from core.helpdesks import helpdesk_for_ticket
 from jobs import queues, runtime
 from jobs.effects import send_team_email, team_email_key
 from jobs.reconcile import reconcile
@@ -170,7 +169,7 @@ def _mark_breached(rt: runtime.Runtime, escalation_id: int) -> bool:
         target = EscalationTarget(escalation.target)
         also = "" if target is REESCALATE_TO else f" and {REESCALATE_TO.label}"
         if escalation.ticket_id is not None:
-            helpdesk_for_ticket(session, escalation.ticket_id, rt.settings).add_internal_note(
+            rt.helpdesks.for_ticket(session, escalation.ticket_id).add_internal_note(
                 escalation.ticket_id,
                 f"SLA breached: {target.label} had until {escalation.due_at:%d %b %H:%M} UTC "
                 f"and nobody picked the ticket up. Re-escalated: {target.label}{also} "

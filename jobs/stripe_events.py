@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 from core import mirror
 from core.db import session_scope
 from core.db.models import PaymentAttempt, StripeEvent, StripeIncident, utcnow
-from core.domain import EscalationTarget, HelpdeskName
-from core.helpdesks import make_helpdesk
+from core.domain import EscalationTarget
+from core.helpdesks import LocalHelpdesk
 from core.policy.mass_failure import PaymentWindow, is_mass_failure, is_new_incident, window_start
 from jobs import disputes, queues, runtime
 from jobs.system_tickets import ACTOR, open_system_escalation
@@ -210,7 +210,7 @@ def raise_sync_error(rt: runtime.Runtime, *, summary: str, details: str) -> int 
             .limit(1)
         )
         if incident is not None and incident.ticket_id is not None:
-            make_helpdesk(HelpdeskName.LOCAL, session, rt.settings).add_internal_note(
+            LocalHelpdesk(session).add_internal_note(
                 incident.ticket_id, f"Another Stripe sync error: {details}", author=ACTOR
             )
             return incident.ticket_id

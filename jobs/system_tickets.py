@@ -12,8 +12,8 @@ from sqlalchemy import select
 from core.actions.workflow import request_plan
 from core.db import session_scope
 from core.db.models import Plan
-from core.domain import ActionKind, EscalationTarget, HelpdeskName
-from core.helpdesks import make_helpdesk
+from core.domain import ActionKind, EscalationTarget
+from core.helpdesks import LocalHelpdesk
 from core.plans import PlanDraft, StepDraft, escalation_params
 from core.policy import judge_automatic
 from jobs import runtime
@@ -39,7 +39,7 @@ def open_system_escalation(
         existing = session.scalar(select(Plan.ticket_id).where(Plan.key == plan_key))
         if existing is not None:
             return existing
-        helpdesk = make_helpdesk(HelpdeskName.LOCAL, session, rt.settings)
+        helpdesk = LocalHelpdesk(session)
         requester = rt.settings.team_email(str(target)) or SYSTEM_REQUESTER
         ticket_id = helpdesk.open_ticket(
             subject=subject, requester_email=requester, requester_name=target.label

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import stripe
+from fake_helpdesks import fake_helpscout, fake_zendesk
 from imapclient import IMAPClient
 from sidebar_client import PASSWORD
 from sqlalchemy import text
@@ -33,6 +34,8 @@ from jobs.inbound import enqueue_inbound
 from jobs.worker import drain_queues
 from mail import poller
 from mail.imap import ImapConfig
+
+__all__ = ["fake_helpscout", "fake_zendesk"]  # the hosted helpdesks' fakes, as fixtures
 
 MAILBOX_USER = "billing@example.com"
 MAILBOX_PASSWORD = "test-password"

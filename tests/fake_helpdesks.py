@@ -987,6 +987,9 @@ class FakeZendesk(_FakeServer):
                 tickets = [t for t in tickets if value in (tag.lower() for tag in t.tags)]
             elif prop == "subject":
                 tickets = [t for t in tickets if value in t.subject.lower()]
+            elif prop in ("created", "updated"):
+                # Zendesk's date property: YYYY-MM-DD (or a full ISO 8601 time) after ``op``.
+                tickets = [t for t in tickets if _date_matches(t, prop, op, value)]
             elif prop == "sort":
                 descending = value != "asc"
             elif prop != "order_by":
@@ -1274,6 +1277,28 @@ class FakeZendesk(_FakeServer):
         }
 
 
+def _date_matches(ticket: _ZendeskTicket, prop: str, op: str, value: str) -> bool:
+    try:
+        bound = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise _Answer(
+            _json_response(
+                400, {"error": "InvalidValue", "description": value}, mimetype="application/json"
+            )
+        ) from exc
+    if bound.tzinfo is None:
+        bound = bound.replace(tzinfo=UTC)
+    moment = ticket.created_at if prop == "created" else ticket.updated_at
+    if op in (":", ""):
+        return moment.date() == bound.date()
+    return {
+        ">": moment > bound,
+        "<": moment < bound,
+        ">=": moment >= bound,
+        "<=": moment <= bound,
+    }[op]
+
+
 def _status_matches(status: str, op: str, value: str) -> bool:
     if value not in ZENDESK_STATUSES:
         return False
@@ -1393,6 +1418,7 @@ class FakeHelpScout(_FakeServer):
         return [
             Rule(HELPSCOUT_TOKEN_PATH, methods=["POST"], endpoint="_grant_token"),
             Rule("/v2/conversations", methods=["GET"], endpoint="_list_conversations"),
+            Rule("/v2/conversations", methods=["POST"], endpoint="_create_conversation"),
             Rule(conversation, methods=["GET"], endpoint="_get_conversation"),
             Rule(conversation, methods=["PATCH"], endpoint="_patch_conversation"),
             Rule(f"{conversation}/threads", methods=["GET"], endpoint="_list_threads"),
@@ -1686,6 +1712,50 @@ class FakeHelpScout(_FakeServer):
         thread = self._add_thread(conversation, "note", fields["text"], author, "api", now)
         conversation.user_updated_at = now
         return self._created(conversation, thread)
+
+    def _create_conversation(self, request: Request) -> Response:
+        """Create Conversation: subject, customer, mailboxId, type, status and its threads;
+        201 with the new conversation's ``Resource-ID`` and ``Location`` (documented)."""
+        fields = _json_object(request) or {}
+        customer_ref = fields.get("customer") or {}
+        email = customer_ref.get("email") if isinstance(customer_ref, dict) else None
+        threads = fields.get("threads")
+        for name, ok in (
+            ("subject", isinstance(fields.get("subject"), str) and fields["subject"]),
+            ("customer", isinstance(email, str) and "@" in email),
+            ("mailboxId", fields.get("mailboxId") == self.mailbox_id),
+            ("type", fields.get("type") in ("email", "phone", "chat")),
+            ("status", fields.get("status") in HELPSCOUT_STATUSES),
+            ("threads", isinstance(threads, list) and threads),
+        ):
+            if not ok:
+                raise _Answer(self._invalid(name, "is missing or invalid", fields.get(name)))
+        assert isinstance(email, str) and isinstance(threads, list)
+        customer = self._customer_by_email(email)
+        if customer is None:
+            first = customer_ref.get("firstName") if isinstance(customer_ref, dict) else None
+            customer = self._people[self._add_person("customer", email, first, None)]
+        now = self._clock.tick()
+        conversation = _Conversation(
+            id=self._next("conversation"),
+            number=self._next("number"),
+            subject=str(fields["subject"]),
+            status=str(fields["status"]),
+            customer_id=customer.id,
+            created_at=now,
+            user_updated_at=now,
+        )
+        self._conversations[conversation.id] = conversation
+        for thread in threads:
+            kind = thread.get("type") if isinstance(thread, dict) else None
+            if kind not in ("customer", "reply", "note") or not thread.get("text"):
+                raise _Answer(self._invalid("threads", "each needs a type and text", thread))
+            author = customer if kind == "customer" else self._people[self.user_id]
+            self._add_thread(conversation, kind, thread["text"], author, "api", now)
+        location = f"{self.url}/v2/conversations/{conversation.id}"
+        return Response(
+            status=201, headers={"Location": location, "Resource-ID": str(conversation.id)}
+        )
 
     def _create_reply(self, request: Request, conversation_id: int) -> Response:
         conversation = self._writable(request, conversation_id)

@@ -13,6 +13,7 @@ import json
 import re
 import time
 from dataclasses import replace
+from urllib.parse import urlencode
 
 import jwt
 import pytest
@@ -88,7 +89,7 @@ def linked_agent(session_factory):
         agents.link_identity(
             session, ann, helpdesk="zendesk", account=SUBDOMAIN, external_user_id=ZENDESK_USER
         )
-        agents.link_identity(session, ann, helpdesk="helpscout", account="77", external_user_id="5")
+        agents.link_identity(session, ann, helpdesk="helpscout", account="", external_user_id="5")
 
 
 def zendesk_token(private_key, **overrides) -> str:
@@ -324,44 +325,93 @@ def test_a_note_on_a_zendesk_ticket_is_written_to_zendesk(
     assert "Called the customer back" in body["ticket"]["comment"]["body"]
 
 
-def helpscout_url(params: list[tuple[str, str]], secret: str = HELPSCOUT_SECRET) -> str:
-    payload = json.dumps(dict(params), separators=(",", ":")).replace("/", "\\/")
+def helpscout_url(
+    params: list[tuple[str, str]], secret: str = HELPSCOUT_SECRET, *, php: bool = True
+) -> str:
+    """A sidebar URL signed as Help Scout signs it: HMAC-SHA1 over the other params as JSON
+    (PHP's json_encode in Help Scout's example; a plain JSON encoder in apps that use it)."""
+    if php:
+        payload = json.dumps(dict(params), separators=(",", ":")).replace("/", "\\/")
+    else:
+        payload = json.dumps(dict(params), separators=(",", ":"), ensure_ascii=False)
     signature = base64.b64encode(
         hmac.new(secret.encode(), payload.encode(), hashlib.sha1).digest()
     ).decode()
-    from urllib.parse import urlencode
-
     return "/helpscout/sidebar?" + urlencode([*params, ("X-HelpScout-Signature", signature)])
 
 
-HELPSCOUT_PARAMS = [
-    ("conversationId", "889"),
-    ("customerEmail", "bob@example.com"),
-    ("customerName", "Bob Chen"),
-    ("mailboxId", "77"),
-    ("subject", "Card update"),
-    ("userId", "5"),
-]
+@pytest.fixture
+def helpscout_app(app, fake_helpscout, embedded_settings, rt):
+    """The app with Help Scout's API (the fake) configured, and Bob's conversation in it."""
+    settings = replace(
+        embedded_settings,
+        helpscout_client_id=fake_helpscout.client_id,
+        helpscout_client_secret=fake_helpscout.client_secret,
+        helpscout_api_url=fake_helpscout.url,
+    )
+    rt.settings = settings
+    rt.__dict__.pop("helpdesks", None)
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    conversation = fake_helpscout.create_conversation(
+        "Card update", "How do I change my card?", BOB.email, "Bob", "Chen"
+    )
+    return app, str(conversation)
 
 
-def test_helpscout_sidebar_verifies_the_signed_query(app, linked_agent, stripe_client):
+def test_helpscout_sidebar_takes_the_params_help_scout_sends(
+    helpscout_app, linked_agent, stripe_client
+):
+    app, conversation = helpscout_app
     create_customer(stripe_client, BOB)
-    response = app.test_client().get(helpscout_url(HELPSCOUT_PARAMS))
-    assert response.status_code == 200
+    params = [("conversation-id", conversation), ("customer-id", "40001"), ("user-id", "5")]
+    response = app.test_client().get(helpscout_url(params))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    # Who the customer is comes from Help Scout's API, never from the query.
     assert "Bob Chen" in response.get_data(as_text=True)
     assert "https://secure.helpscout.net" in response.headers["Content-Security-Policy"]
+    plain = app.test_client().get(helpscout_url(params, php=False))
+    assert plain.status_code == 200
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        helpscout_url(HELPSCOUT_PARAMS, secret="wrong-secret"),
-        helpscout_url(HELPSCOUT_PARAMS).replace("bob%40example.com", "eve%40example.com"),
-        "/helpscout/sidebar?conversationId=889&customerEmail=bob%40example.com&userId=5",
-    ],
-    ids=["wrong-secret", "tampered", "unsigned"],
-)
-def test_helpscout_refuses_unsigned_or_tampered_requests(app, linked_agent, url):
+def test_helpscout_sidebar_without_a_signed_agent_opens_under_our_sign_in(
+    helpscout_app, linked_agent, stripe_client
+):
+    app, conversation = helpscout_app
+    create_customer(stripe_client, BOB)
+    client = app.test_client()
+    page = client.get(helpscout_url([("conversation-id", conversation), ("customer-id", "1")]))
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    link = re.search(r'href="(/helpscout/open/[^"]+)"', html)
+    assert link is not None and "cus_" not in html  # nothing of Stripe before our sign-in
+    assert client.get(link.group(1)).status_code == 302  # to the sign-in page
+    client.post(
+        "/login",
+        data={"email": "ann@example.com", "password": PASSWORD, "csrf_token": _csrf(client)},
+    )
+    opened = client.get(link.group(1))
+    assert opened.status_code == 200
+    assert "Bob Chen" in opened.get_data(as_text=True)
+
+
+def _csrf(client) -> str:
+    page = client.get("/login").get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match is not None
+    return match.group(1)
+
+
+@pytest.mark.parametrize("how", ["wrong-secret", "tampered", "unsigned", "camel-unsigned"])
+def test_helpscout_refuses_unsigned_or_tampered_requests(helpscout_app, linked_agent, how):
+    app, conversation = helpscout_app
+    params = [("conversation-id", conversation), ("customer-id", "1"), ("user-id", "5")]
+    url = {
+        "wrong-secret": helpscout_url(params, secret="wrong-secret"),
+        "tampered": helpscout_url(params).replace("user-id=5", "user-id=6"),
+        "unsigned": f"/helpscout/sidebar?conversation-id={conversation}&user-id=5",
+        "camel-unsigned": f"/helpscout/sidebar?conversationId={conversation}&userId=5",
+    }[how]
     assert app.test_client().get(url).status_code == 401
 
 

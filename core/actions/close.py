@@ -41,9 +41,9 @@ class CloseTicket(ActionType):
                         "Not closed: the customer wrote again after this plan began; an agent "
                         "reads that first.",
                     )
-            fx.helpdesk(session, action.ticket_id).close(
+            left_open = fx.helpdesk(session, action.ticket_id).close(
                 action.ticket_id,
                 resolution=str(params_of(action)["resolution"]),
                 actor=action.requested_by,
             )
-        return Outcome(None, None)
+        return Outcome(None, left_open)

@@ -19,7 +19,7 @@ from core.actions.base import (
 )
 from core.db.models import Action, Escalation, Ticket
 from core.domain import ActionKind, EscalationTarget
-from core.errors import InvalidInput
+from core.errors import HelpdeskError, InvalidInput
 from core.plans import escalation_params
 from core.policy import sla_due, sla_text
 
@@ -30,25 +30,37 @@ def open_escalation(
     action: Action, fx: Effects, target: EscalationTarget, reason: str
 ) -> tuple[Escalation, str]:
     """The escalation of this action, opened once with its SLA due time, the ticket put in the
-    team's queue, and the team told (once); returns it and what became of the notice."""
-    escalation = _open(action, fx, target, reason)
+    team's queue (in a hosted helpdesk, its group or team), and the team told (once); returns
+    it and what became of the notice."""
+    escalation, placed = _open(action, fx, target, reason)
     notice = fx.notify_team(
         escalation,
         template=NOTICE_TEMPLATE,
         subject=f"Escalated to {target.label}: ticket #{action.ticket_id}",
     )
-    return escalation, notice
+    return escalation, f"{notice}{placed}"
 
 
-def _open(action: Action, fx: Effects, target: EscalationTarget, reason: str) -> Escalation:
+def _open(
+    action: Action, fx: Effects, target: EscalationTarget, reason: str
+) -> tuple[Escalation, str]:
     with fx.transaction() as session:
         existing = session.scalar(select(Escalation).where(Escalation.action_id == action.id))
         if existing is not None:
             session.expunge(existing)
-            return existing
+            return existing, ""
         ticket = session.get(Ticket, action.ticket_id) if action.ticket_id else None
+        placed = ""
         if ticket is not None:
-            ticket.team = str(target)
+            try:
+                fx.helpdesk(session, ticket.id).assign(ticket.id, team=target)
+            except HelpdeskError as exc:
+                if exc.retryable:
+                    raise  # nothing is recorded: the step runs again
+                # The helpdesk has no such group: the escalation, its SLA and the team's
+                # queue here still stand, and the note says what to set up.
+                ticket.team = str(target)
+                placed = f" (not placed in the helpdesk: {exc})"
         now = fx.now()
         escalation = Escalation(
             ticket_id=action.ticket_id,
@@ -63,7 +75,7 @@ def _open(action: Action, fx: Effects, target: EscalationTarget, reason: str) ->
         session.add(escalation)
         session.flush()
         session.expunge(escalation)
-        return escalation
+        return escalation, placed
 
 
 class Escalate(AccountAction):

@@ -90,6 +90,11 @@ class Ticket(Base):
     # Who works the ticket: a person (their email), and the team queue an escalation put it in.
     assignee: Mapped[str | None] = mapped_column(String(320), index=True)
     team: Mapped[str | None] = mapped_column(String(40), index=True)
+    # A hosted ticket's version after our own last write (Zendesk's updated_at): a safe update
+    # against it is refused when anyone else changed the ticket since.
+    helpdesk_version: Mapped[str | None] = mapped_column(String(40))
+    # The built-in helpdesk's tags (a hosted helpdesk keeps its own; we add ours there).
+    tags: Mapped[list[str] | None] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -103,6 +108,9 @@ class TicketMessage(Base):
     """One entry in a ticket's thread: a customer email, our reply, or an internal note."""
 
     __tablename__ = "ticket_messages"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "external_id", name="uq_ticket_messages_external"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
@@ -114,6 +122,9 @@ class TicketMessage(Base):
     inbound_email_id: Mapped[int | None] = mapped_column(
         ForeignKey("inbound_emails.id"), unique=True
     )
+    # The hosted helpdesk's own ID of the entry this one mirrors (a Zendesk comment, a Help
+    # Scout thread): each is recorded once, however often its webhook arrives.
+    external_id: Mapped[str | None] = mapped_column(String(64))
     # Attachments of a customer email, listed (filename, content type, size), never stored.
     attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -361,6 +372,25 @@ class AgentSession(Base):
 
 
 # --- the Stripe mirror (flow C: webhooks and reconcile keep it; it never goes backwards) -----
+
+
+class HelpdeskEvent(Base):
+    """A verified Zendesk or Help Scout webhook delivery, recorded once by its key before it is
+    queued: a retry or a replay of the same delivery finds this row and does nothing more."""
+
+    __tablename__ = "helpdesk_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    helpdesk: Mapped[str] = mapped_column(String(20))
+    account: Mapped[str] = mapped_column(String(200))
+    external_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(40))
+    entry_id: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    outcome: Mapped[str | None] = mapped_column(Text)
 
 
 class StripeEvent(Base):

@@ -1,7 +1,16 @@
-"""Helpdesk adapters behind one protocol, chosen by a ticket's own ``helpdesk`` column: the
-built-in helpdesk, or Zendesk and Help Scout for the tickets mirrored from them."""
+"""Helpdesk adapters behind one contract (``base.Helpdesk``): the built-in helpdesk, Zendesk
+and Help Scout. ``Helpdesks`` is built once per process by its composition root (the worker
+runtime, the web app) and holds each hosted helpdesk's client: its HTTP pool, its access token
+and its request budget, shared by every call. A ticket's own ``helpdesk`` column says which
+adapter serves it; ``HELPDESK`` says where the team works (where mail intake's tickets live).
+"""
 
 from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from functools import cached_property
 
 import requests
 from sqlalchemy.orm import Session
@@ -10,70 +19,127 @@ from core.db.models import Ticket
 from core.domain import HelpdeskName
 from core.errors import ConfigError, HelpdeskError, NotFound
 from core.helpdesks.base import Helpdesk
-from core.helpdesks.helpscout import HelpScoutHelpdesk
+from core.helpdesks.helpscout import HelpScoutClient, HelpScoutHelpdesk
+from core.helpdesks.http import MinuteBudget, RequestBudget, RetryRules, Transport
 from core.helpdesks.local import LocalHelpdesk
-from core.helpdesks.zendesk import ZendeskHelpdesk
+from core.helpdesks.zendesk import ZendeskClient, ZendeskHelpdesk
 from core.settings import Settings
 
 SUPPORTED = tuple(HelpdeskName)
 
 
-def _required(settings: Settings | None, *names: str) -> list[str]:
+def _required(settings: Settings, *names: str) -> list[str]:
     """The named settings' values, or a ConfigError naming the first one missing."""
     values: list[str] = []
     for name in names:
-        value = getattr(settings, name, None) if settings is not None else None
+        value = getattr(settings, name, None)
         if not value:
             raise ConfigError(name.upper(), "is not set")
         values.append(value)
     return values
 
 
-def make_helpdesk(
-    name: str,
-    session: Session,
-    settings: Settings | None = None,
-    http: requests.Session | None = None,
-) -> Helpdesk:
-    """The helpdesk adapter called ``name``; hosted helpdesks take credentials from settings."""
-    if name == HelpdeskName.LOCAL:
-        return LocalHelpdesk(session)
-    if name == HelpdeskName.ZENDESK:
+def _pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``team=value`` settings as a mapping."""
+    return {
+        name.strip(): value.strip()
+        for name, _, value in (p.partition("=") for p in pairs)
+        if name.strip() and value.strip()
+    }
+
+
+class Helpdesks:
+    """The process's helpdesk adapters: hosted clients built on first use, then reused."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http: requests.Session | None = None,
+        helpscout_budget: RequestBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rules: RetryRules | None = None,
+    ) -> None:
+        self.settings = settings
+        self._http = http
+        self._helpscout_budget = helpscout_budget
+        self._sleep = sleep
+        self._clock = clock
+        self._rules = rules
+        self._lock = threading.Lock()
+
+    @property
+    def home(self) -> str:
+        """Where the team works: mail intake opens and finds its tickets there."""
+        return self.settings.helpdesk
+
+    @cached_property
+    def zendesk(self) -> ZendeskClient:
+        """The Zendesk account's client (ZENDESK_SUBDOMAIN, ZENDESK_EMAIL, ZENDESK_API_TOKEN)."""
         subdomain, email, api_token = _required(
-            settings, "zendesk_subdomain", "zendesk_email", "zendesk_api_token"
+            self.settings, "zendesk_subdomain", "zendesk_email", "zendesk_api_token"
         )
-        return ZendeskHelpdesk(
-            session, subdomain=subdomain, email=email, api_token=api_token, http=http
+        return ZendeskClient(
+            subdomain=subdomain,
+            email=email,
+            api_token=api_token,
+            base_url=self.settings.zendesk_api_url,
+            groups=_pairs(self.settings.zendesk_groups),
+            transport=Transport("Zendesk", http=self._http, rules=self._rules, sleep=self._sleep),
         )
-    if name == HelpdeskName.HELPSCOUT:
+
+    @cached_property
+    def helpscout(self) -> HelpScoutClient:
+        """The Help Scout account's client (HELPSCOUT_CLIENT_ID, HELPSCOUT_CLIENT_SECRET)."""
         client_id, client_secret = _required(
-            settings, "helpscout_client_id", "helpscout_client_secret"
+            self.settings, "helpscout_client_id", "helpscout_client_secret"
         )
-        return HelpScoutHelpdesk(
-            session, client_id=client_id, client_secret=client_secret, http=http
+        budget = self._helpscout_budget or MinuteBudget(
+            self.settings.helpscout_requests_per_minute, clock=self._clock
         )
-    raise HelpdeskError(f"unknown helpdesk {name!r} (supported: {', '.join(SUPPORTED)})")
+        return HelpScoutClient(
+            client_id=client_id,
+            client_secret=client_secret,
+            base_url=self.settings.helpscout_api_url,
+            mailbox_id=self.settings.helpscout_mailbox_id,
+            teams=_pairs(self.settings.helpscout_teams),
+            clock=self._clock,
+            transport=Transport(
+                "Help Scout", http=self._http, budget=budget, rules=self._rules, sleep=self._sleep
+            ),
+        )
 
+    def named(self, name: str, session: Session) -> Helpdesk:
+        """The adapter of the helpdesk called ``name``, over this session."""
+        if name == HelpdeskName.LOCAL:
+            return LocalHelpdesk(session)
+        with self._lock:  # two threads' first use builds one client
+            if name == HelpdeskName.ZENDESK:
+                return ZendeskHelpdesk(session, self.zendesk)
+            if name == HelpdeskName.HELPSCOUT:
+                return HelpScoutHelpdesk(session, self.helpscout)
+        raise HelpdeskError(f"unknown helpdesk {name!r} (supported: {', '.join(SUPPORTED)})")
 
-def helpdesk_for_ticket(
-    session: Session,
-    ticket_id: int,
-    settings: Settings,
-    http: requests.Session | None = None,
-) -> Helpdesk:
-    """The adapter for the helpdesk that owns this ticket: local, Zendesk or Help Scout."""
-    ticket = session.get(Ticket, ticket_id)
-    if ticket is None:
-        raise NotFound(f"ticket {ticket_id} does not exist")
-    return make_helpdesk(ticket.helpdesk, session, settings, http)
+    def for_ticket(self, session: Session, ticket_id: int) -> Helpdesk:
+        """The adapter for the helpdesk that owns this ticket."""
+        ticket = session.get(Ticket, ticket_id)
+        if ticket is None:
+            raise NotFound(f"ticket {ticket_id} does not exist")
+        return self.named(ticket.helpdesk, session)
+
+    def for_home(self, session: Session) -> Helpdesk:
+        """The adapter of the helpdesk the team works in."""
+        return self.named(self.home, session)
 
 
 __all__ = [
     "SUPPORTED",
+    "HelpScoutClient",
     "HelpScoutHelpdesk",
     "Helpdesk",
+    "Helpdesks",
     "LocalHelpdesk",
+    "ZendeskClient",
     "ZendeskHelpdesk",
-    "helpdesk_for_ticket",
-    "make_helpdesk",
 ]

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from sqlalchemy.orm import Session
 
 from core import audit, escalations
 from core.db.models import Ticket, TicketMessage, utcnow
-from core.domain import MessageKind, TicketStatus
+from core.domain import EscalationTarget, MessageKind, TicketStatus
 from core.errors import NotFound
+from core.helpdesks.base import ThreadEntry, TicketSnapshot
 
 
 class LocalHelpdesk:
     """Helpdesk over core.db; changes join the caller's session and transaction."""
+
+    sends_replies = False
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -22,8 +28,16 @@ class LocalHelpdesk:
             raise NotFound(f"ticket {ticket_id} does not exist")
         return ticket
 
-    def open_ticket(self, *, subject: str, requester_email: str, requester_name: str | None) -> int:
-        """Create an open ticket and return its ID."""
+    def open_ticket(
+        self,
+        *,
+        subject: str,
+        requester_email: str,
+        requester_name: str | None,
+        body: str | None = None,
+    ) -> int:
+        """Create an open ticket and return its ID (its first message is added by the caller,
+        with the email it came from)."""
         ticket = Ticket(
             subject=subject[:998] or "(no subject)",
             requester_email=requester_email,
@@ -45,8 +59,10 @@ class LocalHelpdesk:
         message_id: str | None = None,
         inbound_email_id: int | None = None,
         reopen: bool = True,
+        external_id: str | None = None,
     ) -> None:
-        """Append an entry to the thread; a customer email reopens a closed ticket if ``reopen``."""
+        """Append an entry to the thread; a customer email reopens a closed ticket if ``reopen``.
+        ``external_id`` names the hosted helpdesk's own entry this one mirrors."""
         ticket = self._ticket(ticket_id)
         self.session.add(
             TicketMessage(
@@ -56,6 +72,7 @@ class LocalHelpdesk:
                 body=body,
                 message_id=message_id,
                 inbound_email_id=inbound_email_id,
+                external_id=external_id,
             )
         )
         if reopen and kind is MessageKind.INBOUND and ticket.status != TicketStatus.OPEN:
@@ -73,6 +90,75 @@ class LocalHelpdesk:
         """Add a note only agents see."""
         self.add_message(ticket_id, kind=MessageKind.NOTE, author=author, body=body)
 
+    def find_ticket(self, *, requester_email: str, subject: str, since: datetime) -> int | None:
+        """None: mail threads onto built-in tickets by its headers (mail.conversations)."""
+        return None
+
+    def read_ticket(self, ticket_id: int) -> TicketSnapshot:
+        """The ticket and its thread, from our own rows."""
+        ticket = self._ticket(ticket_id)
+        return TicketSnapshot(
+            external_id=str(ticket.id),
+            subject=ticket.subject,
+            requester_email=ticket.requester_email,
+            requester_name=ticket.requester_name,
+            status=TicketStatus(ticket.status),
+            tags=tuple(ticket.tags or ()),
+            thread=tuple(
+                ThreadEntry(
+                    external_id=str(m.id),
+                    kind=MessageKind(m.kind),
+                    author_email=m.author,
+                    author_name=None,
+                    body=m.body,
+                    created_at=m.created_at,
+                )
+                for m in ticket.messages
+            ),
+            group=ticket.team,
+        )
+
+    def add_tags(self, ticket_id: int, tags: Sequence[str]) -> None:
+        """Add tags, keeping the ones the ticket has."""
+        ticket = self._ticket(ticket_id)
+        ticket.tags = list(dict.fromkeys([*(ticket.tags or ()), *tags]))
+        self.session.flush()
+
+    def assign(
+        self,
+        ticket_id: int,
+        *,
+        team: EscalationTarget | None = None,
+        assignee: str | None = None,
+    ) -> None:
+        """Put the ticket in a team's queue and/or give it to a person."""
+        ticket = self._ticket(ticket_id)
+        if team is not None:
+            ticket.team = str(team)
+        if assignee is not None:
+            ticket.assignee = assignee
+        self.session.flush()
+
+    def set_status(self, ticket_id: int, status: TicketStatus, *, actor: str) -> None:
+        """Set the status; resolving goes through ``close``, which records the resolution."""
+        ticket = self._ticket(ticket_id)
+        if ticket.status == status:
+            return
+        was = ticket.status
+        ticket.status = status
+        if status in (TicketStatus.OPEN, TicketStatus.PENDING):
+            ticket.resolution = None
+            ticket.closed_at = None
+        audit.record(
+            self.session,
+            actor=actor,
+            event="ticket.status",
+            ticket_id=ticket.id,
+            was=was,
+            status=str(status),
+        )
+        self.session.flush()
+
     def set_triage(
         self,
         ticket_id: int,
@@ -88,11 +174,11 @@ class LocalHelpdesk:
         ticket.stripe_customer_id = stripe_customer_id
         self.session.flush()
 
-    def close(self, ticket_id: int, *, resolution: str, actor: str) -> None:
+    def close(self, ticket_id: int, *, resolution: str, actor: str) -> str | None:
         """Close the ticket with a resolution status; closing twice changes nothing."""
         ticket = self._ticket(ticket_id)
         if ticket.status == TicketStatus.CLOSED and ticket.resolution == resolution:
-            return
+            return None
         ticket.status = TicketStatus.CLOSED
         ticket.resolution = resolution
         ticket.closed_at = utcnow()
@@ -105,3 +191,4 @@ class LocalHelpdesk:
             resolution=resolution,
         )
         self.session.flush()
+        return None
