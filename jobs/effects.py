@@ -195,18 +195,21 @@ class WorkerEffects:
         )
         references = [m for m in chain if m != latest_inbound][-MAX_REFERENCES:]
         settings = self.settings
+        # A hosted helpdesk's email threads by its own means: our subject token is ours only.
+        hosted = self.helpdesk(session, ticket.id).sends_replies
+        token = "" if hosted else subject_token(ticket.id)
         message = render_email(
             settings.email_templates_dir,
             template,
             {
                 "customer_name": ticket.requester_name,
-                "ticket_token": subject_token(ticket.id),
+                "ticket_token": token,
                 "support_name": email.utils.parseaddr(settings.mail_from)[0] or "Billing Support",
                 **context,
             },
             sender=settings.mail_from,
             to=to,
-            subject=f"{subject} {subject_token(ticket.id)}",
+            subject=f"{subject} {token}".strip(),
             in_reply_to=latest_inbound,
             references=references,
             # RFC 3834: a person's reply is not automatic mail.
