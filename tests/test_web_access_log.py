@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from test_sidebar_embedding import BOB, HELPSCOUT_PARAMS, HELPSCOUT_SECRET, helpscout_url
+from fake_helpdesks import FakeHelpScout
+from test_sidebar_embedding import BOB, HELPSCOUT_SECRET, helpscout_url
 
 from core import agents
 from core.db import session_scope
@@ -30,11 +31,16 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def web_settings(settings):
-    """The test settings, with a Help Scout app secret and this web process's own URL."""
+def web_settings(settings, fake_helpscout: FakeHelpScout):
+    """The test settings, with a Help Scout app (its API the fake) and this process's URL."""
     port = servers.free_port()
     return replace(
-        settings, helpscout_app_secret=HELPSCOUT_SECRET, public_url=f"http://127.0.0.1:{port}"
+        settings,
+        helpscout_app_secret=HELPSCOUT_SECRET,
+        helpscout_client_id=fake_helpscout.client_id,
+        helpscout_client_secret=fake_helpscout.client_secret,
+        helpscout_api_url=fake_helpscout.url,
+        public_url=f"http://127.0.0.1:{port}",
     )
 
 
@@ -72,14 +78,17 @@ def update_card_link(stripe_client, session_factory, web_settings):
 
 
 def test_access_log_has_request_lines_but_no_signed_query_or_link_token(
-    web, update_card_link, stripe_client, session_factory
+    web, update_card_link, stripe_client, session_factory, fake_helpscout
 ):
     base, server, log_path = web
     create_customer(stripe_client, BOB)
     with session_scope(session_factory) as session:
         ann = agents.save_agent(session, email="ann@example.com", name="Ann", role=Role.AGENT)
-        agents.link_identity(session, ann, helpdesk="helpscout", account="77", external_user_id="5")
-    signed = helpscout_url(HELPSCOUT_PARAMS)
+        agents.link_identity(session, ann, helpdesk="helpscout", account="", external_user_id="5")
+    conversation = fake_helpscout.create_conversation("Card", "Hello", BOB.email, "Bob", "Chen")
+    signed = helpscout_url(
+        [("conversation-id", str(conversation)), ("customer-id", "1"), ("user-id", "5")]
+    )
     signature = signed.rsplit("X-HelpScout-Signature=", 1)[1]
 
     sidebar = requests.get(base + signed, timeout=30)
