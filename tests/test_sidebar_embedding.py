@@ -560,3 +560,25 @@ def test_frame_ancestors_follow_the_configured_helpdesks(settings, db_engine):
         "frame-ancestors 'self' https://support.example.com"
         in response.headers["Content-Security-Policy"]
     )
+
+
+def test_helpscout_open_link_is_refused_when_forged_or_for_another_helpdesks_ticket(
+    helpscout_app, linked_agent, session_factory
+):
+    app, _conversation = helpscout_app
+    client = app.test_client()
+    client.post(
+        "/login",
+        data={"email": "ann@example.com", "password": PASSWORD, "csrf_token": _csrf(client)},
+    )
+    assert client.get("/helpscout/open/not-a-token").status_code == 401
+    with session_scope(session_factory) as session:
+        local = Ticket(subject="Ours", requester_email=BOB.email, status="open")
+        session.add(local)
+        session.flush()
+        local_id = local.id
+    with app.test_request_context():
+        from helpdesk_app.embedded import _open_serializer
+
+        token = _open_serializer().dumps({"t": local_id})
+    assert client.get(f"/helpscout/open/{token}").status_code == 404

@@ -192,6 +192,7 @@ class HelpScoutHelpdesk(MirroredHelpdesk):
 
     helpdesk, service, ticket_word = HELPDESK, SERVICE, "conversation"
     account_scoped = False  # rows mirrored before by mailbox ID are the same conversations
+    final_statuses: frozenset[TicketStatus] = frozenset()  # a customer's reply reopens any
 
     def __init__(self, session: Session, client: HelpScoutClient) -> None:
         super().__init__(session)

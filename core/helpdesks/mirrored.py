@@ -33,6 +33,10 @@ class MirroredHelpdesk:
     # Whether the same ticket ID can name different tickets in different accounts of ours
     # (Zendesk subdomains); Help Scout's conversation IDs are unique across its accounts.
     account_scoped = True
+    # Tickets a customer's new email cannot join: Zendesk answers a reply to a closed ticket
+    # with a follow-up ticket of its own; a solved one (or a closed Help Scout conversation)
+    # reopens.
+    final_statuses: frozenset[TicketStatus] = frozenset({TicketStatus.CLOSED})
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -127,10 +131,11 @@ class MirroredHelpdesk:
         return ticket.id
 
     def find_ticket(self, *, requester_email: str, subject: str, since: datetime) -> int | None:
-        """The requester's unresolved ticket with this subject (ignoring Re:/Fwd:), newest."""
+        """The requester's ticket with this subject (ignoring Re:/Fwd:) that the email can
+        still join, newest first."""
         wanted = same_subject_key(subject)
         for snapshot in self._search(requester_email, subject, since):
-            if snapshot.status in (TicketStatus.SOLVED, TicketStatus.CLOSED):
+            if snapshot.status in self.final_statuses:
                 continue
             if snapshot.requester_email.lower() != requester_email.lower():
                 continue
