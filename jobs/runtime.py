@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -41,14 +42,21 @@ class SharedMinuteBudget:
 
     WINDOWS_AHEAD = 5
 
-    def __init__(self, redis: Redis, name: str, per_minute: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        name: str,
+        per_minute: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis = redis
         self.name = name
         self.per_minute = per_minute
+        self.clock = clock
 
     def acquire(self, cost: int = 1) -> float:
         """Book ``cost`` requests in the first minute with room; the seconds until it."""
-        now = time.time()
+        now = self.clock()
         current = int(now // 60)
         try:
             for window in range(current, current + self.WINDOWS_AHEAD):

@@ -26,6 +26,7 @@ from core.helpdesks.base import Helpdesk
 from core.helpdesks.http import MinuteBudget, RetryRules
 from core.helpdesks.mirrored import MirroredHelpdesk
 from core.settings import Settings
+from jobs.runtime import SharedMinuteBudget
 
 CUSTOMER = "pat@example.com"
 RESOLUTION = "Resolved — Refund issued"
@@ -490,3 +491,17 @@ def test_settings_name_what_a_hosted_helpdesk_is_missing(session):
         helpdesks.named("helpscout", session)
     with pytest.raises(HelpdeskError, match="unknown helpdesk"):
         helpdesks.named("freshdesk", session)
+
+
+def test_the_shared_budget_is_one_count_across_processes(rt):
+    """Two processes' budgets on one Redis: the second sees the first's requests."""
+
+    def at() -> float:
+        return 1_800_000_010.0  # ten seconds into a minute
+
+    first = SharedMinuteBudget(rt.redis, "helpscout-test", per_minute=4, clock=at)
+    second = SharedMinuteBudget(rt.redis, "helpscout-test", per_minute=4, clock=at)
+    assert [first.acquire(2), second.acquire(2)] == [0.0, 0.0]
+    assert first.acquire(1) == 50.0  # the minute is spent: the next slot is in the next one
+    other = SharedMinuteBudget(rt.redis, "zendesk-test", per_minute=4, clock=at)
+    assert other.acquire(1) == 0.0  # each account has its own

@@ -28,6 +28,8 @@ from core.domain import RESOLUTION_REFUND_ISSUED
 from core.settings import Settings
 from helpdesk_app import create_app
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
+from jobs.helpdesk_events import process_helpdesk_event
+from jobs.plans import run_step
 
 pytestmark = pytest.mark.e2e
 
@@ -344,3 +346,43 @@ def test_a_customer_reply_in_help_scout_is_mirrored_and_keeps_the_ticket_open(
         customer_messages = [m.body for m in mirror.messages if m.kind == "inbound"]
         assert len(customer_messages) == 2 and "card changed" in customer_messages[1]
         assert mirror.category is not None  # triaged once, from the first message
+
+
+def test_a_failed_helpdesk_write_leaves_the_work_retryable_and_it_is_done_once(
+    zendesk_home, fake_zendesk, stripe_client, run_worker, rt, twin_charges
+):
+    """Zendesk fails a write (503) during intake, and again right after the refund: each
+    time the job stays retryable, and its retry finds what was already done."""
+    _customer, older, newer = twin_charges
+    ticket = fake_zendesk.create_ticket("Charged twice", DOUBLE_CHARGE, ALICE.email, ALICE.name)
+    comment_put = r"/tickets/\d+\.json$"
+    fake_zendesk.fail_next("PUT", comment_put, 503)  # the triage note
+    fake_zendesk.deliver_event(
+        f"{zendesk_home.url}/webhooks/zendesk", SECRET, "ticket.created", ticket
+    )
+    run_worker()  # the intake job fails; RQ would run it again after a pause
+    with session_scope(rt.session_factory) as session:
+        assert session.scalar(select(func.count()).select_from(Action)) == 0
+        event_id = session.scalars(select(HelpdeskEvent.id)).one()
+    assert refunds(stripe_client, [older, newer]) == []
+
+    process_helpdesk_event(event_id)  # the retry
+    fake_zendesk.fail_next("PUT", comment_put, 503)  # the refund's note, after Stripe refunded
+    run_worker()
+    assert len(refunds(stripe_client, [older, newer])) == 1
+    for _ in range(5):  # the step's own retries, as RQ runs them
+        with session_scope(rt.session_factory) as session:
+            queued = session.scalars(
+                select(Action.id).where(Action.status == "queued").order_by(Action.id)
+            ).all()
+        for action_id in queued:
+            run_step(action_id)
+        run_worker()
+    assert len(refunds(stripe_client, [older, newer])) == 1
+    assert len(zendesk_replies(fake_zendesk, ticket)) == 1
+    assert fake_zendesk.ticket(ticket)["status"] == "solved"
+    notes = [c["body"] for c in fake_zendesk.comments(ticket) if not c["public"]]
+    assert sum(n.startswith("Triage:") for n in notes) == 1
+    assert sum(n.startswith("Refund re_") for n in notes) == 1
+    failed = [r for r in fake_zendesk.requests_to("PUT", comment_put) if r.status == 503]
+    assert [r.body["ticket"]["comment"]["body"][:7] for r in failed] == ["Triage:", "Refund "]

@@ -87,9 +87,37 @@ def test_demo_mode_needs_no_stripe_key_or_redis_url():
         ({"SIGN_IN_ADDRESS_FAILURES": "many"}, "SIGN_IN_ADDRESS_FAILURES"),
         ({"SIGN_IN_WINDOW_MINUTES": "0"}, "SIGN_IN_WINDOW_MINUTES"),
         ({"SIGN_IN_LOCKOUT_MINUTES": "1.5"}, "SIGN_IN_LOCKOUT_MINUTES"),
+        ({"HELPDESK": "freshdesk"}, "HELPDESK"),
+        ({"HELPDESK": "zendesk", "ZENDESK_SUBDOMAIN": "acme"}, "ZENDESK_EMAIL"),
+        (
+            {"HELPDESK": "zendesk", "ZENDESK_SUBDOMAIN": "acme", "ZENDESK_EMAIL": "a@acme.test"},
+            "ZENDESK_API_TOKEN",
+        ),
+        ({"HELPDESK": "helpscout"}, "HELPSCOUT_CLIENT_ID"),
+        ({"ZENDESK_GROUPS": "finance"}, "ZENDESK_GROUPS"),
+        ({"HELPSCOUT_TEAMS": "marketing=12"}, "HELPSCOUT_TEAMS"),
+        ({"HELPSCOUT_REQUESTS_PER_MINUTE": "0"}, "HELPSCOUT_REQUESTS_PER_MINUTE"),
     ],
 )
 def test_settings_name_the_bad_variable(env, setting):
     with pytest.raises(ConfigError) as raised:
         Settings.from_env(env)
     assert raised.value.setting == setting
+
+
+def test_helpdesk_settings_round_trip_through_the_environment():
+    env = {
+        "HELPDESK": "ZenDesk",
+        "ZENDESK_SUBDOMAIN": "acme",
+        "ZENDESK_EMAIL": "bot@acme.test",
+        "ZENDESK_API_TOKEN": "t",
+        "ZENDESK_WEBHOOK_SECRET": " one , two ",
+        "ZENDESK_GROUPS": "finance=1, security=2",
+        "HELPDESK_TRUST_SENDERS": "false",
+    }
+    settings = Settings.from_env(env)
+    assert settings.helpdesk == "zendesk"
+    assert settings.zendesk_webhook_secrets == ("one", "two")
+    assert settings.zendesk_groups == ("finance=1", "security=2")
+    assert settings.helpdesk_trust_senders is False
+    assert Settings.from_env(settings.to_env()) == settings
