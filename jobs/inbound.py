@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
+from redis.exceptions import LockError
 from rq import get_current_job
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -184,7 +185,43 @@ def triage(
     """Classify a new ticket's first message, match its Stripe customer, store the playbook's
     plan, and note (and, in a hosted helpdesk, tag) the ticket; None when reading took longer
     than the budget. The plan is stored once per ``key``; ``mark_done`` records, in the same
-    transaction, that the message was handled."""
+    transaction, that the message was handled.
+
+    A hosted ticket can reach us twice at once (its webhook, and a BCC copy of its email):
+    one triage per ticket runs at a time, and a ticket triaged already is left as it is."""
+    lock = rt.redis.lock(f"billing-desk:triage:{ticket_id}", timeout=TRIAGE_LOCK_SECONDS)
+    if not lock.acquire(blocking_timeout=TRIAGE_LOCK_SECONDS):
+        raise HelpdeskUnavailable(f"ticket {ticket_id} is being triaged by another job")
+    try:
+        return _triage(rt, ticket_id, key, reading, authenticate, mark_done, budget)
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            log.warning("the triage lock of ticket %s expired before triage ended", ticket_id)
+
+
+# Longer than one triage takes (the reading budget and a few Stripe calls).
+TRIAGE_LOCK_SECONDS = 120
+
+
+def _triage(
+    rt: runtime.Runtime,
+    ticket_id: int,
+    key: str,
+    reading: Reading,
+    authenticate: Callable[[], SenderAuthentication],
+    mark_done: Callable[[Session], None],
+    budget: Budget,
+) -> str | None:
+    with session_scope(rt.session_factory) as session:
+        ticket = session.get(Ticket, ticket_id)
+        if ticket is not None and ticket.category is not None:
+            mark_done(session)
+            audit.record(
+                session, actor=ACTOR, event="ticket.triaged_already", ticket_id=ticket_id, key=key
+            )
+            return "triaged already"
     try:
         entities = extract(
             reading.text, today=reading.day, sender_name=reading.sender_name, budget=budget
@@ -286,6 +323,15 @@ def _thread(
     if ticket_id is None:
         ticket_id = _home_ticket(session, rt, stored, parsed, body)
     helpdesk = rt.helpdesks.for_ticket(session, ticket_id)
+    mirrored = _mirrored_without_email(session, ticket_id) if helpdesk.sends_replies else None
+    if mirrored is not None:
+        # The helpdesk's webhook brought this message first: it is the same one, not another,
+        # and nothing about it needs saying on the ticket.
+        mirrored.inbound_email_id = stored.id
+        mirrored.message_id = parsed.message_id or mirrored.message_id
+        stored.ticket_id = ticket_id
+        session.flush()
+        return ticket_id, threading.dispute
     helpdesk.add_message(
         ticket_id,
         kind=MessageKind.INBOUND,
@@ -369,6 +415,22 @@ def _attempt() -> int:
     if job is None or job.retries_left is None:
         return FIND_ATTEMPTS  # not run by a worker: no second run will come
     return queues.STANDARD_RETRY.max - job.retries_left + 1
+
+
+def _mirrored_without_email(session: Session, ticket_id: int) -> TicketMessage | None:
+    """The earliest customer message a hosted helpdesk's webhook mirrored that no email of
+    ours is matched with yet: a BCC copy arriving after the webhook is that message."""
+    return session.scalars(
+        select(TicketMessage)
+        .where(
+            TicketMessage.ticket_id == ticket_id,
+            TicketMessage.kind == MessageKind.INBOUND,
+            TicketMessage.external_id.is_not(None),
+            TicketMessage.inbound_email_id.is_(None),
+        )
+        .order_by(TicketMessage.id)
+        .limit(1)
+    ).first()
 
 
 def _acknowledge_dispute(session: Session, rt: runtime.Runtime, ticket_id: int) -> None:

@@ -386,3 +386,35 @@ def test_a_failed_helpdesk_write_leaves_the_work_retryable_and_it_is_done_once(
     assert sum(n.startswith("Refund re_") for n in notes) == 1
     failed = [r for r in fake_zendesk.requests_to("PUT", comment_put) if r.status == 503]
     assert [r.body["ticket"]["comment"]["body"][:7] for r in failed] == ["Triage:", "Refund "]
+
+
+def test_a_bcc_copy_after_the_webhook_is_the_same_message_and_changes_nothing(
+    zendesk_home,
+    fake_zendesk,
+    stripe_client,
+    mailbox_client,
+    poll_mail,
+    run_worker,
+    rt,
+    twin_charges,
+):
+    _customer, older, newer = twin_charges
+    ticket = fake_zendesk.create_ticket("Charged twice", DOUBLE_CHARGE, ALICE.email, ALICE.name)
+    fake_zendesk.deliver_event(
+        f"{zendesk_home.url}/webhooks/zendesk", SECRET, "ticket.created", ticket
+    )
+    run_worker()
+    assert fake_zendesk.ticket(ticket)["status"] == "solved"
+    comments_before = len(fake_zendesk.comments(ticket))
+
+    mailbox_client.append("INBOX", customer_email("Charged twice", DOUBLE_CHARGE))
+    assert poll_mail().stored == 1
+    run_worker()
+    assert len(refunds(stripe_client, [older, newer])) == 1
+    assert len(fake_zendesk.comments(ticket)) == comments_before  # no second note or reply
+    assert fake_zendesk.requests_to("POST", r"/api/v2/tickets\.json$") == []
+    with session_scope(rt.session_factory) as session:
+        mirror = session.scalars(select(Ticket)).one()
+        [message] = [m for m in mirror.messages if m.kind == "inbound"]
+        assert message.external_id is not None and message.inbound_email_id is not None
+        assert mirror.status == "closed"
