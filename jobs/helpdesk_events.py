@@ -28,7 +28,7 @@ from jobs import queues, runtime
 from jobs.inbound import ACTOR, Reading, triage
 from jobs.plans import queue_due_steps
 from mail.authentication import SenderAuthentication
-from mail.budget import Budget
+from mail.budget import Budget, OverBudget
 from mail.parsing import text_for_classification
 from mail.redact import redact_cards
 from mail.sanitize import html_to_text
@@ -95,19 +95,19 @@ def process_helpdesk_event(event_id: int) -> str:
         day=(first.created_at or utcnow()).date(),
     )
     budget = Budget(rt.settings.mail_time_budget_seconds)
-    outcome = triage(rt, ticket_id, key, opening, authenticate, mark_done, budget)
-    if outcome is None:
+    try:
+        return triage(rt, ticket_id, key, opening, authenticate, mark_done, budget)
+    except OverBudget as exc:
         with session_scope(rt.session_factory) as session:
             rt.helpdesks.for_ticket(session, ticket_id).add_internal_note(
                 ticket_id,
-                "No automation: reading this message took too long; a person reads it.",
+                f"No automation: reading this message took too long ({exc}); a person reads it.",
                 author=ACTOR,
             )
             done = session.get(HelpdeskEvent, event_id)
             assert done is not None
             _done(done, "over budget")
         return "over budget"
-    return outcome
 
 
 def helpdesk_sender(

@@ -153,11 +153,11 @@ def process_inbound_email(email_id: int) -> str:
     def mark_done(session: Session) -> None:
         _mark_processed(session, email_id)
 
-    outcome = triage(rt, ticket_id, f"email-{email_id}", opening, authenticate, mark_done, budget)
-    if outcome is None:
-        _over_budget(rt, email_id, ticket_id, None)
+    try:
+        return triage(rt, ticket_id, f"email-{email_id}", opening, authenticate, mark_done, budget)
+    except OverBudget as exc:
+        _over_budget(rt, email_id, ticket_id, exc)
         return "over budget"
-    return outcome
 
 
 @dataclass(frozen=True)
@@ -181,11 +181,11 @@ def triage(
     authenticate: Callable[[], SenderAuthentication],
     mark_done: Callable[[Session], None],
     budget: Budget,
-) -> str | None:
+) -> str:
     """Classify a new ticket's first message, match its Stripe customer, store the playbook's
-    plan, and note (and, in a hosted helpdesk, tag) the ticket; None when reading took longer
-    than the budget. The plan is stored once per ``key``; ``mark_done`` records, in the same
-    transaction, that the message was handled.
+    plan, and note (and, in a hosted helpdesk, tag) the ticket; OverBudget when reading takes
+    longer than the budget. The plan is stored once per ``key``; ``mark_done`` records, in the
+    same transaction, that the message was handled.
 
     A hosted ticket can reach us twice at once (its webhook, and a BCC copy of its email):
     one triage per ticket runs at a time, and a ticket triaged already is left as it is."""
@@ -213,7 +213,7 @@ def _triage(
     authenticate: Callable[[], SenderAuthentication],
     mark_done: Callable[[Session], None],
     budget: Budget,
-) -> str | None:
+) -> str:
     with session_scope(rt.session_factory) as session:
         ticket = session.get(Ticket, ticket_id)
         if ticket is not None and ticket.category is not None:
@@ -222,15 +222,12 @@ def _triage(
                 session, actor=ACTOR, event="ticket.triaged_already", ticket_id=ticket_id, key=key
             )
             return "triaged already"
-    try:
-        entities = extract(
-            reading.text, today=reading.day, sender_name=reading.sender_name, budget=budget
-        )
-        # The sender's own words: a quoted reply or a signature says nothing about this problem.
-        classification = classify(reading.subject, reading.own_words)
-        budget.check("classifying the email")
-    except OverBudget:
-        return None
+    entities = extract(
+        reading.text, today=reading.day, sender_name=reading.sender_name, budget=budget
+    )
+    # The sender's own words: a quoted reply or a signature says nothing about this problem.
+    classification = classify(reading.subject, reading.own_words)
+    budget.check("classifying the email")
     # Below the confidence threshold a person decides; the customer is still looked up.
     confident = classification.is_confident(rt.policy.min_classifier_confidence)
     category = classification.category if confident else Category.OTHER
@@ -268,12 +265,9 @@ def _triage(
     return str(triage.next)
 
 
-def _over_budget(
-    rt: runtime.Runtime, email_id: int, ticket_id: int, exc: OverBudget | None
-) -> None:
-    why = f" ({exc})" if exc else ""
+def _over_budget(rt: runtime.Runtime, email_id: int, ticket_id: int, exc: OverBudget) -> None:
     note = (
-        f"No automation: reading this email took too long{why}. It is kept whole "
+        f"No automation: reading this email took too long ({exc}). It is kept whole "
         "(the raw message is stored) for a person to read."
     )
     _finish(rt, email_id, ticket_id, note=note, on_ticket=True)

@@ -31,6 +31,10 @@ Zendesk
   submitter_id, tags, type, updated_at, via.channel} with ids as strings; event.meta.sequence.
   From a published schema of the event (not Zendesk's page itself): upper-case enums ("NEW") and
   ``event.comment`` {id, body, is_public, author {id, is_staff, name}} on comment_added.
+- D ``assignee_email`` (write-only) on Update Ticket assigns the agent with that email.
+- A Solving or closing a ticket without an assignee answers 422 (Zendesk's agent interface
+  requires one; a client's issue thread shows the API's 422 on solving).
+- A ``created``/``updated`` search properties compare dates (``created>2024-01-01``).
 - A Timestamps strictly increase by at least a second per change (Zendesk's resolution is seconds;
   the fake's clock runs ahead when needed so ``updated_at`` always changes). Tags are stored as
   given (no lower-casing). A comment's ``public`` defaults to true. An end user's comment reopens
@@ -715,6 +719,10 @@ class FakeZendesk(_FakeServer):
             raise _Answer(self._json(422, CLOSED_TICKET_REFUSAL))
         self._refuse_stale(changes, ticket)
         self._validate_fields(changes)
+        assignee = changes.get("assignee_id", ticket.assignee_id)
+        if changes.get("status") in ("solved", "closed") and assignee is None:
+            # A: Zendesk solves only assigned tickets (agents see "Assignee is required").
+            raise _Answer(self._invalid("assignee", "Assignee: is required when solving"))
         comment = self._comment_request(changes.get("comment"))
         now = self._clock.tick()
         audit_id = self._next("audit")
@@ -873,6 +881,12 @@ class FakeZendesk(_FakeServer):
             raise _Answer(self._invalid("priority", "Priority: is not valid"))
         if fields.get("group_id") is not None and fields["group_id"] not in self._groups:
             raise _Answer(self._invalid("group", "Group: is invalid"))
+        email = fields.pop("assignee_email", None)
+        if email is not None:  # write-only: the agent with that email becomes the assignee
+            found = [u.id for u in self._users.values() if u.email.lower() == str(email).lower()]
+            if not found:
+                raise _Answer(self._invalid("assignee", "Assignee: is not an agent"))
+            fields["assignee_id"] = found[0]
         assignee_id = fields.get("assignee_id")
         if assignee_id is not None:
             assignee = self._users.get(assignee_id)

@@ -263,6 +263,7 @@ def test_zendesk_safe_update_is_refused_after_an_agent_edit(fake_zendesk: FakeZe
 
     def put(stamp: str) -> requests.Response:
         change = {"status": "solved", "safe_update": True, "updated_stamp": stamp}
+        change["assignee_email"] = fake_zendesk.email  # Zendesk solves assigned tickets only
         return zd(fake_zendesk, "PUT", path, json={"ticket": change})
 
     refused = put(stale)
@@ -814,3 +815,17 @@ def test_helpscout_webhook_is_signed_with_hmac_sha1(
     assert signature != base64.b64encode(recomputed).decode()
     tampered.replay()
     assert receiver.received[-1][1] == tampered.body
+
+
+def test_zendesk_solves_only_an_assigned_ticket(fake_zendesk: FakeZendesk) -> None:
+    """Solving an unassigned ticket is refused; ``assignee_email`` assigns it on the way."""
+    ticket_id = fake_zendesk.create_ticket("Refund", "Please refund", "ann@example.com")
+    path = f"/api/v2/tickets/{ticket_id}.json"
+    refused = zd(fake_zendesk, "PUT", path, json={"ticket": {"status": "solved"}})
+    assert refused.status_code == 422
+    unknown = {"status": "solved", "assignee_email": "nobody@acme.test"}
+    assert zd(fake_zendesk, "PUT", path, json={"ticket": unknown}).status_code == 422
+    solved = {"status": "solved", "assignee_email": fake_zendesk.email}
+    assert zd(fake_zendesk, "PUT", path, json={"ticket": solved}).status_code == 200
+    state = fake_zendesk.ticket(ticket_id)
+    assert (state["status"], state["assignee_id"]) == ("solved", fake_zendesk.agent_id)

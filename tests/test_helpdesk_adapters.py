@@ -152,15 +152,19 @@ def test_zendesk_note_is_a_private_comment_and_is_mirrored(session, http):
 
 def test_zendesk_close_solves_with_note_and_tag_and_closes_the_mirror(session, http):
     ticket_id = mirrored_ticket(session, "zendesk")
+    http.get(ZENDESK_TICKET, json={"ticket": {"id": 123, "assignee_id": None}, "users": []})
     http.put(ZENDESK_TICKET, json={"ticket": {"id": 123}})
 
     zendesk(session).close(ticket_id, resolution=RESOLUTION, actor="finance@acme.test")
 
-    assert body(http.calls[0]) == {
+    assert http.calls[0].request.params == {"include": "users"}
+    assert body(http.calls[1]) == {
         "ticket": {
             "status": "solved",
             "comment": {"body": f"{RESOLUTION} (by finance@acme.test)", "public": False},
             "additional_tags": ["billing_desk"],
+            # Zendesk solves only assigned tickets: unassigned, it becomes the token's agent's.
+            "assignee_email": "agent@acme.test",
         }
     }
     ticket = session.get(Ticket, ticket_id)

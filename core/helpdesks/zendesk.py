@@ -75,6 +75,7 @@ class ZendeskClient:
         self.subdomain = subdomain
         self.base_url = (base_url or f"https://{subdomain}.zendesk.com").rstrip("/")
         self.transport = transport or Transport(SERVICE)
+        self.email = email
         self._auth = (f"{email}/token", api_token)
         # Team -> group ID as configured (ZENDESK_GROUPS); the rest are found by their name.
         self._groups = dict(groups or {})
@@ -327,17 +328,17 @@ class ZendeskHelpdesk(MirroredHelpdesk):
         in Zendesk since our last write, when their change stands and an agent decides."""
         ticket = self._ticket(ticket_id)
         note = f"{resolution} (by {actor})"
+        solve: dict[str, Any] = {
+            "status": "solved",
+            "comment": {"body": note, "public": False},
+            "additional_tags": list(CLOSE_TAGS),
+        }
+        fields, _ = self._head(ticket.external_id or "")
+        if not fields.get("assignee_id"):
+            # Zendesk solves only assigned tickets: ours is the agent the API token is for.
+            solve["assignee_email"] = self.client.email
         try:
-            self._update(
-                ticket,
-                {
-                    "status": "solved",
-                    "comment": {"body": note, "public": False},
-                    "additional_tags": list(CLOSE_TAGS),
-                },
-                doing="solving",
-                safe=True,
-            )
+            self._update(ticket, solve, doing="solving", safe=True)
         except HelpdeskConflict:
             fields, _ = self._head(ticket.external_id or "")
             if _STATUSES.get(str(fields.get("status"))) in (
