@@ -16,7 +16,7 @@ from core.policy import PolicyConfig, load_policy
 from core.settings import Settings
 from core.stripe_gateway import StripeGateway, make_gateway
 from jobs.queues import ACTIONS, get_queue
-from jobs.runtime import SharedMinuteBudget, connect_redis
+from jobs.runtime import build_helpdesks, connect_redis
 
 _KEY = "billing_desk"
 
@@ -45,12 +45,7 @@ class Services:
     @cached_property
     def helpdesks(self) -> Helpdesks:
         """The helpdesk adapters, their clients built once for this process."""
-        return Helpdesks(
-            self.settings,
-            helpscout_budget=SharedMinuteBudget(
-                self.redis, "helpscout", self.settings.helpscout_requests_per_minute
-            ),
-        )
+        return build_helpdesks(self.settings, self.redis)
 
     @property
     def actions_queue(self) -> Queue:

@@ -14,9 +14,7 @@ nothing the browser sends ever is.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import json
 import re
 import time
@@ -29,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from core.errors import Unauthorized
+from core.helpdesks.base import signed_by_any
 
 ZENDESK_ALGORITHM = "RS256"
 ZENDESK_LOCATION = "ticket_sidebar"
@@ -193,9 +192,7 @@ def _check_hmac(message: bytes, signature: str | None, secret: str) -> None:
         raise Unauthorized("helpscout secret is not configured")
     if not signature:
         raise Unauthorized("helpscout signature missing")
-    digest = hmac.new(secret.encode("utf-8"), message, hashlib.sha1).digest()
-    expected = base64.b64encode(digest)
-    if not hmac.compare_digest(expected, signature.encode("utf-8")):
+    if not signed_by_any(message, signature, [secret], hashlib.sha1):
         raise Unauthorized("helpscout signature mismatch")
 
 

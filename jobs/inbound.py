@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import email.utils
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
@@ -189,80 +190,80 @@ def triage(
 
     A hosted ticket can reach us twice at once (its webhook, and a BCC copy of its email):
     one triage per ticket runs at a time, and a ticket triaged already is left as it is."""
-    lock = rt.redis.lock(f"billing-desk:triage:{ticket_id}", timeout=TRIAGE_LOCK_SECONDS)
-    if not lock.acquire(blocking_timeout=TRIAGE_LOCK_SECONDS):
-        raise HelpdeskUnavailable(f"ticket {ticket_id} is being triaged by another job")
-    try:
-        return _triage(rt, ticket_id, key, reading, authenticate, mark_done, budget)
-    finally:
-        try:
-            lock.release()
-        except LockError:
-            log.warning("the triage lock of ticket %s expired before triage ended", ticket_id)
+    with _one_triage_at_a_time(rt, ticket_id):
+        with session_scope(rt.session_factory) as session:
+            ticket = session.get(Ticket, ticket_id)
+            if ticket is not None and ticket.category is not None:
+                mark_done(session)
+                audit.record(
+                    session,
+                    actor=ACTOR,
+                    event="ticket.triaged_already",
+                    ticket_id=ticket_id,
+                    key=key,
+                )
+                return "triaged already"
+        entities = extract(
+            reading.text, today=reading.day, sender_name=reading.sender_name, budget=budget
+        )
+        # The sender's own words: a quoted reply or a signature says nothing about this problem.
+        classification = classify(reading.subject, reading.own_words)
+        budget.check("classifying the email")
+        # Below the confidence threshold a person decides; the customer is still looked up.
+        confident = classification.is_confident(rt.policy.min_classifier_confidence)
+        category = classification.category if confident else Category.OTHER
+        match, stripe_facts = _lookup(rt, reading.sender, category, entities)
+        sender = authenticate()
+        with session_scope(rt.session_factory) as session:
+            facts = _facts(session, rt, key, category, match, stripe_facts, entities, sender)
+            triage = plan_ticket(facts, rt.policy)
+            helpdesk = rt.helpdesks.for_ticket(session, ticket_id)
+            helpdesk.set_triage(
+                ticket_id,
+                category=classification.category,
+                confidence=classification.confidence,
+                stripe_customer_id=triage.customer.id if triage.customer else None,
+            )
+            ticket = session.get(Ticket, ticket_id)
+            assert ticket is not None
+            if triage.customer is not None:
+                # Found by the sender's address: not verified, unless the sender is authenticated
+                # (then the email comes from the customer's own address, proven).
+                ticket.customer_match = (
+                    MatchKind.AUTHENTICATED if sender.authenticated else MatchKind.EMAIL
+                )
+            _record_entities(ticket, entities, match)
+            stored_plan = _store_plan(session, ticket_id, key, triage)
+            note = (
+                _triage_note(classification, match, entities, triage, stored_plan) + reading.notes
+            )
+            if ticket.helpdesk != HelpdeskName.LOCAL:
+                # Agents find what we did by the tags, in the helpdesk's own views and triggers.
+                helpdesk.add_tags(ticket_id, [BILLING_DESK_TAG, category_tag(category)])
+            helpdesk.add_internal_note(
+                ticket_id, note + _earlier_refunds(session, ticket_id, triage), author=ACTOR
+            )
+            mark_done(session)
+        queue_due_steps(rt, ticket_id)
+        return str(triage.next)
 
 
 # Longer than one triage takes (the reading budget and a few Stripe calls).
 TRIAGE_LOCK_SECONDS = 120
 
 
-def _triage(
-    rt: runtime.Runtime,
-    ticket_id: int,
-    key: str,
-    reading: Reading,
-    authenticate: Callable[[], SenderAuthentication],
-    mark_done: Callable[[Session], None],
-    budget: Budget,
-) -> str:
-    with session_scope(rt.session_factory) as session:
-        ticket = session.get(Ticket, ticket_id)
-        if ticket is not None and ticket.category is not None:
-            mark_done(session)
-            audit.record(
-                session, actor=ACTOR, event="ticket.triaged_already", ticket_id=ticket_id, key=key
-            )
-            return "triaged already"
-    entities = extract(
-        reading.text, today=reading.day, sender_name=reading.sender_name, budget=budget
-    )
-    # The sender's own words: a quoted reply or a signature says nothing about this problem.
-    classification = classify(reading.subject, reading.own_words)
-    budget.check("classifying the email")
-    # Below the confidence threshold a person decides; the customer is still looked up.
-    confident = classification.is_confident(rt.policy.min_classifier_confidence)
-    category = classification.category if confident else Category.OTHER
-    match, stripe_facts = _lookup(rt, reading.sender, category, entities)
-    sender = authenticate()
-    with session_scope(rt.session_factory) as session:
-        facts = _facts(session, rt, key, category, match, stripe_facts, entities, sender)
-        triage = plan_ticket(facts, rt.policy)
-        helpdesk = rt.helpdesks.for_ticket(session, ticket_id)
-        helpdesk.set_triage(
-            ticket_id,
-            category=classification.category,
-            confidence=classification.confidence,
-            stripe_customer_id=triage.customer.id if triage.customer else None,
-        )
-        ticket = session.get(Ticket, ticket_id)
-        assert ticket is not None
-        if triage.customer is not None:
-            # Found by the sender's address: not verified, unless the sender is authenticated
-            # (then the email comes from the customer's own address, proven).
-            ticket.customer_match = (
-                MatchKind.AUTHENTICATED if sender.authenticated else MatchKind.EMAIL
-            )
-        _record_entities(ticket, entities, match)
-        stored_plan = _store_plan(session, ticket_id, key, triage)
-        note = _triage_note(classification, match, entities, triage, stored_plan) + reading.notes
-        if ticket.helpdesk != HelpdeskName.LOCAL:
-            # Agents find what we did by the tags, in the helpdesk's own views and triggers.
-            helpdesk.add_tags(ticket_id, [BILLING_DESK_TAG, category_tag(category)])
-        helpdesk.add_internal_note(
-            ticket_id, note + _earlier_refunds(session, ticket_id, triage), author=ACTOR
-        )
-        mark_done(session)
-    queue_due_steps(rt, ticket_id)
-    return str(triage.next)
+@contextmanager
+def _one_triage_at_a_time(rt: runtime.Runtime, ticket_id: int) -> Iterator[None]:
+    lock = rt.redis.lock(f"billing-desk:triage:{ticket_id}", timeout=TRIAGE_LOCK_SECONDS)
+    if not lock.acquire(blocking_timeout=TRIAGE_LOCK_SECONDS):
+        raise HelpdeskUnavailable(f"ticket {ticket_id} is being triaged by another job")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            log.warning("the triage lock of ticket %s expired before triage ended", ticket_id)
 
 
 def _over_budget(rt: runtime.Runtime, email_id: int, ticket_id: int, exc: OverBudget) -> None:

@@ -71,6 +71,12 @@ class SharedMinuteBudget:
         return (current + self.WINDOWS_AHEAD) * 60 - now
 
 
+def build_helpdesks(settings: Settings, redis: Redis) -> Helpdesks:
+    """A process's helpdesk adapters, with Help Scout's budget shared through Redis."""
+    budget = SharedMinuteBudget(redis, "helpscout", settings.helpscout_requests_per_minute)
+    return Helpdesks(settings, helpscout_budget=budget)
+
+
 @dataclass
 class Runtime:
     """The clients one worker, poller or web process uses."""
@@ -93,12 +99,7 @@ class Runtime:
     @cached_property
     def helpdesks(self) -> Helpdesks:
         """The helpdesk adapters, their clients built once for this process."""
-        return Helpdesks(
-            self.settings,
-            helpscout_budget=SharedMinuteBudget(
-                self.redis, "helpscout", self.settings.helpscout_requests_per_minute
-            ),
-        )
+        return build_helpdesks(self.settings, self.redis)
 
     def queue(self, name: str) -> Queue:
         """A queue on this process's Redis."""

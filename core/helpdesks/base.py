@@ -8,10 +8,12 @@ that called it can run again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import hmac
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.domain import EscalationTarget, MessageKind, TicketStatus
 
@@ -22,6 +24,31 @@ BILLING_DESK_TAG = "billing_desk"
 def category_tag(category: str) -> str:
     """The tag naming a ticket's category, e.g. ``billing_duplicate_charge``."""
     return f"billing_{category}"
+
+
+def api_time(value: Any) -> datetime | None:
+    """An ISO 8601 time as the helpdesks' APIs write it ("2026-12-01T10:00:00Z"), or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def signed_by_any(
+    message: bytes, signature: str, secrets: Sequence[str], digest: Callable[[], Any]
+) -> bool:
+    """Whether ``signature`` is base64(HMAC(secret, message)) for one of the secrets (several
+    while one is being rotated out), compared in constant time."""
+    sent = signature.encode("utf-8")
+    return any(
+        hmac.compare_digest(
+            base64.b64encode(hmac.new(s.encode("utf-8"), message, digest).digest()), sent
+        )
+        for s in secrets
+        if s
+    )
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,7 @@ Webhooks: Help Scout signs each delivery's raw body with base64(HMAC-SHA1(secret
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import html
 import json
 import threading
@@ -34,7 +32,7 @@ from sqlalchemy.orm import Session
 from core.db.models import Ticket
 from core.domain import EscalationTarget, HelpdeskName, MessageKind, TicketStatus
 from core.errors import HelpdeskError, InvalidInput, Unauthorized
-from core.helpdesks.base import ThreadEntry, TicketEvent, TicketSnapshot
+from core.helpdesks.base import ThreadEntry, TicketEvent, TicketSnapshot, api_time, signed_by_any
 from core.helpdesks.http import Transport, check, json_of
 from core.helpdesks.mirrored import MirroredHelpdesk
 
@@ -296,7 +294,7 @@ class HelpScoutHelpdesk(MirroredHelpdesk):
         found = []
         for conversation in (payload.get("_embedded") or {}).get("conversations") or []:
             if isinstance(conversation, dict):
-                created = _time(conversation.get("createdAt"))
+                created = api_time(conversation.get("createdAt"))
                 if created is None or created >= since:
                     found.append(_snapshot(conversation, ()))
         return found
@@ -424,7 +422,7 @@ def _entry(thread: Mapping[str, Any]) -> ThreadEntry | None:
         author_name=name,
         body=str(thread.get("body") or ""),
         body_is_html=True,
-        created_at=_time(thread.get("createdAt")),
+        created_at=api_time(thread.get("createdAt")),
         channel=str(source.get("type") or "") if isinstance(source, dict) else "",
     )
 
@@ -449,15 +447,6 @@ def _snapshot(conversation: Mapping[str, Any], thread: tuple[ThreadEntry, ...]) 
     )
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 # --- webhooks -----------------------------------------------------------------------------
 
 SIGNATURE_HEADER = "X-HelpScout-Signature"
@@ -468,15 +457,10 @@ _EVENT_KINDS = {"convo.created": "created", "convo.customer.reply.created": "cus
 def verify_webhook(body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> None:
     """Check ``X-HelpScout-Signature`` over the raw body against each secret, or raise
     Unauthorized. Help Scout signs no timestamp: a replay is caught by the delivery's key."""
-    signature = (headers.get(SIGNATURE_HEADER) or "").encode("utf-8")
+    signature = headers.get(SIGNATURE_HEADER) or ""
     if not signature:
         raise Unauthorized("helpscout webhook signature missing")
-    if not any(
-        hmac.compare_digest(
-            base64.b64encode(hmac.new(s.encode("utf-8"), body, hashlib.sha1).digest()), signature
-        )
-        for s in secrets
-    ):
+    if not signed_by_any(body, signature, secrets, hashlib.sha1):
         raise Unauthorized("helpscout webhook signature mismatch")
 
 

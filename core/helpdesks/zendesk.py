@@ -13,9 +13,7 @@ in ``X-Zendesk-Webhook-Signature`` with the timestamp in ``X-Zendesk-Webhook-Sig
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -33,6 +31,8 @@ from core.helpdesks.base import (
     ThreadEntry,
     TicketEvent,
     TicketSnapshot,
+    api_time,
+    signed_by_any,
 )
 from core.helpdesks.http import Transport, check, json_of
 from core.helpdesks.mirrored import MirroredHelpdesk
@@ -396,7 +396,7 @@ def _entry(
         author_email=str(author.get("email") or ""),
         author_name=author.get("name"),
         body=str(comment.get("plain_body") or comment.get("body") or ""),
-        created_at=_time(comment.get("created_at")),
+        created_at=api_time(comment.get("created_at")),
         trusted=trusted,
         channel=str(via.get("channel") or "") if isinstance(via, dict) else "",
     )
@@ -417,15 +417,6 @@ def _ticket_snapshot(
         group=str(fields["group_id"]) if fields.get("group_id") else None,
         version=str(fields.get("updated_at") or "") or None,
     )
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 # --- webhooks -----------------------------------------------------------------------------
@@ -452,16 +443,9 @@ def verify_webhook(
     stamp = headers.get(TIMESTAMP_HEADER) or ""
     if not signature or not stamp:
         raise Unauthorized("zendesk webhook signature or timestamp missing")
-    message = stamp.encode("utf-8") + body
-    if not any(
-        hmac.compare_digest(
-            base64.b64encode(hmac.new(s.encode("utf-8"), message, hashlib.sha256).digest()),
-            signature.encode("utf-8"),
-        )
-        for s in secrets
-    ):
+    if not signed_by_any(stamp.encode("utf-8") + body, signature, secrets, hashlib.sha256):
         raise Unauthorized("zendesk webhook signature mismatch")
-    signed_at = _time(stamp)
+    signed_at = api_time(stamp)
     if signed_at is None:
         raise Unauthorized("zendesk webhook timestamp unreadable")
     if signed_at.tzinfo is None:
