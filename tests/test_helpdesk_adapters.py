@@ -316,13 +316,15 @@ def test_helpscout_close_sets_status_then_notes_the_resolution(session, http):
 def test_helpscout_outbound_message_is_a_reply_to_the_requester(session, http):
     ticket_id = mirrored_ticket(session, "helpscout", "4321")
     grant_tokens(http, "tok-1")
+    http.get(CONVERSATION, json={"id": 123, "primaryCustomer": {"id": 77, "email": "pat@x.test"}})
     http.post(f"{CONVERSATION}/reply", status=201)
 
     helpscout(session).add_message(
         ticket_id, kind=MessageKind.OUTBOUND, author="billing@acme.test", body="Refunded."
     )
 
-    assert body(http.calls[1]) == {"customer": {"email": "pat@example.com"}, "text": "Refunded."}
+    # Create Reply names the customer by Help Scout's own ID for them.
+    assert body(http.calls[2]) == {"customer": {"id": 77}, "text": "Refunded."}
     assert messages(session, ticket_id) == [("outbound", "Refunded.")]
 
 

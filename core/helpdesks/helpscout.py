@@ -339,12 +339,19 @@ class HelpScoutHelpdesk(MirroredHelpdesk):
     def _post(self, ticket: Ticket, kind: MessageKind, body: str) -> None:
         """A reply goes to the customer by email; a note stays with agents."""
         if kind is MessageKind.OUTBOUND:
+            # Create Reply names the customer replied to by Help Scout's ID for them.
+            customer = self._conversation(ticket).get("primaryCustomer") or {}
+            who = (
+                {"id": customer["id"]}
+                if isinstance(customer, dict) and customer.get("id")
+                else {"email": ticket.requester_email}
+            )
             self._call(
                 ticket,
                 "POST",
                 "/reply",
                 doing="replying on",
-                body={"customer": {"email": ticket.requester_email}, "text": as_html(body)},
+                body={"customer": who, "text": as_html(body)},
             )
         else:
             self._note(ticket, body)
