@@ -140,19 +140,20 @@ def link_identity(
 
 
 def agent_for_identity(
-    session: Session, *, helpdesk: str, account: str, external_user_id: str
+    session: Session, *, helpdesk: str, account: str | None, external_user_id: str
 ) -> Agent:
-    """Our active agent behind a helpdesk user; NotFound when nobody linked them."""
-    agent = session.scalar(
-        select(Agent)
-        .join(AgentIdentity)
-        .where(
-            AgentIdentity.helpdesk == helpdesk,
-            AgentIdentity.account == account,
-            AgentIdentity.external_user_id == external_user_id,
-            Agent.active.is_(True),
-        )
-    )
+    """Our active agent behind a helpdesk user; NotFound when nobody linked them. ``account``
+    None takes a link made under any account, for helpdesks whose user IDs are unique across
+    their accounts (Help Scout): unless two links name different agents."""
+    conditions = [
+        AgentIdentity.helpdesk == helpdesk,
+        AgentIdentity.external_user_id == external_user_id,
+        Agent.active.is_(True),
+    ]
+    if account is not None:
+        conditions.append(AgentIdentity.account == account)
+    found = set(session.scalars(select(Agent).join(AgentIdentity).where(*conditions)).all())
+    agent = found.pop() if len(found) == 1 else None
     if agent is None:
         raise NotFound(
             f"{helpdesk} user {external_user_id} in {account} is not linked to a Billing Desk agent"

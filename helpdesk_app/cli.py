@@ -305,15 +305,27 @@ def agents_add(email: str, name: str, role: str, password: bool) -> None:
 @click.argument("email")
 @click.option(
     "--helpdesk",
-    type=click.Choice([HelpdeskName.ZENDESK, HelpdeskName.HELPSCOUT]),
+    # Plain strings: click shows (and matches) an Enum choice by its member name, ZENDESK.
+    type=click.Choice([str(HelpdeskName.ZENDESK), str(HelpdeskName.HELPSCOUT)]),
     required=True,
 )
-@click.option("--account", required=True, help="Zendesk subdomain or Help Scout mailbox ID.")
+@click.option(
+    "--account",
+    default="",
+    help="The Zendesk subdomain (Help Scout needs none: its user IDs span the account).",
+)
 @click.option("--user-id", required=True, help="The agent's user ID in that helpdesk.")
 def agents_link(email: str, helpdesk: str, account: str, user_id: str) -> None:
     """Say which helpdesk user is this agent (the sidebar then knows their role)."""
     from core import agents as records
     from core.errors import NotFound
+
+    if helpdesk == HelpdeskName.ZENDESK and not account:
+        raise click.BadParameter(
+            "say which Zendesk subdomain the user is in", param_hint="--account"
+        )
+    if helpdesk == HelpdeskName.HELPSCOUT:
+        account = ""
 
     with _agent_session() as session:
         agent = records.find_by_email(session, email)
@@ -322,7 +334,8 @@ def agents_link(email: str, helpdesk: str, account: str, user_id: str) -> None:
         records.link_identity(
             session, agent, helpdesk=helpdesk, account=account, external_user_id=user_id
         )
-        click.echo(f"{helpdesk} user {user_id} in {account} is {agent.email} ({agent.role})")
+        where = f" in {account}" if account else ""
+        click.echo(f"{helpdesk} user {user_id}{where} is {agent.email} ({agent.role})")
 
 
 @agents.command("deactivate")

@@ -183,8 +183,9 @@ def helpscout_sidebar() -> Any:
             "helpscout_open.html", ticket=ticket, open_url=url_for(".helpscout_open", token=token)
         )
     try:
+        # Help Scout's user IDs span the account: a link made under a mailbox ID counts too.
         agent = agent_for_identity(
-            db, helpdesk=HelpdeskName.HELPSCOUT, account=HELPSCOUT_ACCOUNT, external_user_id=user_id
+            db, helpdesk=HelpdeskName.HELPSCOUT, account=None, external_user_id=user_id
         )
     except NotFound:
         return _not_linked(HelpdeskName.HELPSCOUT, HELPSCOUT_ACCOUNT, user_id)

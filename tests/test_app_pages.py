@@ -363,3 +363,22 @@ def test_sign_out_needs_the_forms_csrf_token(client):
     assert client.post("/logout").status_code == 400
     assert client.post("/logout", data={"csrf_token": "forged"}).status_code == 400
     assert client.get("/").status_code == 200  # still signed in
+
+
+def test_linking_helpdesk_users_names_the_account_only_where_it_matters(
+    client, settings, session_factory, monkeypatch
+):
+    """Zendesk user IDs are per subdomain; Help Scout's span the account, so need none."""
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    runner = CliRunner()
+    link = ["agents", "link", "ann@example.com", "--user-id", "5"]
+    missing = runner.invoke(cli, [*link, "--helpdesk", "zendesk"])
+    assert missing.exit_code != 0 and "--account" in missing.output
+    helpscout = runner.invoke(cli, [*link, "--helpdesk", "helpscout", "--account", "77"])
+    assert helpscout.exit_code == 0, helpscout.output
+    assert helpscout.output.strip() == "helpscout user 5 is ann@example.com (agent)"
+    with session_scope(session_factory) as session:
+        found = agents.agent_for_identity(
+            session, helpdesk="helpscout", account="", external_user_id="5"
+        )
+        assert found.email == "ann@example.com"

@@ -582,3 +582,25 @@ def test_helpscout_open_link_is_refused_when_forged_or_for_another_helpdesks_tic
 
         token = _open_serializer().dumps({"t": local_id})
     assert client.get(f"/helpscout/open/{token}").status_code == 404
+
+
+def test_helpscout_agents_linked_under_a_mailbox_id_are_still_known(
+    helpscout_app, session_factory, stripe_client
+):
+    """Links made when the sidebar named Help Scout accounts by mailbox: the user ID alone
+    identifies a Help Scout user, so they still work; two agents on one user ID do not."""
+    app, conversation = helpscout_app
+    create_customer(stripe_client, BOB)
+    with session_scope(session_factory) as session:
+        kim = agents.save_agent(
+            session, email="kim@example.com", name="Kim", role=Role.AGENT, password=PASSWORD
+        )
+        agents.link_identity(session, kim, helpdesk="helpscout", account="77", external_user_id="8")
+    params = [("conversation-id", conversation), ("customer-id", "1"), ("user-id", "8")]
+    assert app.test_client().get(helpscout_url(params)).status_code == 200
+    with session_scope(session_factory) as session:
+        lou = agents.save_agent(
+            session, email="lou@example.com", name="Lou", role=Role.AGENT, password=PASSWORD
+        )
+        agents.link_identity(session, lou, helpdesk="helpscout", account="78", external_user_id="8")
+    assert app.test_client().get(helpscout_url(params)).status_code == 403  # ambiguous
