@@ -208,6 +208,20 @@ def zendesk_app(out: str, url: str | None) -> None:
     click.echo(build_zendesk_app(url or _settings().public_url, Path(out)))
 
 
+@cli.group("helpdesk")
+def helpdesk_group() -> None:
+    """The helpdesk the team works in (HELPDESK)."""
+
+
+@helpdesk_group.command("check")
+def helpdesk_check() -> None:
+    """Check HELPDESK's credentials, mailbox, team groups and webhook secret against its API."""
+    from core.helpdesks import Helpdesks
+
+    for line in Helpdesks(_settings()).check():
+        click.echo(line)
+
+
 @cli.command("classify")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def classify_file(path: Path) -> None:

@@ -519,6 +519,7 @@ class FakeZendesk(_FakeServer):
             Rule(f"{ticket}/tags.json", methods=["DELETE"], endpoint="_remove_tags"),
             Rule("/api/v2/tickets.json", methods=["POST"], endpoint="_create_ticket"),
             Rule("/api/v2/users/<int:user_id>.json", methods=["GET"], endpoint="_show_user"),
+            Rule("/api/v2/users/me.json", methods=["GET"], endpoint="_show_me"),
             Rule("/api/v2/search.json", methods=["GET"], endpoint="_search"),
             Rule("/api/v2/groups.json", methods=["GET"], endpoint="_list_groups"),
         ]
@@ -689,6 +690,10 @@ class FakeZendesk(_FakeServer):
             ids = (ticket.requester_id, ticket.submitter_id, ticket.assignee_id)
             payload["users"] = self._users_json(ids)
         return self._json(200, payload)
+
+    def _show_me(self, request: Request) -> Response:
+        """Show Self: the user the API token belongs to (D)."""
+        return self._json(200, {"user": self._user_json(self._users[self.agent_id])})
 
     def _show_user(self, request: Request, user_id: int) -> Response:
         user = self._users.get(user_id)
@@ -1441,6 +1446,7 @@ class FakeHelpScout(_FakeServer):
             Rule(f"{conversation}/tags", methods=["PUT"], endpoint="_update_tags"),
             Rule("/v2/customers/<int:customer_id>", methods=["GET"], endpoint="_get_customer"),
             Rule("/v2/users/me", methods=["GET"], endpoint="_get_me"),
+            Rule("/v2/mailboxes/<int:mailbox_id>", methods=["GET"], endpoint="_get_mailbox"),
         ]
 
     # state helpers (Python, not HTTP)
@@ -1801,6 +1807,14 @@ class FakeHelpScout(_FakeServer):
 
     def _get_me(self, request: Request) -> Response:
         return self._json(200, self._person_json(self._people[self.user_id]))
+
+    def _get_mailbox(self, request: Request, mailbox_id: int) -> Response:
+        """Get Mailbox (D): this account has the one mailbox."""
+        if mailbox_id != self.mailbox_id:
+            raise _Answer(self._not_found())
+        return self._json(
+            200, {"id": mailbox_id, "name": "Billing", "email": "billing@acme.test", "slug": "b1"}
+        )
 
     # refusals and errors
 

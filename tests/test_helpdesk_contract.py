@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from fake_helpdesks import FakeHelpScout, FakeZendesk
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -505,3 +506,41 @@ def test_the_shared_budget_is_one_count_across_processes(rt):
     assert first.acquire(1) == 50.0  # the minute is spent: the next slot is in the next one
     other = SharedMinuteBudget(rt.redis, "zendesk-test", per_minute=4, clock=at)
     assert other.acquire(1) == 0.0  # each account has its own
+
+
+def test_helpdesk_check_says_what_is_connected_and_what_is_missing(
+    fake_zendesk, fake_helpscout, monkeypatch
+):
+    """`billing-desk helpdesk check`, as a team runs it while connecting."""
+    from helpdesk_app.cli import cli
+
+    fake_zendesk.add_group("Finance")
+    monkeypatch.setenv("HELPDESK", "zendesk")
+    for name, value in {
+        "ZENDESK_SUBDOMAIN": fake_zendesk.subdomain,
+        "ZENDESK_EMAIL": fake_zendesk.email,
+        "ZENDESK_API_TOKEN": fake_zendesk.api_token,
+        "ZENDESK_API_URL": fake_zendesk.url,
+        "HELPSCOUT_CLIENT_ID": fake_helpscout.client_id,
+        "HELPSCOUT_CLIENT_SECRET": fake_helpscout.client_secret,
+        "HELPSCOUT_API_URL": fake_helpscout.url,
+        "HELPSCOUT_MAILBOX_ID": str(fake_helpscout.mailbox_id),
+    }.items():
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+    zendesk = runner.invoke(cli, ["helpdesk", "check"])
+    assert zendesk.exit_code == 0, zendesk.output
+    assert "signed in as Acme Agent (admin)" in zendesk.output
+    assert "Finance: group" in zendesk.output and "Security: no group" in zendesk.output
+    assert "ZENDESK_WEBHOOK_SECRET: NOT SET" in zendesk.output
+
+    monkeypatch.setenv("HELPDESK", "helpscout")
+    helpscout = runner.invoke(cli, ["helpdesk", "check"])
+    assert helpscout.exit_code == 0, helpscout.output
+    assert f"mailbox {fake_helpscout.mailbox_id}: Billing" in helpscout.output
+
+    monkeypatch.setenv("HELPDESK", "zendesk")
+    monkeypatch.setenv("ZENDESK_API_TOKEN", "wrong")
+    refused = runner.invoke(cli, ["helpdesk", "check"])
+    assert isinstance(refused.exception, HelpdeskError)  # main() prints it as one line
+    assert "401" in str(refused.exception) and "wrong" not in str(refused.exception)

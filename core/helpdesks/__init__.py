@@ -16,7 +16,7 @@ import requests
 from sqlalchemy.orm import Session
 
 from core.db.models import Ticket
-from core.domain import HelpdeskName
+from core.domain import EscalationTarget, HelpdeskName
 from core.errors import ConfigError, HelpdeskError, NotFound
 from core.helpdesks.base import Helpdesk
 from core.helpdesks.helpscout import HelpScoutClient, HelpScoutHelpdesk
@@ -109,6 +109,59 @@ class Helpdesks:
                 "Help Scout", http=self._http, budget=budget, rules=self._rules, sleep=self._sleep
             ),
         )
+
+    def check(self) -> list[str]:
+        """One line per thing the team's helpdesk needs, each checked against its API now;
+        a HelpdeskError or ConfigError names what is wrong."""
+        if self.home == HelpdeskName.ZENDESK:
+            return self._check_zendesk()
+        if self.home == HelpdeskName.HELPSCOUT:
+            return self._check_helpscout()
+        return ["the built-in helpdesk: nothing to connect"]
+
+    def _check_zendesk(self) -> list[str]:
+        client = self.zendesk
+        me = (
+            client.call(
+                "GET", "/api/v2/users/me.json", doing="checking the API token", repeatable=True
+            ).get("user")
+            or {}
+        )
+        if me.get("role") not in ("agent", "admin"):
+            raise HelpdeskError(
+                "ZENDESK_EMAIL/ZENDESK_API_TOKEN: Zendesk does not know this token's user as an "
+                "agent"
+            )
+        lines = [f"Zendesk {client.subdomain}: signed in as {me.get('name')} ({me['role']})"]
+        for team in EscalationTarget:
+            group = client.group_id(team)
+            found = f"group {group}" if group else "no group (create one, or ZENDESK_GROUPS)"
+            lines.append(f"  {team.label}: {found}")
+        webhook = "set" if self.settings.zendesk_webhook_secrets else "NOT SET"
+        lines.append(f"  ZENDESK_WEBHOOK_SECRET: {webhook}")
+        return lines
+
+    def _check_helpscout(self) -> list[str]:
+        client = self.helpscout
+        me, _url = client.get("/v2/users/me", doing="checking the app's credentials")
+        name = f"{me.get('firstName') or ''} {me.get('lastName') or ''}".strip()
+        lines = [f"Help Scout: signed in as {name or me.get('email')}"]
+        mailbox = self.settings.helpscout_mailbox_id
+        if mailbox:
+            box, _url = client.get(
+                f"/v2/mailboxes/{mailbox}", doing="checking HELPSCOUT_MAILBOX_ID"
+            )
+            lines.append(f"  mailbox {box.get('id')}: {box.get('name')} <{box.get('email')}>")
+        else:
+            lines.append("  HELPSCOUT_MAILBOX_ID: NOT SET (a BCC copy cannot be matched)")
+        for team in EscalationTarget:
+            user = client.teams.get(str(team))
+            lines.append(
+                f"  {team.label}: {f'team {user}' if user else 'no team (HELPSCOUT_TEAMS)'}"
+            )
+        webhook = "set" if self.settings.helpscout_webhook_secrets else "NOT SET"
+        lines.append(f"  HELPSCOUT_WEBHOOK_SECRET: {webhook}")
+        return lines
 
     def named(self, name: str, session: Session) -> Helpdesk:
         """The adapter of the helpdesk called ``name``, over this session."""
