@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_session_factory
 from core.helpdesks import Helpdesks
+from core.helpdesks.http import RetryRules
 from core.policy import PolicyConfig, load_policy
 from core.settings import Settings
 from core.stripe_gateway import StripeGateway, make_gateway
@@ -19,6 +20,7 @@ from jobs.queues import ACTIONS, get_queue
 from jobs.runtime import build_helpdesks, connect_redis
 
 _KEY = "billing_desk"
+WEB_REQUEST_RULES = RetryRules(attempts=2, longest_wait=2.0, first_backoff=0.25)
 
 
 @dataclass
@@ -44,8 +46,9 @@ class Services:
 
     @cached_property
     def helpdesks(self) -> Helpdesks:
-        """The helpdesk adapters, their clients built once for this process."""
-        return build_helpdesks(self.settings, self.redis)
+        """The helpdesk adapters, their clients built once for this process; a web request
+        waits for a helpdesk a moment at most (a worker waits longer, and retries later)."""
+        return build_helpdesks(self.settings, self.redis, WEB_REQUEST_RULES)
 
     @property
     def actions_queue(self) -> Queue:

@@ -216,36 +216,36 @@ def triage(
         sender = authenticate()
         with session_scope(rt.session_factory) as session:
             facts = _facts(session, rt, key, category, match, stripe_facts, entities, sender)
-            triage = plan_ticket(facts, rt.policy)
+            decision = plan_ticket(facts, rt.policy)
             helpdesk = rt.helpdesks.for_ticket(session, ticket_id)
             helpdesk.set_triage(
                 ticket_id,
                 category=classification.category,
                 confidence=classification.confidence,
-                stripe_customer_id=triage.customer.id if triage.customer else None,
+                stripe_customer_id=decision.customer.id if decision.customer else None,
             )
             ticket = session.get(Ticket, ticket_id)
             assert ticket is not None
-            if triage.customer is not None:
+            if decision.customer is not None:
                 # Found by the sender's address: not verified, unless the sender is authenticated
                 # (then the email comes from the customer's own address, proven).
                 ticket.customer_match = (
                     MatchKind.AUTHENTICATED if sender.authenticated else MatchKind.EMAIL
                 )
             _record_entities(ticket, entities, match)
-            stored_plan = _store_plan(session, ticket_id, key, triage)
+            stored_plan = _store_plan(session, ticket_id, key, decision)
             note = (
-                _triage_note(classification, match, entities, triage, stored_plan) + reading.notes
+                _triage_note(classification, match, entities, decision, stored_plan) + reading.notes
             )
             if ticket.helpdesk != HelpdeskName.LOCAL:
                 # Agents find what we did by the tags, in the helpdesk's own views and triggers.
                 helpdesk.add_tags(ticket_id, [BILLING_DESK_TAG, category_tag(category)])
             helpdesk.add_internal_note(
-                ticket_id, note + _earlier_refunds(session, ticket_id, triage), author=ACTOR
+                ticket_id, note + _earlier_refunds(session, ticket_id, decision), author=ACTOR
             )
             mark_done(session)
         queue_due_steps(rt, ticket_id)
-        return str(triage.next)
+        return str(decision.next)
 
 
 # Longer than one triage takes (the reading budget and a few Stripe calls).

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import check_connection, make_engine, make_session_factory
 from core.errors import ConfigError
 from core.helpdesks import Helpdesks
+from core.helpdesks.http import RetryRules
 from core.policy import PolicyConfig, load_policy
 from core.settings import Settings
 from core.stripe_gateway import StripeGateway, make_gateway
@@ -71,10 +72,10 @@ class SharedMinuteBudget:
         return (current + self.WINDOWS_AHEAD) * 60 - now
 
 
-def build_helpdesks(settings: Settings, redis: Redis) -> Helpdesks:
+def build_helpdesks(settings: Settings, redis: Redis, rules: RetryRules | None = None) -> Helpdesks:
     """A process's helpdesk adapters, with Help Scout's budget shared through Redis."""
     budget = SharedMinuteBudget(redis, "helpscout", settings.helpscout_requests_per_minute)
-    return Helpdesks(settings, helpscout_budget=budget)
+    return Helpdesks(settings, helpscout_budget=budget, rules=rules)
 
 
 @dataclass

@@ -436,6 +436,7 @@ def test_helpscout_per_minute_budget_is_kept_before_help_scout_refuses(session):
             sleep=clock.sleep,
             clock=clock,
             helpscout_budget=MinuteBudget(12, clock=clock),
+            rules=RetryRules(longest_wait=60.0),  # a worker that may wait out a minute
         )
         desk = Desk("helpscout", helpdesks, clock, helpscout=fake)
         ticket_id = desk.new_ticket(session)
@@ -445,6 +446,25 @@ def test_helpscout_per_minute_budget_is_kept_before_help_scout_refuses(session):
         assert clock.sleeps and max(clock.sleeps) <= 60.0  # waited for the window...
         assert 429 not in [r.status for r in fake.requests]  # ...instead of being refused
         assert len(fake.requests_to("POST", r"/notes$")) == 8
+
+
+def test_helpscout_a_spent_budget_is_not_waited_out_where_waiting_is_short(session):
+    """A caller that may wait only a moment (a web request) gets a retryable error at once."""
+    clock = Clock()
+    with FakeHelpScout(clock=clock) as fake:
+        helpdesks = Helpdesks(
+            helpscout_settings(fake),
+            sleep=clock.sleep,
+            clock=clock,
+            helpscout_budget=MinuteBudget(5, clock=clock),
+            rules=RetryRules(attempts=2, longest_wait=2.0),
+        )
+        desk = Desk("helpscout", helpdesks, clock, helpscout=fake)
+        ticket_id = desk.new_ticket(session)  # the token (2), the conversation and threads
+        with pytest.raises(HelpdeskUnavailable, match="budget") as caught:
+            desk.adapter(session).add_internal_note(ticket_id, "note", author="b")
+        assert caught.value.retry_after and caught.value.retry_after > 2.0
+        assert clock.sleeps == [] and fake.requests_to("POST", r"/notes$") == []
 
 
 def test_helpscout_429_is_waited_out(helpscout, session):

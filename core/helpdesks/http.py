@@ -107,6 +107,12 @@ class Transport:
         for attempt in range(1, rules.attempts + 1):
             last = attempt == rules.attempts
             wait = self.budget.acquire(1 if method in ("GET", "HEAD") else 2)
+            if wait > rules.longest_wait:
+                raise HelpdeskUnavailable(
+                    f"{doing}: the {self.service} request budget for this minute is spent "
+                    f"(next slot in {wait:.0f} s)",
+                    retry_after=wait,
+                )
             if wait > 0:
                 self.sleep(wait)
             try:
