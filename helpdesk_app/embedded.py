@@ -24,6 +24,7 @@ from core.errors import ConfigError, InvalidInput, NotFound, Unauthorized
 from core.helpdesks.helpscout import ACCOUNT as HELPSCOUT_ACCOUNT
 from core.helpdesks.helpscout import HelpScoutHelpdesk
 from core.helpdesks.mirrored import mirror_ticket
+from core.helpdesks.zendesk import ZendeskHelpdesk
 from helpdesk_app.auth import (
     current_agent,
     current_agent_session,
@@ -117,16 +118,25 @@ def zendesk_ticket() -> Any:
         )
     except NotFound:
         return _not_linked(HelpdeskName.ZENDESK, account, user_id)
-    ticket = mirror_ticket(
-        db,
-        helpdesk=HelpdeskName.ZENDESK,
-        account=account,
-        external_id=ticket_id,
-        subject=request.form.get("subject", ""),
-        requester_email=request.form.get("requester_email", ""),
-        requester_name=request.form.get("requester_name"),
-        organization=request.form.get("organization"),
-    )
+    services = get_services()
+    if services.settings.helpdesk == HelpdeskName.ZENDESK and ticket_id.isdigit():
+        # The team works in this Zendesk and we hold its API token: the ticket and its
+        # requester are read from Zendesk itself, not from what ZAF said in the browser.
+        zendesk = services.helpdesks.named(HelpdeskName.ZENDESK, db)
+        assert isinstance(zendesk, ZendeskHelpdesk)
+        ticket = db.get(Ticket, zendesk.receive(ticket_id)[0])
+        assert ticket is not None
+    else:
+        ticket = mirror_ticket(
+            db,
+            helpdesk=HelpdeskName.ZENDESK,
+            account=account,
+            external_id=ticket_id,
+            subject=request.form.get("subject", ""),
+            requester_email=request.form.get("requester_email", ""),
+            requester_name=request.form.get("requester_name"),
+            organization=request.form.get("organization"),
+        )
     db.commit()
     return render_sidebar(ticket, mint_sidebar_token(agent, ticket), agent)
 

@@ -604,3 +604,28 @@ def test_helpscout_agents_linked_under_a_mailbox_id_are_still_known(
         )
         agents.link_identity(session, lou, helpdesk="helpscout", account="78", external_user_id="8")
     assert app.test_client().get(helpscout_url(params)).status_code == 403  # ambiguous
+
+
+def test_a_zendesk_teams_sidebar_reads_the_ticket_from_zendesk_not_the_browser(
+    embedded_settings, fake_zendesk, linked_agent, zendesk_key, stripe_client, session_factory
+):
+    """With HELPDESK=zendesk the requester is Zendesk's word, whatever ZAF's page posts."""
+    create_customer(stripe_client, BOB)
+    settings = replace(
+        embedded_settings,
+        helpdesk="zendesk",
+        zendesk_email=fake_zendesk.email,
+        zendesk_api_token=fake_zendesk.api_token,
+        zendesk_api_url=fake_zendesk.url,
+    )
+    app = create_app(settings)
+    ticket = fake_zendesk.create_ticket("Refund please", "Refund me", BOB.email, "Bob Chen")
+    form = {**ZENDESK_TICKET, "ticket_id": str(ticket), "requester_email": "eve@example.com"}
+    form["requester_name"] = "Eve Impostor"
+    _, page = open_in_zendesk(app.test_client(), zendesk_key[0], form)
+    assert page is not None and page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Bob Chen" in html and "Eve Impostor" not in html
+    with session_scope(session_factory) as session:
+        mirror = session.scalars(select(Ticket)).one()
+        assert (mirror.external_id, mirror.requester_email) == (str(ticket), BOB.email)
