@@ -361,8 +361,7 @@ class Settings:
     @property
     def stripe_webhook_secrets(self) -> tuple[str, ...]:
         """Every signing secret a Stripe webhook delivery may be signed with."""
-        raw = self.stripe_webhook_secret or ""
-        return tuple(s.strip() for s in raw.split(",") if s.strip())
+        return self._split(self.stripe_webhook_secret)
 
     def require_stripe(self) -> None:
         """Fail unless Stripe can be called: a secret key is set (demo mode brings its own)."""

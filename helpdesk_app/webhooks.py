@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import stripe
@@ -165,43 +166,48 @@ def _record(event: TicketEvent) -> tuple[Response, int]:
     return _answer(200, received=event.external_id)
 
 
+def _delivery(service: str, read: Callable[[bytes], TicketEvent]) -> tuple[Response, int]:
+    """A hosted helpdesk's delivery: the body within bounds, ``read`` (verify, then parse)
+    accepting it, then recorded and queued; any refusal leaves no trace."""
+    body = _raw_body()
+    if body is None:
+        return _answer(413, error="body too large")
+    try:
+        event = read(body)
+    except BillingDeskError as exc:
+        log.info("%s webhook refused: %s", service, exc)
+        return _answer(exc.http_status if exc.http_status < 500 else 400, error=str(exc))
+    return _record(event)
+
+
 @bp.post("/webhooks/zendesk")
 def zendesk_webhook() -> tuple[Response, int]:
     """Verify a Zendesk delivery (signature over timestamp and body, signed recently), then
     record and queue the ticket it names."""
     settings = get_services().settings
-    secrets = settings.zendesk_webhook_secrets
-    if not secrets or not settings.zendesk_subdomain:
+    secrets, subdomain = settings.zendesk_webhook_secrets, settings.zendesk_subdomain
+    if not secrets or not subdomain:
         log.error("Zendesk webhook refused: ZENDESK_WEBHOOK_SECRET or ZENDESK_SUBDOMAIN unset")
         return _answer(503, error="webhook signing secret not configured")
-    body = _raw_body()
-    if body is None:
-        return _answer(413, error="body too large")
-    try:
+
+    def read(body: bytes) -> TicketEvent:
         zendesk.verify_webhook(body, request.headers, secrets, now=utcnow())
-        event = zendesk.parse_webhook(body, request.headers, settings.zendesk_subdomain)
-    except BillingDeskError as exc:
-        log.info("Zendesk webhook refused: %s", exc)
-        return _answer(exc.http_status if exc.http_status < 500 else 400, error=str(exc))
-    return _record(event)
+        return zendesk.parse_webhook(body, request.headers, subdomain)
+
+    return _delivery("Zendesk", read)
 
 
 @bp.post("/webhooks/helpscout")
 def helpscout_webhook() -> tuple[Response, int]:
     """Verify a Help Scout delivery (HMAC-SHA1 over the body), then record and queue the
     conversation it names. Never 410: Help Scout deactivates a webhook that answers 410."""
-    settings = get_services().settings
-    secrets = settings.helpscout_webhook_secrets
+    secrets = get_services().settings.helpscout_webhook_secrets
     if not secrets:
         log.error("Help Scout webhook refused: HELPSCOUT_WEBHOOK_SECRET is not set")
         return _answer(503, error="webhook signing secret not configured")
-    body = _raw_body()
-    if body is None:
-        return _answer(413, error="body too large")
-    try:
+
+    def read(body: bytes) -> TicketEvent:
         helpscout.verify_webhook(body, request.headers, secrets)
-        event = helpscout.parse_webhook(body, request.headers, account=helpscout.ACCOUNT)
-    except BillingDeskError as exc:
-        log.info("Help Scout webhook refused: %s", exc)
-        return _answer(exc.http_status if exc.http_status < 500 else 400, error=str(exc))
-    return _record(event)
+        return helpscout.parse_webhook(body, request.headers, account=helpscout.ACCOUNT)
+
+    return _delivery("Help Scout", read)

@@ -149,8 +149,8 @@ def _text(entry: ThreadEntry) -> str:
 
 def _mirror_customer_messages(
     session: Session, helpdesk: MirroredHelpdesk, ticket_id: int, snapshot: TicketSnapshot
-) -> int:
-    """Record each customer message of the ticket once; how many were new. A message that
+) -> None:
+    """Record each customer message of the ticket once. A message that
     reached us by email first (a BCC copy) is the same message: it takes the helpdesk's ID
     instead of being recorded twice."""
     known = set(
@@ -172,7 +172,6 @@ def _mirror_customer_messages(
             .order_by(TicketMessage.id)
         )
     )
-    added = 0
     for entry in snapshot.customer_entries:
         if entry.external_id in known:
             continue
@@ -186,9 +185,7 @@ def _mirror_customer_messages(
             body=_text(entry) or "(empty message)",
             external_id=entry.external_id[:64],
         )
-        added += 1
     session.flush()
-    return added
 
 
 def _done(event: HelpdeskEvent, outcome: str) -> None:

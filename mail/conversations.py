@@ -18,7 +18,6 @@ on their money meanwhile.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -27,9 +26,12 @@ from sqlalchemy.orm import Session
 
 from core.db.models import StripeDispute, Ticket, TicketMessage, utcnow
 from core.domain import CLOSED_DISPUTE_STATUSES, MessageKind, TicketStatus
+from core.subjects import SUBJECT_TOKEN as _TOKEN
+from core.subjects import normalized_subject, subject_token
 from mail.parsing import ParsedEmail
 
-_TOKEN = re.compile(r"\[BD-(\d{1,12})\]")
+__all__ = ["Threading", "find_ticket_for", "normalized_subject", "subject_token"]
+
 FLOOD_TICKETS = 3
 FLOOD_WINDOW = timedelta(minutes=15)
 
@@ -45,11 +47,6 @@ class Threading:
     # their undecided dispute (None: it did not).
     folded: str | None = None
     dispute: bool = False  # folded onto the ticket of the sender's undecided dispute
-
-
-def subject_token(ticket_id: int) -> str:
-    """The token we put in subjects so a reply finds its ticket when headers are lost."""
-    return f"[BD-{ticket_id}]"
 
 
 def find_ticket_for(session: Session, parsed: ParsedEmail, our_address: str = "") -> Threading:
@@ -112,19 +109,6 @@ def _flooded_ticket(session: Session, sender: str, subject: str) -> tuple[int, s
         why = f"{sender} opened {FLOOD_TICKETS} tickets in the last {minutes} minutes"
         return int(recent[0][0]), why
     return None
-
-
-_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|wg|tr)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
-_NOT_WORD = re.compile(r"[\W_]+")
-
-
-def normalized_subject(subject: str) -> str:
-    """A subject as a repeat of it reads: reply prefixes, our token, case and punctuation
-    gone ("Re: Charged twice!!" is "charged twice"); empty for no subject."""
-    text = _REPLY_PREFIX.sub("", _TOKEN.sub(" ", (subject or "")[:1000]))
-    if text.strip().lower() == "(no subject)":
-        return ""
-    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
 def _named_ticket(session: Session, parsed: ParsedEmail) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hmac
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -58,7 +58,6 @@ class ThreadEntry:
     external_id: str
     kind: MessageKind
     author_email: str
-    author_name: str | None
     body: str
     # Help Scout's threads are HTML; Zendesk gives plain text. Mail code turns HTML into text.
     body_is_html: bool = False
@@ -82,8 +81,6 @@ class TicketSnapshot:
     tags: tuple[str, ...] = ()
     thread: tuple[ThreadEntry, ...] = ()
     group: str | None = None
-    # Zendesk's updated_at: the stamp a safe update is checked against.
-    version: str | None = None
 
     @property
     def customer_entries(self) -> tuple[ThreadEntry, ...]:
@@ -104,7 +101,6 @@ class TicketEvent:
     key: str
     # The thread entry the event is about, when the helpdesk says.
     entry_id: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class Helpdesk(Protocol):

@@ -21,7 +21,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -54,6 +54,7 @@ _STATUSES = {
 _SET_STATUSES = {TicketStatus.OPEN: "active", TicketStatus.PENDING: "pending"}
 _KINDS = {"customer": MessageKind.INBOUND, "reply": MessageKind.OUTBOUND}
 _KINDS |= {"message": MessageKind.OUTBOUND, "note": MessageKind.NOTE}
+_EARLIEST = datetime.min.replace(tzinfo=UTC)  # a thread with no time reads first
 
 
 def as_html(text: str) -> str:
@@ -278,10 +279,10 @@ class HelpScoutHelpdesk(MirroredHelpdesk):
                     entries.append(entry)
             url = ((page.get("_links") or {}).get("next") or {}).get("href")
         # Help Scout lists threads newest first; a thread reads oldest first.
-        entries.sort(key=lambda e: (e.created_at or datetime.min, e.external_id))
+        entries.sort(key=lambda e: (e.created_at or _EARLIEST, e.external_id))
         return _snapshot(conversation, tuple(entries))
 
-    def _search(self, requester_email: str, subject: str, since: datetime) -> list[TicketSnapshot]:
+    def _search(self, requester_email: str, since: datetime) -> list[TicketSnapshot]:
         email = requester_email.replace('"', "")
         params = {"query": f'(email:"{email}")', "status": "all", "sortField": "createdAt"}
         if self.client.mailbox_id:
@@ -358,10 +359,7 @@ class HelpScoutHelpdesk(MirroredHelpdesk):
 
     def _add_tags(self, ticket: Ticket, tags: Sequence[str]) -> None:
         """Help Scout's tags call replaces the list: the conversation's own tags go with ours."""
-        current = [
-            str(t.get("tag") if isinstance(t, dict) else t)
-            for t in self._conversation(ticket).get("tags") or []
-        ]
+        current = list(_snapshot(self._conversation(ticket), ()).tags)
         wanted = list(dict.fromkeys([*current, *tags]))
         if wanted != current:
             self._call(ticket, "PUT", "/tags", doing="tagging", body={"tags": wanted})
@@ -420,13 +418,11 @@ def _entry(thread: Mapping[str, Any]) -> ThreadEntry | None:
         return None  # line items (status changes, merges...), drafts: not part of the talk
     person = thread.get("customer") if kind is MessageKind.INBOUND else thread.get("createdBy")
     person = person if isinstance(person, dict) else thread.get("createdBy") or {}
-    name = " ".join(str(person.get(k) or "") for k in ("first", "last")).strip() or None
     source = thread.get("source") or {}
     return ThreadEntry(
         external_id=str(thread.get("id")),
         kind=kind,
         author_email=str(person.get("email") or ""),
-        author_name=name,
         body=str(thread.get("body") or ""),
         body_is_html=True,
         created_at=api_time(thread.get("createdAt")),

@@ -109,7 +109,6 @@ class LocalHelpdesk:
                     external_id=str(m.id),
                     kind=MessageKind(m.kind),
                     author_email=m.author,
-                    author_name=None,
                     body=m.body,
                     created_at=m.created_at,
                 )

@@ -20,6 +20,7 @@ from core.domain import EscalationTarget, MessageKind, TicketStatus
 from core.errors import HelpdeskError, InvalidInput, NotFound
 from core.helpdesks.base import TicketSnapshot
 from core.helpdesks.local import LocalHelpdesk
+from core.subjects import normalized_subject
 
 
 class MirroredHelpdesk:
@@ -54,7 +55,7 @@ class MirroredHelpdesk:
         """Create the ticket in the helpdesk; its external ID."""
         raise NotImplementedError
 
-    def _search(self, requester_email: str, subject: str, since: datetime) -> list[TicketSnapshot]:
+    def _search(self, requester_email: str, since: datetime) -> list[TicketSnapshot]:
         """The helpdesk's tickets from this requester since then, newest first."""
         raise NotImplementedError
 
@@ -133,13 +134,13 @@ class MirroredHelpdesk:
     def find_ticket(self, *, requester_email: str, subject: str, since: datetime) -> int | None:
         """The requester's ticket with this subject (ignoring Re:/Fwd:) that the email can
         still join, newest first."""
-        wanted = same_subject_key(subject)
-        for snapshot in self._search(requester_email, subject, since):
+        wanted = normalized_subject(subject)
+        for snapshot in self._search(requester_email, since):
             if snapshot.status in self.final_statuses:
                 continue
             if snapshot.requester_email.lower() != requester_email.lower():
                 continue
-            if same_subject_key(snapshot.subject) == wanted:
+            if normalized_subject(snapshot.subject) == wanted:
                 return self.mirror(snapshot).id
         return None
 
@@ -222,18 +223,6 @@ class MirroredHelpdesk:
             confidence=confidence,
             stripe_customer_id=stripe_customer_id,
         )
-
-
-def same_subject_key(subject: str) -> str:
-    """A subject as threading compares it: reply and forward prefixes and spacing dropped."""
-    text = " ".join(subject.split()).lower()
-    while True:
-        for prefix in ("re:", "fwd:", "fw:", "aw:", "sv:", "tr:"):
-            if text.startswith(prefix):
-                text = text[len(prefix) :].lstrip()
-                break
-        else:
-            return text
 
 
 def mirror_ticket(

@@ -17,6 +17,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -190,7 +191,7 @@ class ZendeskHelpdesk(MirroredHelpdesk):
             params = None  # the next link carries them
         return _ticket_snapshot(fields, users, tuple(entries))
 
-    def _search(self, requester_email: str, subject: str, since: datetime) -> list[TicketSnapshot]:
+    def _search(self, requester_email: str, since: datetime) -> list[TicketSnapshot]:
         day = (since - timedelta(days=1)).date().isoformat()
         payload = self.client.call(
             "GET",
@@ -208,23 +209,12 @@ class ZendeskHelpdesk(MirroredHelpdesk):
             if isinstance(result, dict) and result.get("result_type", "ticket") == "ticket":
                 # Search results carry no users: the requester is the one we searched for.
                 snapshot = _ticket_snapshot(result, {}, ())
-                found.append(
-                    TicketSnapshot(
-                        external_id=snapshot.external_id,
-                        subject=snapshot.subject,
-                        requester_email=requester_email,
-                        requester_name=None,
-                        status=snapshot.status,
-                        tags=snapshot.tags,
-                    )
-                )
+                found.append(replace(snapshot, requester_email=requester_email))
         return found
 
     # --- writing --------------------------------------------------------------------------
 
-    def _update(
-        self, ticket: Ticket, changes: dict[str, Any], *, doing: str, safe: bool
-    ) -> dict[str, Any]:
+    def _update(self, ticket: Ticket, changes: dict[str, Any], *, doing: str, safe: bool) -> None:
         """PUT changes onto the ticket; ``safe`` refuses (HelpdeskConflict) when someone else
         changed it since our own last write. Our row keeps the version after this write."""
         body = dict(changes)
@@ -238,10 +228,9 @@ class ZendeskHelpdesk(MirroredHelpdesk):
             repeatable="comment" not in changes,
             json_body={"ticket": body},
         )
-        updated = payload.get("ticket") or {}
+        updated = payload.get("ticket")
         if isinstance(updated, dict) and updated.get("updated_at"):
             ticket.helpdesk_version = str(updated["updated_at"])[:40]
-        return updated if isinstance(updated, dict) else {}
 
     def _remember_version(self, ticket: Ticket) -> None:
         fields, _ = self._head(ticket.external_id or "")
@@ -351,15 +340,7 @@ class ZendeskHelpdesk(MirroredHelpdesk):
                 "Not solved: the ticket changed in Zendesk while the plan ran (an agent's edit "
                 "or a new comment), and a safe update does not overwrite it. An agent decides."
             )
-            self._update(
-                ticket,
-                {"comment": {"body": why, "public": False}},
-                doing="noting on",
-                safe=False,
-            )
-            self.local.add_message(
-                ticket_id, kind=MessageKind.NOTE, author="billing-desk", body=why
-            )
+            self.add_internal_note(ticket_id, why, author="billing-desk")
             return why
         self.local.add_tags(ticket_id, CLOSE_TAGS)
         self.local.close(ticket_id, resolution=resolution, actor=actor)
@@ -394,7 +375,6 @@ def _entry(
         external_id=str(comment.get("id")),
         kind=kind,
         author_email=str(author.get("email") or ""),
-        author_name=author.get("name"),
         body=str(comment.get("plain_body") or comment.get("body") or ""),
         created_at=api_time(comment.get("created_at")),
         trusted=trusted,
@@ -415,7 +395,6 @@ def _ticket_snapshot(
         tags=tuple(str(t) for t in fields.get("tags") or []),
         thread=thread,
         group=str(fields["group_id"]) if fields.get("group_id") else None,
-        version=str(fields.get("updated_at") or "") or None,
     )
 
 
