@@ -10,7 +10,7 @@ PORT ?= 8000
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: demo test lint test-sqlite test-postgres install clean
+.PHONY: demo test lint test-sqlite test-postgres bench chaos install clean
 
 install: $(INSTALLED)
 
@@ -42,6 +42,14 @@ test-sqlite: $(INSTALLED)
 test-postgres: $(INSTALLED)
 	DATABASE_URL=$(TEST_POSTGRES_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		BILLING_DESK_TEST_BACKENDS_ONLY=1 $(BIN)/pytest
+
+# Every benchmark in bench/, each beside a reference measured in the same run: bench/RESULTS.md.
+bench: $(INSTALLED)
+	$(BIN)/python -m bench
+
+# Faults injected while a mixed load runs; prints its seed (CHAOS_ARGS="--seed N" replays one).
+chaos: $(INSTALLED)
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
