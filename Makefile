@@ -6,11 +6,13 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PORT ?= 8000
 
-# The second test run: PostgreSQL and a real Redis server (both run as services on our machines).
+# The second test run: PostgreSQL and a real Redis server. These are tried first (our machines
+# run both as services); tests/backends.py starts its own where one does not answer.
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+export TEST_POSTGRES_URL TEST_REDIS_URL
 
-.PHONY: demo test lint test-sqlite test-postgres bench chaos install clean
+.PHONY: demo test lint preflight test-sqlite test-postgres bench chaos install clean
 
 install: $(INSTALLED)
 
@@ -25,8 +27,12 @@ demo: $(INSTALLED)
 
 # The two passes side by side (each prints its output when it ends): they share no server,
 # and on two cores this takes about 60 % of one pass after the other.
-test: lint
+test: lint preflight
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
+
+# Debian's Chromium and Dovecot: installed where this runs as root with apt, else named in one line.
+preflight: $(INSTALLED)
+	$(BIN)/python tests/preflight.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -37,11 +43,10 @@ lint: $(INSTALLED)
 test-sqlite: $(INSTALLED)
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest
 
-# PostgreSQL and the machine's Redis: what production runs on. Only the tests that use a
-# database or Redis run again (tests/conftest.py); the others cannot change with the backend.
+# PostgreSQL and a Redis server: what production runs on. Only the tests that use a database or
+# Redis run again (tests/conftest.py); the others cannot change with the backend.
 test-postgres: $(INSTALLED)
-	DATABASE_URL=$(TEST_POSTGRES_URL) REDIS_URL=$(TEST_REDIS_URL) \
-		BILLING_DESK_TEST_BACKENDS_ONLY=1 $(BIN)/pytest
+	BILLING_DESK_TEST_BACKENDS_ONLY=1 $(BIN)/python tests/backends.py -- $(BIN)/pytest
 
 # Every benchmark in bench/, each beside a reference measured in the same run: bench/RESULTS.md.
 bench: $(INSTALLED)
@@ -49,7 +54,7 @@ bench: $(INSTALLED)
 
 # Faults injected while a mixed load runs; prints its seed (CHAOS_ARGS="--seed N" replays one).
 chaos: $(INSTALLED)
-	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+	$(BIN)/python tests/backends.py -- $(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -128,7 +128,7 @@ def worker(rt: Runtime) -> Iterator[BackgroundWorker]:
 def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless; missing Chromium is a failure, never a skip."""
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test does, as root)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS

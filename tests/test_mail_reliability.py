@@ -1,10 +1,8 @@
 """Mail intake never loses or doubles an email: backlogs, kills, restarts, UIDVALIDITY, IDLE.
 
 Every test runs against pymap and against Dovecot (Debian's dovecot-imapd), each a fresh
-server per test. CI always has Dovecot: .ci/run installs it and sets
-BILLING_DESK_REQUIRE_DOVECOT=1, so there a missing Dovecot fails these tests rather than
-dropping them. A developer machine without Dovecot (or not root, which Dovecot's master
-needs) runs them on pymap only.
+server per test. `make test` makes sure Dovecot is there (tests/preflight.py installs it where it
+can, or stops naming it), so a missing Dovecot fails these tests rather than dropping them.
 """
 
 from __future__ import annotations
@@ -45,11 +43,8 @@ LOOPBACK = servers.LOOPBACK
 
 
 def _server_kinds(only: str | None = None) -> list[str]:
-    """The servers to run on: Dovecot too when CI requires it or it can run here."""
-    required = os.environ.get("BILLING_DESK_REQUIRE_DOVECOT", "") not in ("", "0")
-    runnable = bool(shutil.which("dovecot", path=f"{os.environ.get('PATH', '')}:/usr/sbin"))
-    kinds = ["pymap", "dovecot"] if required or (runnable and os.geteuid() == 0) else ["pymap"]
-    return [kind for kind in kinds if only in (None, kind)]
+    """The servers to run on: both, always (a missing Dovecot fails, naming the package)."""
+    return [kind for kind in ("pymap", "dovecot") if only in (None, kind)]
 
 
 class ImapServer:

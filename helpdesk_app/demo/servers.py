@@ -143,12 +143,13 @@ def start_dovecot(
 ) -> ChildServer:
     """Dovecot (Debian's dovecot-imapd) with one user and a scratch config, in a child process.
 
-    Its master must run as root: it starts its login and mail processes as other users
-    (dovecot, dovenull, and nobody for the mail files), so ``directory`` and its parents must
-    be traversable by them (pytest's tmp_path is not); the default is a fresh directory under
-    the system's temp dir, which the caller removes. Stop it with ``stop_process_group``:
-    Dovecot's master leaves its mail processes running. Mail is kept in ``directory``
-    (maildir), so it survives a restart on the same directory. The log is
+    As root its master starts its login and mail processes as other users (dovecot, dovenull,
+    and nobody for the mail files), so ``directory`` and its parents must be traversable by them
+    (pytest's tmp_path is not); the default is a fresh directory under the system's temp dir,
+    which the caller removes. Any other user runs every Dovecot process as itself (Dovecot's
+    rootless set-up: its internal and login users are that user). Stop it with
+    ``stop_process_group``: Dovecot's master leaves its mail processes running. Mail is kept in
+    ``directory`` (maildir), so it survives a restart on the same directory. The log is
     ``directory/dovecot.log``; ``doveadm(directory, ...)`` administers it.
     """
     import grp
@@ -160,20 +161,31 @@ def start_dovecot(
     dovecot = shutil.which("dovecot") or shutil.which("dovecot", path="/usr/sbin")
     if dovecot is None:
         raise RuntimeError("dovecot is not installed (apt-get install dovecot-imapd)")
-    if os.geteuid() != 0:
-        raise RuntimeError("dovecot can only be started as root here")
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="billing-desk-dovecot-"))
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o711)
     mail_dir = directory / "mail"
     mail_dir.mkdir(exist_ok=True)
-    os.chown(mail_dir, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    if os.geteuid() == 0:
+        mail_user, mail_group, rootless = "nobody", "nogroup", ""
+        os.chown(mail_dir, pwd.getpwnam(mail_user).pw_uid, grp.getgrnam(mail_group).gr_gid)
+    else:
+        mail_user = pwd.getpwuid(os.geteuid()).pw_name
+        mail_group = grp.getgrgid(os.getegid()).gr_name
+        rootless = (
+            f"default_internal_user = {mail_user}\n"
+            f"default_internal_group = {mail_group}\n"
+            f"default_login_user = {mail_user}\n"
+            # chroot needs root; these services chroot by default
+            "service anvil {\n  chroot =\n}\n"
+            "service imap-login {\n  chroot =\n}\n"
+        )
     (directory / "passwd").write_text(f"{user}:{{PLAIN}}{password}::::::\n")
     port = port or free_port()
     (directory / "dovecot.conf").write_text(
         f"""\
-base_dir = {directory}/run
+{rootless}base_dir = {directory}/run
 state_dir = {directory}/state
 log_path = {directory}/dovecot.log
 protocols = imap
@@ -189,7 +201,7 @@ passdb {{
 userdb {{
   driver = passwd-file
   args = username_format=%u {directory}/passwd
-  default_fields = uid=nobody gid=nogroup home={mail_dir}/%u
+  default_fields = uid={mail_user} gid={mail_group} home={mail_dir}/%u
 }}
 service imap-login {{
   inet_listener imap {{
