@@ -22,16 +22,19 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import stripe
+from delay_proxy import DelayProxy
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from core import agents, audit
+from core import agents, audit, billing_context
 from core.db import make_engine, make_session_factory, session_scope, upgrade
 from core.db.models import Ticket
 from core.domain import Role
@@ -308,22 +311,66 @@ def breakdown(m: Measured) -> None:
         print(f"    {n:3d}  {name}")
 
 
-def main() -> None:
-    """Seed, sign in, measure both endpoints and print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--charges", type=int, default=100)
-    parser.add_argument("--profile", action="store_true", help="cProfile one full render too")
-    args = parser.parse_args()
+class SerialExecutor:
+    """Stands in for ``ThreadPoolExecutor`` in ``core.billing_context``: the same calls, one
+    after another, as the sidebar made them before it overlapped them (the reference)."""
 
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        pass
+
+    def __enter__(self) -> SerialExecutor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn`` now; a finished future."""
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller through the future, as a pool does
+            future.set_exception(exc)
+        return future
+
+    def map(self, fn: Callable[..., Any], *iterables: Any) -> list[Any]:
+        """``fn`` over the items, in order, now."""
+        return [fn(*args) for args in zip(*iterables, strict=True)]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How the gateway reaches Stripe: a simulated round trip, and serial or overlapped."""
+
+    delay: float = 0.0  # seconds each request waits in the delaying proxy
+    serial: bool = False
+
+
+@dataclass
+class SidebarRun:
+    """What was seeded and each variant's measurements, by endpoint ("page", "panel")."""
+
+    charges: int
+    shapes: list[str]
+    seeded_seconds: float
+    measured: dict[Variant, dict[str, Measured]]
+
+
+def run(
+    runs: int = 30,
+    charges: int = 100,
+    variants: tuple[Variant, ...] = (Variant(),),
+    endpoints: tuple[str, ...] = ("page", "panel"),
+    profile: bool = False,
+) -> SidebarRun:
+    """Seed once, then time each endpoint under each variant; the figures."""
     scratch_dir = tempfile.TemporaryDirectory(prefix="bench-sidebar-")
     scratch = Path(scratch_dir.name)
     stripe_server = servers.start_fake_stripe()
+    proxies: dict[float, DelayProxy] = {}
     try:
         began = time.perf_counter()
-        seeded = seed_stripe(
-            make_stripe_client(KEY, stripe_server.url), stripe_server.url, args.charges
-        )
+        seeded = seed_stripe(make_stripe_client(KEY, stripe_server.url), stripe_server.url, charges)
         settings = Settings(
             demo=True,
             database_url=f"sqlite:///{scratch / 'bench.sqlite3'}",
@@ -345,37 +392,69 @@ def main() -> None:
             raise SystemExit("no sidebar token in the page")
         sidebar = app.test_client()  # as sidebar.js: no cookie, only the token
         headers = {"Authorization": f"Bearer {token[1]}", "X-Sidebar": "1"}
+        fetches: dict[str, Callable[[], TestResponse]] = {
+            "page": lambda: browser.get(f"/sidebar/tickets/{ticket_id}"),
+            "panel": lambda: sidebar.get("/sidebar/panel", headers=headers),
+        }
 
-        full = measure(
-            lambda: browser.get(f"/sidebar/tickets/{ticket_id}"), http, args.runs, "sidebar page"
-        )
-        panel = measure(
-            lambda: sidebar.get("/sidebar/panel", headers=headers), http, args.runs, "panel"
-        )
-
-        print(
-            f"sidebar render: {seeded.charges} charges ({', '.join(seeded.shapes)}), "
-            f"{args.runs} runs after {WARM_UPS} warm-ups (seeded in {seeded_in:.1f} s)"
-        )
-        columns = ("median", "p95", "min", "max", "in Stripe", "page KB")
-        widths = (7, 7, 7, 7, 9, 8)
-        print(
-            f"  {'ms':<26} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))
-        )
-        report("GET /sidebar/tickets/<id>", full)
-        report("GET /sidebar/panel", panel)
-        print("Stripe requests, page:")
-        breakdown(full)
-        if panel.requests != full.requests:
-            print("Stripe requests, panel:")
-            breakdown(panel)
-        else:
-            print("Stripe requests, panel: the same")
-        if args.profile:
-            profile_one(lambda: browser.get(f"/sidebar/tickets/{ticket_id}"))
+        measured: dict[Variant, dict[str, Measured]] = {}
+        for variant in variants:
+            base = stripe_server.url
+            if variant.delay:
+                if variant.delay not in proxies:
+                    proxies[variant.delay] = DelayProxy(stripe_server.url, variant.delay)
+                base = proxies[variant.delay].url
+            gateway, http = counting_gateway(base)
+            app.extensions["billing_desk"].gateway = gateway
+            executor = SerialExecutor if variant.serial else ThreadPoolExecutor
+            with mock.patch.object(billing_context, "ThreadPoolExecutor", executor):
+                measured[variant] = {
+                    name: measure(fetches[name], http, runs, name) for name in endpoints
+                }
+        if profile:
+            profile_one(fetches["page"])
+        return SidebarRun(seeded.charges, seeded.shapes, seeded_in, measured)
     finally:
+        for proxy in proxies.values():
+            proxy.stop()
         stripe_server.stop()
         scratch_dir.cleanup()
+
+
+def main() -> None:
+    """Seed, sign in, measure both endpoints and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--charges", type=int, default=100)
+    parser.add_argument("--profile", action="store_true", help="cProfile one full render too")
+    parser.add_argument(
+        "--delay-ms", type=float, default=0.0, help="simulated Stripe round trip per request"
+    )
+    parser.add_argument(
+        "--serial", action="store_true", help="the Stripe requests one after another"
+    )
+    args = parser.parse_args()
+    variant = Variant(args.delay_ms / 1000, args.serial)
+    result = run(args.runs, args.charges, (variant,), profile=args.profile)
+    full, panel = result.measured[variant]["page"], result.measured[variant]["panel"]
+    print(
+        f"sidebar render: {result.charges} charges ({', '.join(result.shapes)}), "
+        f"{args.runs} runs after {WARM_UPS} warm-ups (seeded in {result.seeded_seconds:.1f} s); "
+        f"Stripe requests {'serial' if args.serial else 'overlapped'}, "
+        f"{args.delay_ms:g} ms added per request"
+    )
+    columns = ("median", "p95", "min", "max", "in Stripe", "page KB")
+    widths = (7, 7, 7, 7, 9, 8)
+    print(f"  {'ms':<26} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
+    report("GET /sidebar/tickets/<id>", full)
+    report("GET /sidebar/panel", panel)
+    print("Stripe requests, page:")
+    breakdown(full)
+    if panel.requests != full.requests:
+        print("Stripe requests, panel:")
+        breakdown(panel)
+    else:
+        print("Stripe requests, panel: the same")
 
 
 if __name__ == "__main__":
