@@ -11,6 +11,7 @@ import os
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -129,11 +130,33 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # --- per-test state ---------------------------------------------------------------------
 
 
+@contextmanager
+def audit_guard_lifted(connection) -> Iterator[None]:
+    """Within this transaction only, let the test clean-up empty the append-only audit trail:
+    PostgreSQL skips user triggers in replica mode (the test role is a superuser); SQLite's
+    triggers are dropped, then put back from their own saved SQL before the clean-up commits."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SET LOCAL session_replication_role = replica"))
+        yield
+        return
+    saved = connection.execute(
+        text(
+            "SELECT name, sql FROM sqlite_master"
+            " WHERE type = 'trigger' AND tbl_name = 'audit_events'"
+        )
+    ).all()
+    for name, _sql in saved:
+        connection.execute(text(f'DROP TRIGGER "{name}"'))
+    yield
+    for _name, sql in saved:
+        connection.execute(text(sql))
+
+
 @pytest.fixture
 def db_engine(database_url: str):
     """An engine on the test database, emptied before each test."""
     engine = make_engine(database_url)
-    with engine.begin() as connection:
+    with engine.begin() as connection, audit_guard_lifted(connection):
         for table in reversed(Base.metadata.sorted_tables):
             connection.execute(table.delete())
     yield engine
