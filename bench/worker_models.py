@@ -286,8 +286,9 @@ class Bench:
         times = self.stripe_process.cpu_times()
         return float(times.user + times.system)
 
-    def prepare_run(self) -> Settings:
-        """A fresh database, Redis and mailbox, and the fake Stripe emptied and seeded."""
+    def prepare_run(self, seed_stripe: bool = True) -> Settings:
+        """A fresh database, Redis and mailbox, and the fake Stripe emptied and (unless told
+        not to: a run that only stores mail needs no customers) seeded."""
         self.runs += 1
         run = self.runs
         settings = servers.embedded_settings(
@@ -307,7 +308,7 @@ class Bench:
         request = urllib.request.Request(f"{self.stripe.url}/_config/data", method="DELETE")
         with urllib.request.urlopen(request, timeout=30):
             pass
-        for n in range(self.emails):
+        for n in range(self.emails if seed_stripe else 0):
             if has_customer(n):
                 customer = create_customer(self.stripe_client, sender(n))
                 if TEMPLATES[n % len(TEMPLATES)].twin_charges:
