@@ -24,7 +24,7 @@ from rq import get_current_job
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import audit
+from core import audit, log_context
 from core.actions import MAIL_AGENT, describe, request_plan
 from core.customers import Claims, CustomerMatch, match_sender, open_claims
 from core.db import queries, session_scope
@@ -74,6 +74,7 @@ def enqueue_inbound(rt: runtime.Runtime, email_id: int) -> None:
 def process_inbound_email(email_id: int) -> str:
     """Thread, classify and triage one stored email; start the playbook for new tickets."""
     rt = runtime.current()
+    log_context.add(email_id=email_id)
     with session_scope(rt.session_factory) as session:
         stored = session.get(InboundEmail, email_id)
         if stored is None:
@@ -99,6 +100,7 @@ def process_inbound_email(email_id: int) -> str:
         automated = automated_reason(parsed, our_address)
         body = _oversized_body(stored, parsed) if oversized else parsed.text
         ticket_id, onto_dispute = _thread(session, rt, stored, parsed, automated, body, our_address)
+        log_context.add(ticket_id=ticket_id)
         is_new = _opened_by(session, ticket_id, email_id)
         email_day = (parsed.date or stored.received_at).date()
         if onto_dispute and not automated:

@@ -17,6 +17,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import log_context
 from core.actions import workflow
 from core.actions.base import StepRefused, approvals_of, params_of
 from core.actions.registry import action_type, describe
@@ -67,6 +68,7 @@ def run_step(action_id: int) -> str:
         if action is None:
             log.error("action %s does not exist", action_id)
             return "missing"
+        log_context.add(action_id=action_id, ticket_id=action.ticket_id)
         status = ActionStatus(action.status)
         if status is not ActionStatus.QUEUED:
             # A run that died after recording its outcome may not have queued the next step.

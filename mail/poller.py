@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import log_context
 from core.db import session_scope
 from core.db.models import InboundEmail, MailboxCursor
 from core.domain import InboundStatus
@@ -133,7 +134,8 @@ def poll_once(
                 continue  # nothing to process: it waits for a person
             if message.status is InboundStatus.OVERSIZED:
                 result.oversized += 1
-            on_stored(email_id)
+            with log_context.bound(email_id=email_id):  # the enqueue's lines name the email
+                on_stored(email_id)
         if mailbox.config.processed_folder:
             stored = [m.uid for m in incoming if m.status is not InboundStatus.QUARANTINED]
             result.moved += _move(mailbox, stored)
