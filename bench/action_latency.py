@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from redis import Redis
 from sqlalchemy import func, select
 from worker_models import ROOT, Bench
 
@@ -42,6 +43,7 @@ from core.db.models import Action, InboundEmail, Ticket
 from core.domain import Role
 from core.settings import Settings
 from helpdesk_app import create_app
+from jobs.queues import ALL_QUEUES
 
 LAYOUTS = {
     "shared": [["--processes", "2"]],
@@ -84,7 +86,7 @@ def click_note(client, headers, text: str) -> None:
     assert answer.status_code == 200, answer.status_code
 
 
-def run_layout(bench: Bench, layout: str, clicks: int) -> dict[str, float]:
+def run_layout(bench: Bench, layout: str, clicks: int, idle_clicks: int = 0) -> dict[str, float]:
     settings: Settings = bench.prepare_run()
     factory = make_session_factory(make_engine(settings.database_url))
     with session_scope(factory) as session:
@@ -113,29 +115,47 @@ def run_layout(bench: Bench, layout: str, clicks: int) -> dict[str, float]:
         ticket_id = session.scalars(select(Ticket.id).order_by(Ticket.id)).first()
     app = create_app(dataclasses.replace(settings, secret_key=secrets.token_hex(32)))
     client, headers = signed_in_sidebar(app, ticket_id)
-    latencies, left_behind = [], []
-    for n in range(clicks):
-        click_note(client, headers, f"Called the customer ({n})")
-        clicked = time.perf_counter()
-        left_behind.append(bench.emails - processed())
-        while True:
-            with session_scope(factory) as session:
-                status = session.scalars(
-                    select(Action.status).where(Action.kind == "note").order_by(Action.id.desc())
-                ).first()
-            if status == "succeeded":
-                latencies.append(time.perf_counter() - clicked)
-                break
-            if time.perf_counter() - clicked > CLICK_TIMEOUT_SECONDS:
-                raise SystemExit(f"{layout}: a click did not run within {CLICK_TIMEOUT_SECONDS}s")
-            time.sleep(0.01)
-        time.sleep(max(0.0, 1.0 - (time.perf_counter() - clicked)))
+
+    def click_times(count: int, tag: str) -> tuple[list[float], list[int]]:
+        latencies, left_behind = [], []
+        for n in range(count):
+            click_note(client, headers, f"Called the customer ({tag} {n})")
+            clicked = time.perf_counter()
+            left_behind.append(bench.emails - processed())
+            while True:
+                with session_scope(factory) as session:
+                    status = session.scalars(
+                        select(Action.status)
+                        .where(Action.kind == "note")
+                        .order_by(Action.id.desc())
+                    ).first()
+                if status == "succeeded":
+                    latencies.append(time.perf_counter() - clicked)
+                    break
+                if time.perf_counter() - clicked > CLICK_TIMEOUT_SECONDS:
+                    raise SystemExit(
+                        f"{layout}: a click did not run within {CLICK_TIMEOUT_SECONDS}s"
+                    )
+                time.sleep(0.01)
+            time.sleep(max(0.0, 1.0 - (time.perf_counter() - clicked)))
+        return latencies, left_behind
+
+    latencies, left_behind = click_times(clicks, "backlog")
     deadline = time.perf_counter() + 1800
     while processed() < bench.emails:
         if time.perf_counter() > deadline:
             raise SystemExit(f"{layout}: only {processed()} of {bench.emails} emails processed")
         time.sleep(0.2)
     seconds = time.perf_counter() - started
+    idle: list[float] = []
+    if idle_clicks:
+        # The reference: the same click once the backlog and its plans' steps are done.
+        rt_redis = Redis.from_url(settings.redis_url or "")
+        while any(rt_redis.llen(f"rq:queue:{name}") for name in ALL_QUEUES):
+            if time.perf_counter() > deadline:
+                break
+            time.sleep(0.2)
+        idle, _ = click_times(idle_clicks, "idle")
     for process in processes:
         process.send_signal(signal.SIGTERM)
     for process in processes:
@@ -146,7 +166,25 @@ def run_layout(bench: Bench, layout: str, clicks: int) -> dict[str, float]:
         "max": max(latencies),
         "backlog": statistics.median(left_behind),
         "tickets_per_second": bench.emails / seconds,
+        "idle_median": statistics.median(idle) if idle else float("nan"),
+        "idle_max": max(idle) if idle else float("nan"),
     }
+
+
+def measure(
+    emails: int = 500,
+    clicks: int = 10,
+    layouts: tuple[str, ...] = ("procfile",),
+    idle_clicks: int = 5,
+) -> dict[str, dict[str, float]]:
+    """Each layout's figures (seconds, tickets/s), with ``idle_clicks`` clicks after the
+    backlog as the reference."""
+    scratch = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    bench = Bench(scratch, emails)
+    try:
+        return {layout: run_layout(bench, layout, clicks, idle_clicks) for layout in layouts}
+    finally:
+        bench.stop()
 
 
 def main() -> None:
@@ -154,26 +192,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--emails", type=int, default=500)
     parser.add_argument("--clicks", type=int, default=10)
+    parser.add_argument("--idle-clicks", type=int, default=0, help="clicks after the backlog")
     parser.add_argument("--layouts", default="shared,split,procfile")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    layouts = tuple(name.strip() for name in args.layouts.split(",") if name.strip())
     print(
         f"{datetime.date.today()}, {os.cpu_count()} CPUs, {args.emails} emails, "
-        f"{args.clicks} clicks per layout; logs in {scratch}"
+        f"{args.clicks} clicks per layout"
     )
-    bench = Bench(scratch, args.emails)
-    try:
-        for layout in (name.strip() for name in args.layouts.split(",") if name.strip()):
-            figures = run_layout(bench, layout, args.clicks)
-            print(
-                f"{layout:<8} click to step done: median {figures['median'] * 1000:.0f} ms, "
-                f"p90 {figures['p90'] * 1000:.0f} ms, max {figures['max'] * 1000:.0f} ms "
-                f"(median {figures['backlog']:.0f} emails still queued at a click); "
-                f"backlog {figures['tickets_per_second']:.1f} tickets/s",
-                flush=True,
-            )
-    finally:
-        bench.stop()
+    for layout, figures in measure(args.emails, args.clicks, layouts, args.idle_clicks).items():
+        print(
+            f"{layout:<8} click to step done: median {figures['median'] * 1000:.0f} ms, "
+            f"p90 {figures['p90'] * 1000:.0f} ms, max {figures['max'] * 1000:.0f} ms "
+            f"(median {figures['backlog']:.0f} emails still queued at a click); "
+            f"backlog {figures['tickets_per_second']:.1f} tickets/s; after it: median "
+            f"{figures['idle_median'] * 1000:.0f} ms, max {figures['idle_max'] * 1000:.0f} ms",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ def number(value: float | None) -> str:
         return f"{value:.1f}"
     if magnitude >= 1:
         return f"{value:.2f}"
-    return f"{value:.3f}"
+    if magnitude >= 0.01 or magnitude == 0:
+        return f"{value:.3f}"
+    return f"{value:.2g}"
 
 
 def render(rows: list[Row]) -> str:
@@ -62,7 +64,7 @@ def render(rows: list[Row]) -> str:
     ]
     for row in rows:
         reference = number(row.reference) if not row.not_run else f"not run: {row.not_run}"
-        ratio = f"{row.ratio:.2f}" if row.ratio is not None else "—"
+        ratio = number(row.ratio) if row.ratio is not None else "—"
         lines.append(
             f"| {row.section} | {row.what} | {number(row.ours)} | {row.reference_name} | "
             f"{reference} | {ratio} | {row.better} | {row.verdict} | {row.unit} | {row.note} |"

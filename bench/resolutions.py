@@ -656,6 +656,146 @@ def load() -> str:
     return f"load average {averages}; other Python processes: {'; '.join(others) or 'none'}"
 
 
+def bare_store_classify(bench: Bench, emails: list[Sent]) -> list[float]:
+    """The reference: for each of the same emails, seconds from its IMAP APPEND to it stored
+    and classified by the least an importer can do, already connected and told where to look:
+    one UID FETCH, one INSERT of the raw bytes into a plain table, ``mail.classifier`` on the
+    parsed text (loaded before). No IDLE wait, no Stripe, no plan, no reply, no close."""
+    from email import message_from_bytes, policy
+
+    from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table
+
+    from mail.classifier import classify_many
+
+    engine = make_engine(f"sqlite:///{bench.scratch / 'bare.sqlite3'}")
+    table = Table(
+        "bare_mail",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("raw", LargeBinary),
+        Column("category", String(40)),
+    )
+    table.create(engine)
+    writer = IMAPClient("127.0.0.1", port=bench.imap.port, ssl=False)
+    writer.login(USER, PASSWORD)
+    reader = IMAPClient("127.0.0.1", port=bench.imap.port, ssl=False)
+    reader.login(USER, PASSWORD)
+    reader.select_folder("INBOX")
+    times = []
+    for sent in emails:
+        appended = writer.append("INBOX", sent.raw)
+        started = time.perf_counter()
+        reader.noop()  # the reader's session learns of the new message
+        uid = int(appended.split(b"]")[0].split()[-1]) if b"APPENDUID" in appended else None
+        if uid is None:
+            uid = max(reader.search(["ALL"]))
+        raw = reader.fetch([uid], ["RFC822"])[uid][b"RFC822"]
+        parsed = message_from_bytes(raw, policy=policy.default)
+        body = parsed.get_body(preferencelist=("plain",))
+        text_ = body.get_content() if body is not None else ""
+        category = classify_many([(str(parsed["Subject"] or ""), str(text_))])[0].category
+        with engine.begin() as connection:
+            connection.execute(table.insert(), {"raw": raw, "category": str(category)})
+        times.append(time.perf_counter() - started)
+    writer.logout()
+    reader.logout()
+    engine.dispose()
+    return times
+
+
+@dataclass
+class ResolutionFigures:
+    """The latency phase's and the throughput phase's figures, and the reference's."""
+
+    emails: int = 0
+    closed: int = 0
+    arrival_to_closed: list[float] = field(default_factory=list)
+    stored_to_closed: list[float] = field(default_factory=list)
+    late_stores: int = 0  # stored more than 0.5 s after arrival
+    bare_store_classify: list[float] = field(default_factory=list)
+    backlog: int = 0
+    backlog_closed: int = 0
+    per_minute: float | None = None  # first close to last close
+    per_minute_whole: float | None = None  # first append to last close
+
+
+def latency_figures(figures: ResolutionFigures, results: list[Outcome]) -> None:
+    """The latency phase's outcomes into ``figures``."""
+    closed = [o for o in results if o.total is not None]
+    figures.emails, figures.closed = len(results), len(closed)
+    figures.arrival_to_closed = [o.total for o in closed if o.total is not None]
+    figures.stored_to_closed = [o.closed - o.received for o in closed if o.closed and o.received]
+    figures.late_stores = sum(
+        1 for o in closed if o.received and o.sent.arrived and o.received - o.sent.arrived > 0.5
+    )
+
+
+def throughput_figures(figures: ResolutionFigures, results: list[Outcome], appended: float) -> None:
+    """The throughput phase's outcomes into ``figures``."""
+    closes = sorted(o.closed for o in results if o.closed is not None)
+    figures.backlog, figures.backlog_closed = len(results), len(closes)
+    if len(closes) >= 2:
+        figures.per_minute = (len(closes) - 1) / (closes[-1] - closes[0]) * 60
+        figures.per_minute_whole = len(closes) / (closes[-1] - appended) * 60
+
+
+def measure(
+    emails: int = 100,
+    interval: float = 1.0,
+    backlog: int = 200,
+    phases: tuple[str, ...] = ("latency", "throughput"),
+    layout: str = "procfile",
+    database_url: str | None = None,
+) -> ResolutionFigures:
+    """Run the phases (printing as it goes) and the reference; the figures."""
+    scratch = Path(tempfile.mkdtemp(prefix="bench-resolutions-"))
+    database = "PostgreSQL" if database_url and "postgres" in database_url else "SQLite"
+    redis = "Redis at REDIS_URL" if os.environ.get("REDIS_URL") else "embedded Redis"
+    print(
+        f"{datetime.date.today()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"{database}, {redis}; logs in {scratch}",
+        flush=True,
+    )
+    print(load())
+    check_wordings()
+    figures = ResolutionFigures()
+    bench = Resolutions(scratch, database_url)
+    try:
+        if "latency" in phases:
+            print(
+                f"latency: {emails} emails, one every {interval:g} s, workers "
+                f"{layout!r}: " + " + ".join(f"worker {' '.join(w)}" for w in WORKERS[layout]),
+                flush=True,
+            )
+            results = bench.latency(emails, interval, layout)
+            write_csv(scratch / "latency.csv", results)
+            report_latency(results)
+            latency_figures(figures, results)
+            print(f"  {load()}", flush=True)
+            figures.bare_store_classify = bare_store_classify(
+                bench.bench, [o.sent for o in results]
+            )
+            print(
+                "  reference, the same emails' APPEND -> fetched, stored and classified by a "
+                f"bare loop: {describe(figures.bare_store_classify)}",
+                flush=True,
+            )
+        if "throughput" in phases:
+            print(
+                f"throughput: a backlog of {backlog} emails appended at once, one "
+                "worker --processes 1 on both queues",
+                flush=True,
+            )
+            results, appended = bench.throughput(backlog)
+            write_csv(scratch / "throughput.csv", results)
+            report_throughput(results, appended)
+            throughput_figures(figures, results, appended)
+            print(f"  {load()}", flush=True)
+    finally:
+        bench.stop()
+    return figures
+
+
 def main() -> None:
     """Run the phases and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -666,43 +806,8 @@ def main() -> None:
     parser.add_argument("--layout", choices=sorted(WORKERS), default="procfile")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
-    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-
-    scratch = Path(tempfile.mkdtemp(prefix="bench-resolutions-"))
-    database = "PostgreSQL" if args.database_url and "postgres" in args.database_url else "SQLite"
-    redis = "Redis at REDIS_URL" if os.environ.get("REDIS_URL") else "embedded Redis"
-    print(
-        f"{datetime.date.today()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-        f"{database}, {redis}; logs in {scratch}",
-        flush=True,
-    )
-    print(load())
-    check_wordings()
-    bench = Resolutions(scratch, args.database_url)
-    try:
-        if "latency" in phases:
-            print(
-                f"latency: {args.emails} emails, one every {args.interval:g} s, workers "
-                f"{args.layout!r}: "
-                + " + ".join(f"worker {' '.join(w)}" for w in WORKERS[args.layout]),
-                flush=True,
-            )
-            results = bench.latency(args.emails, args.interval, args.layout)
-            write_csv(scratch / "latency.csv", results)
-            report_latency(results)
-            print(f"  {load()}", flush=True)
-        if "throughput" in phases:
-            print(
-                f"throughput: a backlog of {args.backlog} emails appended at once, one "
-                "worker --processes 1 on both queues",
-                flush=True,
-            )
-            results, appended = bench.throughput(args.backlog)
-            write_csv(scratch / "throughput.csv", results)
-            report_throughput(results, appended)
-            print(f"  {load()}", flush=True)
-    finally:
-        bench.stop()
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    measure(args.emails, args.interval, args.backlog, phases, args.layout, args.database_url)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,15 @@ def _team_ids(environ: Mapping[str, str], key: str) -> tuple[str, ...]:
 
 
 HELPDESKS = ("local", "zendesk", "helpscout")
+LOG_FORMATS = ("json", "text")
+
+
+def log_format_from(environ: Mapping[str, str]) -> str:
+    """LOG_FORMAT: json (one object a line, the default) or text (for a person at a terminal)."""
+    value = (_str(environ, "LOG_FORMAT", "json") or "json").lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError("LOG_FORMAT", f"must be json or text, not {value!r}")
+    return value
 
 
 def _helpdesk(environ: Mapping[str, str]) -> str:
@@ -124,6 +133,15 @@ def _secrets(environ: Mapping[str, str], key: str) -> str | None:
 
 
 USAGE_SOURCES = ("none", "demo", "sql", "http")
+
+
+def _metrics_token(environ: Mapping[str, str]) -> str | None:
+    """METRICS_TOKEN: a bearer token that may read /metrics from off the machine; long enough
+    that guessing it is hopeless."""
+    token = _str(environ, "METRICS_TOKEN")
+    if token is not None and len(token) < 16:
+        raise ConfigError("METRICS_TOKEN", "must be at least 16 characters")
+    return token
 
 
 def _usage_source(environ: Mapping[str, str], demo: bool) -> str:
@@ -250,6 +268,12 @@ class Settings:
     helpdesk_trust_senders: bool = True
     email_templates_dir: str = str(PROJECT_ROOT / "templates")
 
+    # Observability: log lines as JSON or text; who may read /metrics besides loopback (a
+    # bearer token); the port workers and pollers serve /metrics on (None: not served).
+    log_format: str = "json"
+    metrics_token: str | None = None
+    metrics_port: int | None = None
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read settings from environment variables, converting and checking each one."""
@@ -334,6 +358,9 @@ class Settings:
             helpdesk_trust_senders=_bool(environ, "HELPDESK_TRUST_SENDERS", True),
             email_templates_dir=_str(environ, "EMAIL_TEMPLATES_DIR", cls.email_templates_dir)
             or cls.email_templates_dir,
+            log_format=log_format_from(environ),
+            metrics_token=_metrics_token(environ),
+            metrics_port=_int(environ, "METRICS_PORT", 0, minimum=0) or None,
         )
 
     def team_email(self, team: str) -> str | None:

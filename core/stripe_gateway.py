@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import stripe
 from stripe import RequestOptions
@@ -22,6 +24,7 @@ from stripe.params import (
     SubscriptionUpdateParamsDiscount,
 )
 
+from core import metrics
 from core.domain import Charge, Customer, Dispute, Money, Refund, RefundReason, Subscription
 from core.errors import (
     ConfigError,
@@ -55,7 +58,26 @@ class _RetryingHttpClient(stripe.RequestsClient):
     Search is limited to 20 requests a second per account and one sidebar render makes up to
     four searches, so a busy team meets 429s; Stripe stores no idempotent result for one, so a
     retried write with the same key is safe. The pauses are stripe-python's own backoff.
+    Each attempt's latency and status class go to ``core.metrics``.
     """
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """One HTTP attempt, timed."""
+        started, status = time.perf_counter(), None
+        try:
+            response = super().request(method, url, headers, post_data, **kwargs)
+            status = int(response[1])
+            return response
+        finally:
+            path = urlsplit(url).path
+            metrics.observe_stripe_request(method, path, status, time.perf_counter() - started)
 
     def _should_retry(
         self,
@@ -73,7 +95,10 @@ class _RetryingHttpClient(stripe.RequestsClient):
 
 
 def make_stripe_client(
-    api_key: str, api_base: str | None = None, network_retries: int = 2
+    api_key: str,
+    api_base: str | None = None,
+    network_retries: int = 2,
+    timeout: float = STRIPE_TIMEOUT_SECONDS,
 ) -> stripe.StripeClient:
     """A StripeClient with a timeout and network retries (429s too); ``api_base`` points at a
     fake Stripe."""
@@ -81,7 +106,7 @@ def make_stripe_client(
         api_key,
         base_addresses={"api": api_base.rstrip("/")} if api_base else {},
         max_network_retries=network_retries,
-        http_client=_RetryingHttpClient(timeout=STRIPE_TIMEOUT_SECONDS),
+        http_client=_RetryingHttpClient(timeout=timeout),
     )
 
 
@@ -319,11 +344,18 @@ DISPUTE_TEXT_EVIDENCE = frozenset(
 )
 
 
-def make_gateway(settings: Settings) -> StripeGateway:
-    """The gateway for the configured Stripe account (or fake Stripe)."""
+def make_gateway(settings: Settings, *, timeout: float | None = None) -> StripeGateway:
+    """The gateway for the configured Stripe account (or fake Stripe); with ``timeout``, one
+    that waits that long at most and never retries (a readiness probe's)."""
     settings.require_stripe()
     assert settings.stripe_api_key is not None
-    return StripeGateway(make_stripe_client(settings.stripe_api_key, settings.stripe_api_base))
+    if timeout is None:
+        client = make_stripe_client(settings.stripe_api_key, settings.stripe_api_base)
+    else:
+        client = make_stripe_client(
+            settings.stripe_api_key, settings.stripe_api_base, network_retries=0, timeout=timeout
+        )
+    return StripeGateway(client)
 
 
 class StripeGateway:
@@ -333,6 +365,12 @@ class StripeGateway:
         self.client = client
         # The billing-portal configuration once looked up: "" for the account's default.
         self._portal_configuration: str | None = None
+
+    def check_access(self) -> None:
+        """A cheap authenticated read (the account's balance): Stripe answers and takes our
+        key, or GatewayUnavailable / ConfigError."""
+        with _stripe_errors("checking access to Stripe"):
+            self.client.v1.balance.retrieve()
 
     def find_customers_by_email(self, email: str) -> list[Customer]:
         """Every customer with this email, ignoring case.

@@ -17,7 +17,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         billing_links,
         embedded,
         errors,
+        health,
         helpdesk,
+        observability,
+        rq_admin,
         security,
         services,
         sidebar,
@@ -33,11 +36,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.secret_key:
         app.secret_key = settings.secret_key
     services.init_app(app, settings)
+    observability.init_app(app)  # request IDs, latency and /metrics: first in, last out
     with app.app_context():
         auth.init_app(app)
     for blueprint in (auth.bp, helpdesk.bp, sidebar.bp, embedded.bp, billing_links.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(webhooks.bp)  # Stripe's deliveries: signed, no session or CSRF
+    health.init_app(app)  # probes: no session, no CSRF
     errors.init_app(app)
     security.init_app(app, settings)
+    rq_admin.init_app(app, settings)  # after security: its pages' CSP is set first
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -23,13 +22,40 @@ def _settings() -> Settings:
     return Settings.from_env(os.environ)
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Per-request chatter from stripe-python and aiosmtpd drowns out what matters.
-    for noisy in ("stripe", "mail.log", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _configure_logging(default: str = "json") -> None:
+    """Every process logs one JSON object a line (LOG_FORMAT=text for a person), with the
+    bound request, job, ticket, action and email IDs, and no secret (helpdesk_app.logs)."""
+    from core.settings import log_format_from
+    from helpdesk_app.logs import configure_logging
+
+    environ = os.environ if "LOG_FORMAT" in os.environ else {**os.environ, "LOG_FORMAT": default}
+    configure_logging(log_format_from(environ))
+
+
+def _serve_metrics(settings: Settings, port: int | None, host: str) -> None:
+    """With --metrics-port (or METRICS_PORT), serve /metrics from this process."""
+    port = port if port is not None else settings.metrics_port
+    if port:
+        from core.db import make_session_factory
+        from helpdesk_app.observability import serve_metrics
+
+        factory = make_session_factory(make_engine(settings.database_url))
+        serve_metrics(port, host, factory, settings.redis_url, settings.metrics_token)
+
+
+_metrics_port = click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Serve Prometheus' /metrics on this port.  [default: METRICS_PORT, else off]",
+)
+_metrics_host = click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address /metrics listens on (0.0.0.0 for a scraper on another machine, which then "
+    "needs METRICS_TOKEN).",
+)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -41,8 +67,17 @@ def _stop_on_signals() -> threading.Event:
 
 
 @click.group()
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Billing Desk: billing support on Stripe, with a sidebar, a mail agent and workers."""
+    if ctx.invoked_subcommand == "demo":
+        _configure_logging(default="text")  # its own lines are for the person at the terminal
+    if ctx.invoked_subcommand in ("web", "worker"):
+        # gunicorn's workers and the worker supervisor's are forked: their samples meet in
+        # this instance's own scratch directory (removed at exit), added up at each scrape.
+        from core.metrics import use_multiprocess_directory
+
+        use_multiprocess_directory()
 
 
 @cli.group()
@@ -68,7 +103,7 @@ def web(host: str, port: int, workers: int) -> None:
     from gunicorn.app.base import BaseApplication
 
     from helpdesk_app import create_app
-    from helpdesk_app.access_log import RedactingLogger
+    from helpdesk_app.logs import GunicornLogger
 
     settings = _settings()
     settings.require_stripe()
@@ -83,7 +118,7 @@ def web(host: str, port: int, workers: int) -> None:
             self.cfg.set("accesslog", "-")
             # gunicorn's default line has the whole URL: Help Scout's signed query and the
             # update-card link's token would be in every log that keeps it.
-            self.cfg.set("logger_class", RedactingLogger)
+            self.cfg.set("logger_class", GunicornLogger)
 
         def load(self) -> Any:
             return app
@@ -115,8 +150,15 @@ def web(host: str, port: int, workers: int) -> None:
     help="Work only this queue (repeat for more): e.g. a pool of its own for agents' actions."
     "  [default: every queue]",
 )
+@_metrics_port
+@_metrics_host
 def worker(
-    processes: int | None, burst: bool, max_jobs: int | None, queue_names: tuple[str, ...]
+    processes: int | None,
+    burst: bool,
+    max_jobs: int | None,
+    queue_names: tuple[str, ...],
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the workers on Billing Desk's queues: a supervisor and its worker processes,
     with RQ's scheduler for delayed retries."""
@@ -127,6 +169,7 @@ def worker(
     settings.require_stripe()
     settings.require_smtp()
     rt = build_runtime(settings)
+    _serve_metrics(settings, metrics_port, metrics_host)
     chosen = tuple(q for q in ALL_QUEUES if q in queue_names) or ALL_QUEUES  # actions first
     run_worker(rt, processes=processes, burst=burst, max_jobs=max_jobs, queue_names=chosen)
 
@@ -163,7 +206,11 @@ def reconcile(kinds: tuple[str, ...]) -> None:
 @cli.command("poll-mail")
 @click.option("--once", is_flag=True, help="Poll one time and exit.")
 @click.option("--interval", type=int, default=None, help="Seconds between polls.")
-def poll_mail(once: bool, interval: int | None) -> None:
+@_metrics_port
+@_metrics_host
+def poll_mail(
+    once: bool, interval: int | None, metrics_port: int | None, metrics_host: str
+) -> None:
     """Store new mail from the IMAP folders and queue it for processing (IDLE where offered)."""
     from jobs.inbound import enqueue_inbound
     from jobs.runtime import build_runtime
@@ -171,6 +218,7 @@ def poll_mail(once: bool, interval: int | None) -> None:
     from mail.imap import ImapConfig
 
     settings = _settings()
+    _serve_metrics(settings, metrics_port, metrics_host)
     configs = ImapConfig.all_from_settings(settings)
     rt = build_runtime(settings)
     poller.run(
@@ -385,8 +433,8 @@ def agents_list() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: configuration problems end in one clear line, not a traceback."""
-    _configure_logging()
     try:
+        _configure_logging()
         cli.main(args=argv, prog_name="billing-desk", standalone_mode=False)
     except ConfigError as exc:
         click.echo(f"billing-desk: configuration error: {exc}", err=True)

@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import mirror
+from core import metrics, mirror
 from core.db import session_scope
 from core.db.models import PaymentAttempt, StripeEvent, StripeIncident, utcnow
 from core.domain import EscalationTarget
@@ -127,6 +127,8 @@ def handle_event(event_id: str) -> str:
             return "missing"
         if event.processed_at is not None:
             return event.status
+        if not event.attempts:  # its first run: how late Stripe's delivery reached us
+            metrics.observe_webhook_lag(event.type, event.created, event.received_at.timestamp())
         event.attempts += 1  # counted before the work, so a crash counts too
         payload = json.loads(event.payload)
     try:

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
@@ -54,6 +55,7 @@ from rq.timeouts import BaseDeathPenalty, TimerDeathPenalty, UnixSignalDeathPena
 from rq.utils import now
 from sqlalchemy.exc import SQLAlchemyError
 
+from core import log_context, metrics
 from core.errors import BillingDeskError
 from jobs import plans, queues, runtime, schedule, stripe_events
 from mail import classifier
@@ -86,6 +88,28 @@ class BillingDeskWorker(SimpleWorker):
         """Run the job here, in this process (RQ's SimpleWorker), and count it."""
         self.executed_jobs += 1
         super().execute_job(job, queue)
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        """RQ's run of one job, every log line in it carrying the job's ID (the job functions
+        add the ticket, action or email they work on)."""
+        with log_context.bound(job_id=job.id):
+            return bool(super().perform_job(job, queue))
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
+        """RQ's bookkeeping of a finished job, counted."""
+        super().handle_job_success(job, queue, started_job_registry)
+        metrics.observe_job(queue.name, job.func_name, "finished")
+
+    def handle_job_retry(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
+        """RQ's rescheduling of a job that asked for a retry, counted."""
+        super().handle_job_retry(job, queue, *args, **kwargs)
+        metrics.observe_job(queue.name, job.func_name, "retried")
+
+    def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
+        """RQ's handling of a job that raised (retried while it has retries left), counted."""
+        retried = job.should_retry and self._stopped_job_id != job.id
+        super().handle_job_failure(job, queue, *args, **kwargs)
+        metrics.observe_job(queue.name, job.func_name, "retried" if retried else "failed")
 
     @property
     def stop_requested(self) -> bool:

@@ -48,7 +48,8 @@ def web_settings(settings, fake_helpscout: FakeHelpScout):
 def web(web_settings, db_engine, tmp_path: Path):
     """`billing-desk web` in a child process; yields (base URL, a function reading its log)."""
     port = int(web_settings.public_url.rsplit(":", 1)[1])
-    env = {**os.environ, **web_settings.to_env()}
+    # gunicorn's own line format, as LOG_FORMAT=text writes it (JSON: test_observability).
+    env = {**os.environ, **web_settings.to_env(), "LOG_FORMAT": "text"}
     log_path = tmp_path / "web.log"
     argv = [sys.executable, "-m", "helpdesk_app", "web", "--port", str(port), "--workers", "1"]
     server = servers.spawn("web", argv, log_path, port=port, env=env)
