@@ -28,11 +28,16 @@ _URL = re.compile(r"\b[a-z][a-z0-9+.\-]*://[^\s\"'<>]+", re.IGNORECASE)
 # A bare path that carries a query string or an update-card link token.
 _PATH = re.compile(r"(?<![\w/:.])/[^\s\"'<>]*(?:\?[^\s\"'<>]*|update-card/[^\s\"'<>]+)", re.I)
 _STRIPE_KEY = re.compile(r"\b(?:sk|rk)_[A-Za-z0-9_]{6,}|\bwhsec_[A-Za-z0-9+/=_]{6,}")
-_AUTHORIZATION = re.compile(r"\b(bearer|basic|token)(\s+|=|:\s*)[A-Za-z0-9\-._~+/=]{6,}", re.I)
-# Signed tokens: JWTs and itsdangerous' payload.timestamp.signature.
-_SIGNED_TOKEN = re.compile(r"\b[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{10,}\b")
+_AUTHORIZATION = re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]{6,}", re.IGNORECASE)
+# Signed tokens: JWTs and itsdangerous' (our sidebar and update-card tokens), whose JSON
+# payload's base64 starts "eyJ", or "." when compressed; then timestamp and signature.
+_SIGNED_TOKEN = re.compile(
+    r"(?:\beyJ|(?<![\w.])\.)[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]{10,})?"
+)
+# name=value and name: value, where the value looks like a credential (no plain words).
 _SECRET_PAIR = re.compile(
-    r"\b(password|passwd|secret|api_key|apikey|access_token|signature|sig)(\s*[=:]\s*)[^\s&,;]+",
+    r"\b(password|passwd|secret|token|api_key|apikey|access_token|signature|sig)"
+    r"(\s*=\s*|:\s*)[A-Za-z0-9\-._~+/=%]{6,}",
     re.IGNORECASE,
 )
 # Noisy loggers: stripe-python's per-request lines and aiosmtpd's session chatter.

@@ -128,6 +128,24 @@ def test_a_card_number_becomes_its_last_four_and_ordinary_numbers_stay(json_log)
     assert line["message"] == "card [card ending 4242], ticket 1234, amount 4900, order 2026-12-02"
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "sidebar token expired",
+        "the sign-in's token: none",
+        "helpdesk_app.observability.serve_metrics started",
+        "Successfully completed jobs.plans.run_step(3) job in 0:00:00.018239s",
+        "GET /healthz 200 https://desk.example.com/healthz",
+        "STRIPE_WEBHOOK_SECRET: must be whsec_... signing secrets",
+        "refund re_3PqA1b2C3d4E5f6G for ch_3PqA1b2C3d4E5f6G, customer cus_NffrFeUfNV2Hib",
+    ],
+)
+def test_ordinary_lines_are_left_as_they_are(json_log, message):
+    logging.getLogger("t").info(message)
+    (line,) = json_lines(json_log.getvalue())
+    assert line["message"] == message
+
+
 def test_ids_bound_in_the_log_context_are_fields_of_each_line(json_log):
     from core import log_context
 
