@@ -1,10 +1,15 @@
-"""Security headers on every response: a strict CSP whose frame-ancestors are the helpdesks."""
+"""Security headers on every response (a strict CSP whose frame-ancestors are the helpdesks),
+and one cap on the size of every request's body."""
 
 from __future__ import annotations
 
 from flask import Flask, Response, g
 
 from core.settings import Settings
+
+# No form of ours comes near this (a reply is at most 20,000 characters); without a cap,
+# werkzeug spools any multipart file part to disk, however large, before a view can refuse it.
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def content_security_policy(settings: Settings, extra_script: str | None = None) -> str:
@@ -19,7 +24,8 @@ def content_security_policy(settings: Settings, extra_script: str | None = None)
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Add the headers to every response of the app."""
+    """Add the headers to every response of the app, and cap every request's body."""
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
 
     def headers(response: Response) -> Response:
         response.headers.setdefault(

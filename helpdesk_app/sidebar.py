@@ -246,7 +246,8 @@ def dismiss_plan(plan_id: int) -> str:
     """Drop a suggested plan: the ticket needs something else."""
     session = sidebar_session()
     plan = _plan(session, plan_id)
-    actions.dismiss_suggested(get_session(), plan, session.agent, request.form.get("note") or "")
+    note = (request.form.get("note") or "")[:1000]  # as a decision's: the audit trail keeps it
+    actions.dismiss_suggested(get_session(), plan, session.agent, note)
     get_session().commit()
     return _panel(session)
 
