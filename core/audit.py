@@ -1,4 +1,9 @@
-"""The append-only audit trail: rows are added, never changed or removed."""
+"""The append-only audit trail: rows are added, never changed or removed.
+
+The database holds us to it (migration 0009): triggers refuse every UPDATE, DELETE and, on
+PostgreSQL, TRUNCATE of ``audit_events``, so this module's ``record`` is the only way in and
+nothing can rewrite what it wrote. See SECURITY.md.
+"""
 
 from __future__ import annotations
 
