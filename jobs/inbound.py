@@ -66,9 +66,9 @@ EARLIER_REFUNDS_DAYS = 30
 
 def enqueue_inbound(rt: runtime.Runtime, email_id: int) -> None:
     """Queue a stored email for processing (once: the job ID is the email's)."""
-    queues.enqueue_once(
-        rt.queue(queues.MAIL), process_inbound_email, email_id, job_id=f"inbound-{email_id}"
-    )
+    job_id = f"inbound-{email_id}"
+    if queues.enqueue_once(rt.queue(queues.MAIL), process_inbound_email, email_id, job_id=job_id):
+        log.info("email %s queued for processing as job %s", email_id, job_id)
 
 
 def process_inbound_email(email_id: int) -> str:

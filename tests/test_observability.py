@@ -640,3 +640,36 @@ def test_the_web_process_logs_json_lines_and_adds_up_its_workers_metrics(setting
     assert {line.get("request_id") for line in access} >= {f"probe-{n:04d}" for n in range(20)}
     assert "sekrit" not in log_path.read_text()
     assert any(line["logger"] == "gunicorn.error" for line in lines)
+
+
+def test_the_poller_serves_metrics_that_count_the_mail_it_stored(
+    settings, rt, mailbox_client, tmp_path
+):
+    mailbox_client.append("INBOX", DOUBLE_CHARGE)
+    port = free_port()
+    log_path = tmp_path / "poll-mail.log"
+    env = {**os.environ, **settings.to_env(), "LOG_FORMAT": "json"}
+    argv = [sys.executable, "-m", "helpdesk_app", "poll-mail", "--interval", "1",
+            "--metrics-port", str(port)]  # fmt: skip
+    with open(log_path, "ab") as log:
+        poller = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, poller)
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+            if metric(text, "billing_desk_emails_ingested_total") == 1:
+                break
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        relayed = urllib.request.Request(url, headers={"X-Forwarded-For": "203.0.113.9"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(relayed, timeout=10)
+        assert refused.value.code == 403
+    finally:
+        poller.terminate()
+        assert poller.wait(TIMEOUT) == 0, log_path.read_text()
+    lines = json_lines(log_path.read_text())
+    assert any(line.get("email_id") for line in lines), log_path.read_text()
