@@ -26,7 +26,11 @@ REDACTED = "[redacted]"
 
 _URL = re.compile(r"\b[a-z][a-z0-9+.\-]*://[^\s\"'<>]+", re.IGNORECASE)
 # A bare path that carries a query string or an update-card link token.
-_PATH = re.compile(r"(?<![\w/:.])/[^\s\"'<>]*(?:\?[^\s\"'<>]*|update-card/[^\s\"'<>]+)", re.I)
+# "update-card", also %-encoded ("update%2Dcard", "update%252Dcard"), as the router reads it.
+_LINK_TOKEN = re.compile(r"update(?:-|%2d|%252d)card", re.IGNORECASE)
+_PATH = re.compile(
+    r"(?<![\w/:.])/[^\s\"'<>]*(?:\?[^\s\"'<>]*|update(?:-|%2d|%252d)card/[^\s\"'<>]+)", re.I
+)
 _STRIPE_KEY = re.compile(r"\b(?:sk|rk)_[A-Za-z0-9_]{6,}|\bwhsec_[A-Za-z0-9+/=_]{6,}")
 _AUTHORIZATION = re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/=]{6,}", re.IGNORECASE)
 # Signed tokens: JWTs and itsdangerous' (our sidebar and update-card tokens), whose JSON
@@ -44,9 +48,16 @@ _SECRET_PAIR = re.compile(
 _QUIET = ("stripe", "mail.log", "alembic")
 
 
+def _url(url: str) -> str:
+    """A URL as logged: as it is unless it carries a query, fragment or link token."""
+    if any(mark in url for mark in "?#") or _LINK_TOKEN.search(url):
+        return redacted_url(url)
+    return url
+
+
 def redact(text: str) -> str:
     """The text with card numbers, keys, tokens and URL queries taken out."""
-    text = _URL.sub(lambda m: redacted_url(m.group(0)), text)
+    text = _URL.sub(lambda m: _url(m.group(0)), text)
     text = _PATH.sub(lambda m: redacted_path(m.group(0)), text)
     text = _STRIPE_KEY.sub(REDACTED, text)
     text = _AUTHORIZATION.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)

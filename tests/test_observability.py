@@ -58,6 +58,7 @@ SECRETS = {
     "signed token": SIGNED,
     "URL query": "https://desk.example.com/sidebar?signature=c2VjcmV0c2lnbmF0dXJl&ticket=7",
     "link token": "/billing/update-card/AbCdEf_0123456789secret",
+    "link token, encoded": "https://desk.example.com//billing/update%2Dcard/AbCdEf_0123456789secret",
 }
 # What must not survive of each, when it differs from the whole value.
 LEAKS = {
@@ -65,6 +66,7 @@ LEAKS = {
     "bearer token": ["eyJhbGciOi.J9payload-x.sig_nature_123"],
     "URL query": ["c2VjcmV0c2lnbmF0dXJl", "ticket=7"],
     "link token": ["AbCdEf_0123456789secret"],
+    "link token, encoded": ["AbCdEf_0123456789secret"],
 }
 
 
@@ -136,6 +138,7 @@ def test_a_card_number_becomes_its_last_four_and_ordinary_numbers_stay(json_log)
         "helpdesk_app.observability.serve_metrics started",
         "Successfully completed jobs.plans.run_step(3) job in 0:00:00.018239s",
         "GET /healthz 200 https://desk.example.com/healthz",
+        "Listening at: http://127.0.0.1:8000 (4242)",
         "STRIPE_WEBHOOK_SECRET: must be whsec_... signing secrets",
         "refund re_3PqA1b2C3d4E5f6G for ch_3PqA1b2C3d4E5f6G, customer cus_NffrFeUfNV2Hib",
     ],
