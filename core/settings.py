@@ -191,6 +191,9 @@ class Settings:
     # Where processed mail is moved, if anywhere (never deleted).
     imap_processed_folder: str | None = None
     imap_idle: bool = True
+    # Seconds a poller's lease on a folder lasts unless renewed (renewed every third of it):
+    # how long a folder waits after its poller dies before another takes it over.
+    mail_lease_seconds: int = 30
     # Larger messages are not downloaded: the ticket says so (RFC822.SIZE is checked first).
     max_message_bytes: int = 25 * 1024 * 1024
     # Seconds reading one email may take before it is left to a person (mail.budget).
@@ -302,6 +305,7 @@ class Settings:
             ),
             imap_processed_folder=_str(environ, "IMAP_PROCESSED_FOLDER"),
             imap_idle=_bool(environ, "IMAP_IDLE", True),
+            mail_lease_seconds=_int(environ, "MAIL_LEASE_SECONDS", 30, minimum=3),
             max_message_bytes=_int(environ, "MAX_MESSAGE_BYTES", 25 * 1024 * 1024, minimum=1024),
             auto_reply_limit_per_hour=_int(environ, "AUTO_REPLY_LIMIT_PER_HOUR", 5, minimum=0),
             mail_time_budget_seconds=_int(environ, "MAIL_TIME_BUDGET_SECONDS", 20, minimum=1),

@@ -211,8 +211,13 @@ def reconcile(kinds: tuple[str, ...]) -> None:
 def poll_mail(
     once: bool, interval: int | None, metrics_port: int | None, metrics_host: str
 ) -> None:
-    """Store new mail from the IMAP folders and queue it for processing (IDLE where offered)."""
+    """Store new mail from the IMAP folders and queue it for processing (IDLE where offered).
+
+    Several may run (on one machine or many): each folder is read by one of them at a time,
+    the holder of its lease in Redis; the others wait and take over if it stops.
+    """
     from jobs.inbound import enqueue_inbound
+    from jobs.mail_lease import redis_leases
     from jobs.runtime import build_runtime
     from mail import poller
     from mail.imap import ImapConfig
@@ -229,6 +234,7 @@ def poll_mail(
         idle=settings.imap_idle,
         stop=_stop_on_signals(),
         once=once,
+        lease_for=redis_leases(rt.redis, settings.mail_lease_seconds),
     )
 
 

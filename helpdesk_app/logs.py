@@ -9,10 +9,12 @@ signed tokens, and URLs' query strings and link tokens (``access_log`` owns that
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -156,6 +158,22 @@ def current_format() -> str:
     return "text"
 
 
+class AccessFields(logging.Filter):
+    """gunicorn's access line as fields too: method, path (already without query or link
+    token, see access_log), status and duration, so a log store can query them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Copy the fields from the line's atoms; never drops a record."""
+        atoms = record.args
+        if isinstance(atoms, Mapping):
+            record.http_method = atoms.get("m")
+            record.http_path = atoms.get("U")
+            with contextlib.suppress(TypeError, ValueError):
+                record.http_status = int(str(atoms.get("s")))
+                record.duration_ms = int(str(atoms.get("M")))
+        return True
+
+
 class GunicornLogger(RedactingLogger):
     """gunicorn's error and access logs in the process's format, with the same filters, each
     access line carrying the request ID the app answered with."""
@@ -167,6 +185,10 @@ class GunicornLogger(RedactingLogger):
         for logger in (self.error_log, self.access_log):
             for handler in logger.handlers:
                 handler.setFormatter(formatter)
+                if logger is self.access_log and not any(
+                    isinstance(f, AccessFields) for f in handler.filters
+                ):
+                    handler.addFilter(AccessFields())  # before redaction drops the atoms
                 add_filters(handler)
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -253,8 +253,14 @@ class Mailbox:
             with _wrapped(f"copy to {folder}"):
                 self.client.copy(list(uids), folder)
 
-    def wait_for_news(self, timeout: float, stop: threading.Event) -> bool:
-        """IDLE until the server reports a change, ``timeout`` passes or ``stop`` is set.
+    def wait_for_news(
+        self,
+        timeout: float,
+        stop: threading.Event,
+        keep_waiting: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """IDLE until the server reports a change, ``timeout`` passes, ``stop`` is set or
+        ``keep_waiting()`` (asked about once a second) says no.
 
         True when the server reported something worth a poll. A connection that drops during
         the IDLE raises MailboxError when the IDLE is ended.
@@ -264,7 +270,7 @@ class Mailbox:
             self.client.idle()
             log.debug("idling on %s", self.config.name)
             deadline = time.monotonic() + timeout
-            while not stop.is_set():
+            while not stop.is_set() and keep_waiting():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -280,7 +286,10 @@ class Mailbox:
                     # on a live one.
                     news = True
                     break
-            self.client.idle_done()
+            # What arrived between the last check and the end of the IDLE comes with DONE's
+            # answer; a new IDLE would not report it again.
+            _, finishing = self.client.idle_done()
+            news = news or any(_worth_a_poll(response) for response in finishing)
         return news
 
     def close(self) -> None:

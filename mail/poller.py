@@ -26,8 +26,10 @@ import hashlib
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +39,7 @@ from core import log_context
 from core.db import session_scope
 from core.db.models import InboundEmail, MailboxCursor
 from core.domain import InboundStatus
-from core.errors import MailboxError
+from core.errors import BillingDeskError, MailboxError
 from mail.imap import IDLE_RENEW_SECONDS, ImapConfig, Mailbox
 from mail.parsing import dedupe_key, message_id_of, not_an_email
 
@@ -49,8 +51,65 @@ BATCH_BYTES = 32 * 1024 * 1024
 MIN_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 300.0
 FETCH_ATTEMPTS = 2
+# Failures in a row after which a poller gives its folder's lease up to any other poller.
+RELEASE_AFTER_FAILURES = 3
 # Statuses the inbound job still has to see; re-queued when a poller starts.
 UNPROCESSED = tuple(s for s in InboundStatus if s.waiting)
+
+
+class FolderLease(Protocol):
+    """The right to work one folder, held by one poller at a time and only for a while.
+
+    Several pollers (on one machine or many) may read the same folder; only the holder
+    fetches, stores and moves the cursor. A holder that stops renewing (killed, paused,
+    cut off) loses it when it expires, and a waiting poller takes it over.
+    """
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds between renewals (and between a waiting poller's attempts)."""
+        ...
+
+    def acquire(self) -> bool:
+        """Take the lease if nobody holds it (or keep it, if this poller still does)."""
+        ...
+
+    def renew(self) -> bool:
+        """Extend the lease; False if it is no longer this poller's."""
+        ...
+
+    def release(self) -> None:
+        """Give the lease up, if still held, so another poller may take it at once."""
+        ...
+
+
+class Unshared:
+    """The lease of a folder only one poller reads: always held (one-off polls, tests)."""
+
+    renew_every = float("inf")
+
+    def acquire(self) -> bool:
+        """Always granted."""
+        return True
+
+    def renew(self) -> bool:
+        """Never lost."""
+        return True
+
+    def release(self) -> None:
+        """Nothing to give up."""
+
+
+UNSHARED = Unshared()
+
+
+class LeaseLost(BillingDeskError):
+    """Another poller holds this folder's lease now: stop working it before the next write."""
+
+
+def _still_held(lease: FolderLease, mailbox: Mailbox) -> None:
+    if not lease.renew():
+        raise LeaseLost(f"the lease on {mailbox.config.name} was lost")
 
 
 @dataclass
@@ -78,8 +137,9 @@ class Incoming:
     error: str | None = None
 
 
-def _cursor(session: Session, mailbox: Mailbox) -> MailboxCursor:
-    cursor = session.get(MailboxCursor, mailbox.config.name)
+def _cursor(session: Session, mailbox: Mailbox, lock: bool = False) -> MailboxCursor:
+    # Locked (FOR UPDATE) when it is to be moved: pollers moving one cursor take turns.
+    cursor = session.get(MailboxCursor, mailbox.config.name, with_for_update=lock)
     if cursor is None:
         cursor = MailboxCursor(
             mailbox=mailbox.config.name, uidvalidity=mailbox.uidvalidity, last_uid=0
@@ -98,13 +158,20 @@ def poll_once(
     session_factory: sessionmaker[Session],
     on_stored: Callable[[int], None],
     batch_size: int = BATCH_SIZE,
+    lease: FolderLease = UNSHARED,
 ) -> PollResult:
     """Store every message newer than the cursor and call on_stored(email_id) for each new one.
 
     With a processed folder, stored messages are then moved there (and any stored earlier
     but not moved, e.g. by a poller that stopped in between).
+
+    The lease is renewed before each fetch and again before each batch is stored with its
+    cursor move: a poller that lost it (paused past its expiry, taken over) raises LeaseLost
+    without writing. The dedupe key stays the last guard for the moment between the check
+    and the commit.
     """
     result = PollResult()
+    _still_held(lease, mailbox)
     mailbox.select()
     with session_scope(session_factory) as session:
         last_uid = _cursor(session, mailbox).last_uid
@@ -113,6 +180,7 @@ def poll_once(
     uids = mailbox.uids_after(last_uid)
     for start in range(0, len(uids), batch_size):
         batch = uids[start : start + batch_size]
+        _still_held(lease, mailbox)
         try:
             incoming = _fetch_batch(mailbox, batch)
         except MailboxError as exc:
@@ -124,7 +192,9 @@ def poll_once(
                 exc,
             )
             incoming = _fetch_one_at_a_time(mailbox, batch)
-        for message, email_id in _store_batch(session_factory, mailbox, incoming, batch[-1]):
+        _still_held(lease, mailbox)
+        stored = _store_batch(session_factory, mailbox, incoming, batch[-1], lease)
+        for message, email_id in stored:
             if email_id is None:
                 result.duplicates += 1
                 continue
@@ -316,26 +386,30 @@ def _store_batch(
     mailbox: Mailbox,
     incoming: Sequence[Incoming],
     through_uid: int,
+    lease: FolderLease = UNSHARED,
 ) -> list[tuple[Incoming, int | None]]:
     """Store a batch and advance the cursor past it in one transaction; None for duplicates."""
     try:
-        return _store(session_factory, mailbox, incoming, through_uid)
+        return _store(session_factory, mailbox, incoming, through_uid, lease)
     except IntegrityError:
         # Another poller stored one of these a moment ago: store the rest one by one.
         stored = [
             stored
             for message in incoming
-            for stored in _store_or_skip(session_factory, mailbox, message)
+            for stored in _store_or_skip(session_factory, mailbox, message, lease)
         ]
-        _store(session_factory, mailbox, [], through_uid)
+        _store(session_factory, mailbox, [], through_uid, lease)
         return stored
 
 
 def _store_or_skip(
-    session_factory: sessionmaker[Session], mailbox: Mailbox, message: Incoming
+    session_factory: sessionmaker[Session],
+    mailbox: Mailbox,
+    message: Incoming,
+    lease: FolderLease,
 ) -> list[tuple[Incoming, int | None]]:
     try:
-        return _store(session_factory, mailbox, [message], message.uid)
+        return _store(session_factory, mailbox, [message], message.uid, lease)
     except IntegrityError:
         return [(message, None)]
 
@@ -345,9 +419,14 @@ def _store(
     mailbox: Mailbox,
     incoming: Sequence[Incoming],
     through_uid: int,
+    lease: FolderLease = UNSHARED,
 ) -> list[tuple[Incoming, int | None]]:
+    """Store messages and move the cursor in one transaction, which commits only if the lease
+    is still held once the cursor row is locked and the rows are written: a poller that lost
+    its lease while it waited for the database (or was paused) rolls back. A new holder's
+    writes queue behind the lock, so a commit after this check still comes before them."""
     with session_scope(session_factory) as session:
-        cursor = _cursor(session, mailbox)
+        cursor = _cursor(session, mailbox, lock=True)
         cursor.last_uid = max(cursor.last_uid, through_uid)
         keys = {message.key for message in incoming}
         known = (
@@ -379,6 +458,7 @@ def _store(
             session.add(row)
             rows.append((message, row))
         session.flush()
+        _still_held(lease, mailbox)
         return [(message, row.id if row is not None else None) for message, row in rows]
 
 
@@ -398,13 +478,23 @@ def poll_mailbox_once(
     session_factory: sessionmaker[Session],
     on_stored: Callable[[int], None],
     connect: Callable[[ImapConfig], Mailbox] = Mailbox.connect,
+    lease: FolderLease = UNSHARED,
 ) -> PollResult:
-    """Connect, poll once and log out: for one-off polls outside the loop below."""
-    mailbox = connect(config)
+    """Connect, poll once and log out: for one-off polls outside the loop below.
+
+    A folder whose lease another poller holds is left to it: nothing is polled.
+    """
+    if not lease.acquire():
+        log.info("%s is being read by another poller; left to it", config.name)
+        return PollResult()
     try:
-        return poll_once(mailbox, session_factory, on_stored)
+        mailbox = connect(config)
+        try:
+            return poll_once(mailbox, session_factory, on_stored, lease=lease)
+        finally:
+            mailbox.close()
     finally:
-        mailbox.close()
+        lease.release()
 
 
 def watch(
@@ -416,8 +506,16 @@ def watch(
     idle: bool,
     stop: threading.Event,
     connect: Callable[[ImapConfig], Mailbox] = Mailbox.connect,
+    lease: FolderLease = UNSHARED,
 ) -> None:
     """Keep one folder stored and handed on until ``stop`` is set; never raises.
+
+    Only while holding the folder's lease: a poller without it waits (saying so once) and
+    tries again every ``lease.renew_every`` seconds; the holder renews it as often (in IDLE
+    and in the pauses after failures too), and gives it up when it stops, or after
+    RELEASE_AFTER_FAILURES failures in a row so that another poller may try. A holder that
+    finds its lease gone drops the folder before its next fetch or cursor move and goes back
+    to waiting.
 
     After each poll it waits in IDLE when the server offers it (a new message wakes it at
     once; the IDLE is renewed well inside RFC 2177's 29 minutes, and at least every
@@ -429,12 +527,26 @@ def watch(
     mailbox: Mailbox | None = None
     backoff = MIN_BACKOFF_SECONDS
     failed = False
+    failures = 0
+    held = waiting = False
     while not stop.is_set():
         try:
+            if not held:
+                if not lease.acquire():
+                    if not waiting:
+                        log.info("%s is being read by another poller; waiting", config.name)
+                        waiting = True
+                    stop.wait(lease.renew_every)
+                    continue
+                held, waiting = True, False
+                if lease is not UNSHARED:
+                    log.info("holding the lease on %s", config.name)
+                # The last holder may have stopped between storing mail and handing it on.
+                failed = True
             if mailbox is None:
                 mailbox = connect(config)
                 log.info("reading %s", config.name)
-            result = poll_once(mailbox, session_factory, on_stored)
+            result = poll_once(mailbox, session_factory, on_stored, lease=lease)
             _log_result(config, result)
             if failed:
                 # A failure may have come between storing mail and handing it on (the queue
@@ -442,26 +554,92 @@ def watch(
                 for email_id in pending_email_ids(session_factory, config.name):
                     on_stored(email_id)
                 failed = False
-            backoff = MIN_BACKOFF_SECONDS
-            if idle and mailbox.supports_idle():
-                mailbox.wait_for_news(min(interval, IDLE_RENEW_SECONDS), stop)
-            else:
-                stop.wait(interval)
+            backoff, failures = MIN_BACKOFF_SECONDS, 0
+            _wait(mailbox, lease, interval=interval, idle=idle, stop=stop)
+        except LeaseLost:
+            log.warning("lost the lease on %s: another poller reads it now", config.name)
+            held = False
+            if mailbox is not None:
+                mailbox.close()
+                mailbox = None
         except Exception as exc:  # the loop outlives every failure, and logs it
             if isinstance(exc, MailboxError):
                 log.warning("%s unavailable: %s", config.name, exc)
             else:
                 log.exception("polling %s failed", config.name)
             failed = True
+            failures += 1
             if mailbox is not None:
                 mailbox.abandon()
                 mailbox = None
+            if held and failures >= RELEASE_AFTER_FAILURES:
+                # Another poller (perhaps on a machine that can reach the server) may go on.
+                _release(lease, config)
+                held = False
             pause = backoff * random.uniform(0.8, 1.2)
             log.info("retrying %s in %.1fs", config.name, pause)
-            stop.wait(pause)
+            if held:
+                held = _pause_holding(lease, pause, stop)
+            else:
+                stop.wait(pause)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
     if mailbox is not None:
         mailbox.close()
+    if held:
+        _release(lease, config)
+
+
+def _wait(
+    mailbox: Mailbox, lease: FolderLease, *, interval: float, idle: bool, stop: threading.Event
+) -> None:
+    """Wait for news (IDLE) or for ``interval``, renewing the lease as often as it needs.
+
+    One IDLE for the whole wait, renewed from inside it: ending and re-issuing an IDLE for
+    each renewal would open gaps in which a server's notice of new mail can be missed.
+    """
+    renew_at = time.monotonic() + lease.renew_every
+    lost = False
+
+    def renewed_if_due() -> bool:
+        nonlocal renew_at, lost
+        if time.monotonic() >= renew_at:
+            renew_at = time.monotonic() + lease.renew_every
+            lost = not lease.renew()
+        return not lost
+
+    if idle and mailbox.supports_idle():
+        mailbox.wait_for_news(min(interval, IDLE_RENEW_SECONDS), stop, renewed_if_due)
+    else:
+        deadline = time.monotonic() + interval
+        while renewed_if_due() and not stop.wait(min(deadline, renew_at) - time.monotonic()):
+            if time.monotonic() >= deadline:
+                break
+    if lost:
+        raise LeaseLost(f"the lease on {mailbox.config.name} was lost")
+
+
+def _pause_holding(lease: FolderLease, seconds: float, stop: threading.Event) -> bool:
+    """Pause after a failure, renewing the lease meanwhile; False once it is lost."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        stop.wait(min(left, lease.renew_every))
+        try:
+            if not lease.renew():
+                return False
+        except Exception:  # Redis unreachable: assume the worst, take it again later
+            log.warning("could not renew a lease", exc_info=True)
+            return False
+    return True
+
+
+def _release(lease: FolderLease, config: ImapConfig) -> None:
+    try:
+        lease.release()
+    except Exception:  # a lease not given up expires on its own
+        log.warning("could not release the lease on %s", config.name, exc_info=True)
 
 
 def _log_result(config: ImapConfig, result: PollResult) -> None:
@@ -488,8 +666,12 @@ def run(
     idle: bool = True,
     once: bool = False,
     connect: Callable[[ImapConfig], Mailbox] = Mailbox.connect,
+    lease_for: Callable[[ImapConfig], FolderLease] = lambda _config: UNSHARED,
 ) -> None:
     """Read every folder until ``stop`` is set; with ``once``, poll each folder one time.
+
+    ``lease_for`` gives each folder its lease when several pollers may read it (the CLI
+    passes Redis leases); by default each folder is this process's alone.
 
     Each folder gets its own thread and its own connection. IDLE watches only the folder
     selected on its connection, so one connection per folder is the only way every folder
@@ -504,13 +686,22 @@ def run(
         on_stored(email_id)  # stored by an earlier run that stopped before handing it on
     if once:
         for config in configs:
-            _log_result(config, poll_mailbox_once(config, session_factory, on_stored, connect))
+            result = poll_mailbox_once(
+                config, session_factory, on_stored, connect, lease=lease_for(config)
+            )
+            _log_result(config, result)
         return
     threads = [
         threading.Thread(
             target=watch,
             args=(config, session_factory, on_stored),
-            kwargs={"interval": interval, "idle": idle, "stop": stop, "connect": connect},
+            kwargs={
+                "interval": interval,
+                "idle": idle,
+                "stop": stop,
+                "connect": connect,
+                "lease": lease_for(config),
+            },
             name=f"imap:{config.folder}",
             daemon=True,
         )

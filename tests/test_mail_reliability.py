@@ -316,7 +316,8 @@ def test_a_poller_killed_mid_batch_and_restarted_stores_every_message_once(
 ):
     total = 400
     append_all(imap.client(), "INBOX", [mail(n) for n in range(total)])
-    env = {**os.environ, **imap_settings.to_env()}
+    # The killed poller's lease on the folder lapses after MAIL_LEASE_SECONDS: short here.
+    env = {**os.environ, **imap_settings.to_env(), "MAIL_LEASE_SECONDS": "3"}
     command = [sys.executable, "-m", "helpdesk_app", "poll-mail"]
     with open(tmp_path / "poller.log", "wb") as log:
         process = subprocess.Popen(

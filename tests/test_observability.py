@@ -641,6 +641,13 @@ def test_the_web_process_logs_json_lines_and_adds_up_its_workers_metrics(setting
     lines = json_lines(log_path.read_text())
     access = [line for line in lines if line["logger"] == "gunicorn.access"]
     assert {line.get("request_id") for line in access} >= {f"probe-{n:04d}" for n in range(20)}
+    probe = next(line for line in access if line.get("request_id") == "probe-0007")
+    assert (probe["http_method"], probe["http_path"], probe["http_status"]) == (
+        "GET",
+        "/healthz",
+        200,
+    )
+    assert isinstance(probe["duration_ms"], int)
     assert "sekrit" not in log_path.read_text()
     assert any(line["logger"] == "gunicorn.error" for line in lines)
 
