@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -307,6 +308,29 @@ def test_readyz_is_503_naming_the_check_that_failed_and_nothing_more(settings, r
     assert {name for name, value in body["checks"].items() if value == "ok"} == (
         {"database", "redis", "stripe"} - {failing}
     )
+
+
+@pytest.fixture
+def black_hole():
+    """A loopback port that takes connections and never answers a byte."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)  # connections wait in the backlog, never accepted, never answered
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.mark.parametrize(
+    ("failing", "change"),
+    [
+        ("redis", lambda port: {"redis_url": f"redis://127.0.0.1:{port}/0"}),
+        ("stripe", lambda port: {"stripe_api_base": f"http://127.0.0.1:{port}"}),
+    ],
+)
+def test_readyz_gives_up_on_a_server_that_never_answers(settings, rt, black_hole, failing, change):
+    status, body = probe(dataclasses.replace(settings, **change(black_hole)))
+    assert status == 503
+    assert body["failed"] == [failing]
 
 
 def test_readyz_asks_stripe_once_however_often_it_is_probed(settings, rt):
