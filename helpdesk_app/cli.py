@@ -104,6 +104,7 @@ def web(host: str, port: int, workers: int) -> None:
 
     from helpdesk_app import create_app
     from helpdesk_app.logs import GunicornLogger
+    from helpdesk_app.run_dir import CONTROL_SOCKET, instance_run_dir
 
     settings = _settings()
     settings.require_stripe()
@@ -111,19 +112,24 @@ def web(host: str, port: int, workers: int) -> None:
     check_connection(make_engine(settings.database_url))
     app = create_app(settings)
 
-    class _Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("accesslog", "-")
-            # gunicorn's default line has the whole URL: Help Scout's signed query and the
-            # update-card link's token would be in every log that keeps it.
-            self.cfg.set("logger_class", GunicornLogger)
+    with instance_run_dir(settings.run_dir) as run_dir:
 
-        def load(self) -> Any:
-            return app
+        class _Server(BaseApplication):  # type: ignore[misc]
+            def load_config(self) -> None:
+                self.cfg.set("bind", f"{host}:{port}")
+                self.cfg.set("workers", workers)
+                self.cfg.set("accesslog", "-")
+                # gunicorn's default line has the whole URL: Help Scout's signed query and
+                # the update-card link's token would be in every log that keeps it.
+                self.cfg.set("logger_class", GunicornLogger)
+                # Not gunicorn's one path per user (~/.gunicorn/gunicorn.ctl): this instance's.
+                self.cfg.set("control_socket", str(run_dir / CONTROL_SOCKET))
+                self.cfg.set("worker_tmp_dir", str(run_dir))
 
-    _Server().run()
+            def load(self) -> Any:
+                return app
+
+        _Server().run()
 
 
 @cli.command()

@@ -1,0 +1,132 @@
+"""Several `billing-desk web` instances on one host: each with its own runtime directory.
+
+gunicorn's default control socket is one path per user (``~/.gunicorn/gunicorn.ctl``, or
+``$XDG_RUNTIME_DIR/gunicorn.ctl``), which a second instance would take from the first. Real
+web processes are started with one HOME between them and no XDG_RUNTIME_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpdesk_app.demo import servers
+
+pytestmark = pytest.mark.e2e
+
+CONTROL_SOCKET_LINE = re.compile(r"Control socket listening at (\S+)")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def web_env(settings, db_engine, home: Path) -> dict[str, str]:
+    """The environment of a web process, sharing one HOME with every other instance."""
+    env = {key: value for key, value in os.environ.items() if key != "XDG_RUNTIME_DIR"}
+    env.update(settings.to_env())
+    env.update({"HOME": str(home), "LOG_FORMAT": "text"})
+    return env
+
+
+class Web:
+    """A `billing-desk web` child process on a port of its own."""
+
+    def __init__(self, name: str, env: dict[str, str], directory: Path) -> None:
+        self.port = servers.free_port()
+        self.log_path = directory / f"{name}.log"
+        argv = [sys.executable, "-m", "helpdesk_app", "web", "--port", str(self.port)]
+        self.server = servers.spawn(name, [*argv, "--workers", "1"], self.log_path, env=env)
+
+    def wait_until_serving(self) -> None:
+        servers.wait_for_port(self.port, self.server.process, timeout=60)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def control_socket(self) -> Path:
+        match = CONTROL_SOCKET_LINE.search(self.log())
+        assert match, self.log()
+        return Path(match.group(1))
+
+    def stop(self) -> int | None:
+        self.server.stop(timeout=15)
+        return self.server.process.returncode
+
+
+@pytest.fixture
+def start_web(web_env, tmp_path) -> Iterator:
+    started: list[Web] = []
+
+    def start(name: str, **extra: str) -> Web:
+        web = Web(name, {**web_env, **extra}, tmp_path)
+        started.append(web)
+        return web
+
+    yield start
+    for web in started:
+        web.stop()
+
+
+def wait_for_control_socket(web: Web) -> Path:
+    """The control socket's path, once gunicorn has said it listens there (bounded wait)."""
+    web.wait_until_serving()
+    deadline = time.monotonic() + 30
+    while not CONTROL_SOCKET_LINE.search(web.log()):
+        assert web.server.process.poll() is None, web.log()
+        assert time.monotonic() < deadline, f"no control socket line in\n{web.log()}"
+        time.sleep(0.05)
+    return web.control_socket()
+
+
+def test_two_instances_with_one_home_both_answer_and_write_nothing_under_home(start_web, home):
+    first, second = start_web("first"), start_web("second")
+    for web in (first, second):
+        web.wait_until_serving()
+
+    for web in (first, second):
+        response = requests.get(f"http://127.0.0.1:{web.port}/login", timeout=10)
+        assert response.status_code == 200, web.log()
+    sockets = [wait_for_control_socket(web) for web in (first, second)]
+    assert sockets[0] != sockets[1]
+    assert all(path.is_socket() for path in sockets)
+    assert not any(home in path.parents for path in sockets)
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+
+    run_dirs = [path.parent for path in sockets]
+    assert first.stop() == 0
+    assert not run_dirs[0].exists()  # removed by the instance that made it
+    assert run_dirs[1].exists()  # and only that one
+    response = requests.get(f"http://127.0.0.1:{second.port}/login", timeout=10)
+    assert response.status_code == 200
+    assert second.stop() == 0
+    assert not run_dirs[1].exists()
+
+
+def test_run_dir_puts_the_control_socket_there_and_a_second_instance_may_not_share_it(
+    start_web, tmp_path
+):
+    run_dir = tmp_path / "run" / "web-1"
+    first = start_web("first", RUN_DIR=str(run_dir))
+    assert wait_for_control_socket(first) == run_dir / "gunicorn.ctl"
+
+    second = start_web("second", RUN_DIR=str(run_dir))
+    assert second.server.process.wait(60) == 2
+    assert "configuration error: RUN_DIR:" in second.log()
+    assert (run_dir / "gunicorn.ctl").is_socket()  # the first instance's socket is untouched
+    response = requests.get(f"http://127.0.0.1:{first.port}/login", timeout=10)
+    assert response.status_code == 200
+
+    assert first.stop() == 0
+    assert run_dir.is_dir()  # a directory it was given is left for its owner (systemd)
