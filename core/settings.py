@@ -12,6 +12,8 @@ from core.errors import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "sqlite:///billing-desk.sqlite3"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Sentinel URLs name the Sentinels and the master's service name (jobs.runtime.connect_redis).
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -413,10 +415,12 @@ class Settings:
         """Fail unless a Redis URL is configured (demo mode may embed one)."""
         if self.redis_url is None and not self.demo:
             raise ConfigError("REDIS_URL", "is not set")
-        if self.redis_url is not None and not self.redis_url.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ConfigError(
+                "REDIS_URL",
+                "must start with redis://, rediss://, unix://, redis+sentinel:// "
+                "or rediss+sentinel://",
+            )
 
     def require_imap(self) -> None:
         """Fail unless the mailbox to poll is fully configured."""

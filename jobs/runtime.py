@@ -10,9 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis import Redis
 from redis.exceptions import RedisError
+from redis.sentinel import Sentinel
 from rq import Queue
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,15 +29,122 @@ from core.stripe_gateway import StripeGateway, make_gateway
 from jobs.queues import get_queue
 from mail.smtp import SmtpConfig
 
+SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``.
+
+    The user and password are the master's (Redis AUTH); ``?sentinel_password=`` (and
+    ``sentinel_username=``) are the Sentinels' own when they ask for one. ``rediss+sentinel``
+    speaks TLS to the Sentinels and the master alike. redis-py's ``from_url`` reads no
+    Sentinel URL, so this one is read here and handed to ``redis.sentinel.Sentinel``.
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
+    service_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    ssl: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelUrl:
+        """Read a Sentinel URL, or raise ValueError saying what is wrong with it."""
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in SENTINEL_SCHEMES:
+            raise ValueError("a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://")
+        parts = urlsplit(f"//{rest}")
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        username, has_password, password = userinfo.partition(":")
+        sentinels = tuple(_host_port(host) for host in hosts.split(",") if host)
+        if not sentinels:
+            raise ValueError("name at least one Sentinel host")
+        path = [unquote(segment) for segment in parts.path.split("/") if segment]
+        if not path or len(path) > 2:
+            raise ValueError("the path is /service_name or /service_name/db")
+        if len(path) == 2 and not path[1].isdigit():
+            raise ValueError(f"the database must be a number, not {path[1]!r}")
+        query = parse_qs(parts.query)
+        unknown = set(query) - {"sentinel_username", "sentinel_password"}
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}")
+        return cls(
+            sentinels=sentinels,
+            service_name=path[0],
+            db=int(path[1]) if len(path) == 2 else 0,
+            username=unquote(username) or None,
+            password=unquote(password) if has_password else None,
+            sentinel_username=query.get("sentinel_username", [None])[-1],
+            sentinel_password=query.get("sentinel_password", [None])[-1],
+            ssl=SENTINEL_SCHEMES[scheme],
+        )
+
+    def connect(self, **options: Any) -> Redis:
+        """A client of the service's current master, following failovers as Sentinel
+        announces them; ``options`` go to every connection (timeouts, health checks)."""
+        timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
+        sentinel = Sentinel(
+            list(self.sentinels),
+            sentinel_kwargs={
+                **timeouts,
+                "username": self.sentinel_username,
+                "password": self.sentinel_password,
+                "ssl": self.ssl,
+            },
+        )
+        return sentinel.master_for(
+            self.service_name,
+            db=self.db,
+            username=self.username,
+            password=self.password,
+            ssl=self.ssl,
+            **options,
+        )
+
+
+def _host_port(host: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``; Sentinel's own port by default."""
+    name, colon, port = host.rpartition(":")
+    if not colon or host.endswith("]"):
+        return host.strip("[]"), SENTINEL_PORT
+    if not port.isdigit():
+        raise ValueError(f"bad port in {host!r}")
+    return name.strip("[]"), int(port)
+
+
+def redis_client(url: str) -> Redis:
+    """A client for REDIS_URL: a plain Redis URL (redis-py's from_url), or a Sentinel URL."""
+    options: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 30}
+    if url.partition("://")[0] in SENTINEL_SCHEMES:
+        return SentinelUrl.parse(url).connect(**options)
+    return Redis.from_url(url, **options)
+
 
 def connect_redis(url: str) -> Redis:
     """A Redis connection that is known to answer, or a ConfigError naming REDIS_URL."""
     try:
-        connection = Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        connection = redis_client(url)
         connection.ping()
     except (RedisError, ValueError) as exc:
-        raise ConfigError("REDIS_URL", f"cannot connect to {url} ({exc})") from None
+        raise ConfigError(
+            "REDIS_URL", f"cannot connect to {_without_secrets(url)} ({exc})"
+        ) from None
     return connection
+
+
+def _without_secrets(url: str) -> str:
+    """The URL with its password and query left out, for error messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest = rest.split("?", 1)[0]
+    _userinfo, at, hosts = rest.rpartition("@")
+    return f"{scheme}://{'***@' if at else ''}{hosts}"
 
 
 class SharedMinuteBudget:
