@@ -1,0 +1,7 @@
+"""``python -m tests.chaos`` (``make chaos``): see tests/chaos/harness.py."""
+
+import sys
+
+from tests.chaos.harness import main
+
+sys.exit(main())
