@@ -66,6 +66,7 @@ MAX_REQUEUES = 2  # a job that killed its worker runs again at most this many ti
 DEATHS_META_KEY = "worker_deaths"  # job.meta: how many worker processes died running it
 HARD_TIMEOUT_GRACE_SECONDS = 60  # past job_timeout, as RQ's forking Worker allows its horse
 TICK_SECONDS = 0.1  # how often the supervisor looks for dead workers
+REQUEUE_RETRY_SECONDS = 1.0  # how often a dead worker's job is offered again to a Redis away
 TIMEOUT_CHECK_SECONDS = 5.0
 # How often the supervisor looks for plan steps whose job the queue lost (jobs.plans).
 PLANS_RESUME_SECONDS = 60.0
@@ -310,6 +311,9 @@ class Supervisor:
         self.serial = 0
         self.start_failures = 0
         self.next_start = 0.0  # monotonic time before which no worker is started (backoff)
+        # Dead workers whose job could not be requeued yet (Redis was away): name -> cause.
+        self.unrequeued: dict[str, str] = {}
+        self.next_requeue_try = 0.0
         self.scheduler = RQScheduler(list(queue_names), connection=rt.redis)
         self.prefix = f"{socket.gethostname()}.{os.getpid()}"
 
@@ -335,6 +339,7 @@ class Supervisor:
         try:
             while True:
                 self._reap()
+                self._requeue_pending()
                 if self.stopping and not self.children:
                     break
                 if self.burst and not self.children and not self._queued():
@@ -429,8 +434,10 @@ class Supervisor:
         try:
             job_id = requeue_job_of_dead_worker(self.rt.redis, child.name, cause=cause)
         except RedisError as exc:
-            # RQ's abandoned-job cleanup will find the job when Redis is back.
-            log.error("supervisor: could not requeue the job of worker %s: %s", child.name, exc)
+            # Tried again every second until Redis answers (_requeue_pending): RQ's own
+            # abandoned-job cleanup would find the job only after its timeout and a minute.
+            log.error("supervisor: could not requeue the job of worker %s yet: %s", child.name, exc)
+            self.unrequeued[child.name] = cause
             job_id = None
         log.warning(
             "supervisor: worker %s (pid %d) %s after %.1f s%s",
@@ -455,6 +462,21 @@ class Supervisor:
                 )
         else:
             self.start_failures = 0
+
+    def _requeue_pending(self) -> None:
+        """Requeue, once Redis is back, the jobs of dead workers that it was away for."""
+        if not self.unrequeued or time.monotonic() < self.next_requeue_try:
+            return
+        self.next_requeue_try = time.monotonic() + REQUEUE_RETRY_SECONDS
+        for name, cause in list(self.unrequeued.items()):
+            try:
+                job_id = requeue_job_of_dead_worker(self.rt.redis, name, cause=cause)
+            except RedisError:
+                return  # still away
+            del self.unrequeued[name]
+            log.warning(
+                "supervisor: Redis is back; worker %s's job %s dealt with", name, job_id or "none"
+            )
 
     def _queued(self) -> bool:
         try:

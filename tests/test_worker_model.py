@@ -10,6 +10,7 @@ on; delayed jobs run through the one scheduler; ``--burst`` exits when the work 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import jobs_for_worker_tests as test_jobs
 import pytest
+from chaos.proxy import ProxySet
 from conftest import settings_for
 from redis import Redis
 from rq import Queue
@@ -367,6 +369,46 @@ def test_burst_exits_when_the_work_is_done_and_max_jobs_recycles_children(
     with session_scope(rt.session_factory) as session:
         ticket = session.scalars(select(Ticket)).one()
         assert ticket.category is not None and ticket.category_confidence is not None
+
+
+def test_a_dead_workers_job_is_requeued_once_redis_is_back(settings, tmp_path):
+    """A worker died while Redis was away (RQ's loop quits on a lost connection, so the two
+    come together): the supervisor could not requeue its job then, and tries again until
+    Redis answers. RQ's own cleanup would find the job only after its timeout (an hour here)
+    and a minute. Found by `make chaos` (seed 424242)."""
+    proxies = ProxySet()
+    redis = Redis.from_url(settings.redis_url or "")
+    redis.flushdb()
+    upstream = redis.connection_pool.connection_kwargs
+    port = proxies.add("redis", int(upstream.get("port", 6379)), str(upstream.get("host")))
+    through = Redis(host="127.0.0.1", port=port, db=int(upstream.get("db", 0)))
+    proxied = dataclasses.replace(
+        settings, redis_url=f"redis://127.0.0.1:{port}/{upstream.get('db', 0)}"
+    )
+    worker = WorkerProcess(
+        proxied, tmp_path / "worker.log", "--processes", "1", "--queue", "actions"
+    )
+    try:
+        worker.wait_for_children(1, START_TIMEOUT)
+        job = Queue(queues.ACTIONS, connection=through).enqueue(
+            test_jobs.sleep_first_time, str(tmp_path), "job", 3600, job_timeout=3600
+        )
+        wait_until(lambda: test_jobs.pids(str(tmp_path), "job", "started"), "the job started")
+        proxies.on_loop(lambda: proxies.proxies["redis"].cut(3600))  # Redis goes away
+        (worker_pid,) = test_jobs.pids(str(tmp_path), "job", "started")
+        os.kill(worker_pid, signal.SIGKILL)
+        wait_until(lambda: "could not requeue the job" in worker.log(), "the requeue failed")
+        proxies.clear()  # Redis is back
+
+        wait_for_job(job, JobStatus.FINISHED, worker, START_TIMEOUT)
+        assert len(test_jobs.pids(str(tmp_path), "job", "started")) == 2
+        assert len(test_jobs.pids(str(tmp_path), "job", "done")) == 1
+        job.refresh()
+        assert job.meta.get(DEATHS_META_KEY) == 1
+    finally:
+        proxies.clear()
+        worker.stop()
+        proxies.stop()
 
 
 def test_looking_a_worker_up_never_changes_the_worker_registry(redis_url):
