@@ -70,6 +70,8 @@ class IngestFigures:
     batched_stored: float
     ours_classified: float
     ours_classified_wall: float
+    ours_cpu_ms: float  # CPU per email: our worker processes'
+    stripe_cpu_ms: float  # and the fake Stripe's, on the same cores
     naive_classified: float
     django_helpdesk: float | None
     django_helpdesk_tickets: int
@@ -268,6 +270,8 @@ def measure(emails: int = 300, peers: bool = True) -> IngestFigures:
             batched,
             steady,
             result.tickets_per_second,
+            result.memory.worker_cpu / emails * 1000,
+            result.memory.stripe_cpu / emails * 1000,
             naive_classified,
             django,
             tickets,
@@ -291,7 +295,8 @@ def main() -> None:
     )
     print(
         f"  IMAP -> classified: ours {f.ours_classified:.1f} steady "
-        f"({f.ours_classified_wall:.1f} with start-up), naive + classify "
+        f"({f.ours_classified_wall:.1f} with start-up; CPU per email {f.ours_cpu_ms:.0f} ms "
+        f"in our workers, {f.stripe_cpu_ms:.0f} ms in the fake Stripe), naive + classify "
         f"{f.naive_classified:.1f}"
     )
     django = f"{f.django_helpdesk:.1f}" if f.django_helpdesk is not None else "not run"
