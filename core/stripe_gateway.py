@@ -102,6 +102,9 @@ def make_stripe_client(
 ) -> stripe.StripeClient:
     """A StripeClient with a timeout and network retries (429s too); ``api_base`` points at a
     fake Stripe."""
+    # stripe-python's telemetry keeps an ID in ~/.config/stripe/telemetry_id, one fixed file
+    # per user shared by every instance on a host (and sends request timings to Stripe).
+    stripe.enable_telemetry = False
     return stripe.StripeClient(
         api_key,
         base_addresses={"api": api_base.rstrip("/")} if api_base else {},

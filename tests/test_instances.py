@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -16,7 +18,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import select
 
+from core.db import session_scope
+from core.db.models import InboundEmail
 from helpdesk_app.demo import servers
 
 pytestmark = pytest.mark.e2e
@@ -98,6 +103,9 @@ def test_two_instances_with_one_home_both_answer_and_write_nothing_under_home(st
     for web in (first, second):
         response = requests.get(f"http://127.0.0.1:{web.port}/login", timeout=10)
         assert response.status_code == 200, web.log()
+        # Database, Redis and a Stripe call: what a library might keep a file for, too.
+        response = requests.get(f"http://127.0.0.1:{web.port}/readyz", timeout=10)
+        assert response.status_code == 200, web.log()
     sockets = [wait_for_control_socket(web) for web in (first, second)]
     assert sockets[0] != sockets[1]
     assert all(path.is_socket() for path in sockets)
@@ -130,3 +138,74 @@ def test_run_dir_puts_the_control_socket_there_and_a_second_instance_may_not_sha
 
     assert first.stop() == 0
     assert run_dir.is_dir()  # a directory it was given is left for its owner (systemd)
+
+
+def test_the_procfile_processes_share_only_the_database_and_redis(
+    settings, db_engine, rt, mailbox_client, tmp_path
+):
+    """web, a worker and the poller, each with a directory, HOME and TMPDIR of its own (as on
+    three machines): an email appended becomes a triaged ticket, and the web is ready."""
+    env = {key: value for key, value in os.environ.items() if key != "XDG_RUNTIME_DIR"}
+    env.update(settings.to_env())
+    env.update({"LOG_FORMAT": "text", "MAIL_LEASE_SECONDS": "6"})
+    port = servers.free_port()
+    commands = {
+        "web": ["web", "--port", str(port), "--workers", "1"],
+        "worker": ["worker", "--processes", "1"],
+        "mailpoll": ["poll-mail"],
+    }
+    places: dict[str, Path] = {}
+    children = []
+    for name, args in commands.items():
+        place = tmp_path / name
+        for sub in ("home", "tmp"):
+            (place / sub).mkdir(parents=True)
+        places[name] = place
+        own = {**env, "HOME": str(place / "home"), "TMPDIR": str(place / "tmp")}
+        argv = [sys.executable, "-m", "helpdesk_app", *args]
+        process = subprocess.Popen(
+            argv,
+            env=own,
+            cwd=place,
+            stdout=open(place / "log", "wb"),  # noqa: SIM115 (closed with the process)
+            stderr=subprocess.STDOUT,
+        )
+        children.append(process)
+    try:
+        servers.wait_for_port(port, children[0], timeout=60)
+        mailbox_client.append(
+            "INBOX",
+            b"From: Pat <pat@example.com>\r\nTo: billing@example.com\r\n"
+            b"Subject: Where is my invoice?\r\nMessage-ID: <procfile-1@example.com>\r\n\r\n"
+            b"Hello, where can I download last month's invoice?\r\n",
+        )
+        deadline = time.monotonic() + 120
+        while not _triaged(rt):
+            for name, process in zip(commands, children, strict=True):
+                assert process.poll() is None, (places[name] / "log").read_text()
+            assert time.monotonic() < deadline, "the email was not triaged within 120 s"
+            time.sleep(0.2)
+        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+    finally:
+        for process in children:
+            process.send_signal(signal.SIGTERM)
+        codes = [process.wait(60) for process in children]
+    assert codes == [0, 0, 0], {n: (places[n] / "log").read_text()[-2000:] for n in commands}
+    # Nothing under any HOME, but for onnxruntime's own telemetry ID and queue (a native
+    # library's ~/.cache/Microsoft/DeveloperTools/.onnxruntime, locked for several processes;
+    # it runs as well without a writable HOME), written where the classifier loads.
+    onnxruntime_cache = Path(".cache/Microsoft/DeveloperTools/.onnxruntime")
+    for name, place in places.items():
+        home = place / "home"
+        written = [
+            path.relative_to(home)
+            for path in home.rglob("*")
+            if path.is_file() and onnxruntime_cache not in path.relative_to(home).parents
+        ]
+        assert written == [], name
+
+
+def _triaged(rt) -> bool:
+    with session_scope(rt.session_factory) as session:
+        email = session.scalar(select(InboundEmail))
+        return email is not None and email.ticket_id is not None and email.status == "processed"
