@@ -316,7 +316,8 @@ def ingest_rows(sizes: Sizes) -> list[Row]:
 
 def resolution_rows(sizes: Sizes) -> list[Row]:
     """Arrival to closed through the production processes, beside a bare store+classify."""
-    f = resolutions.measure(sizes.latency_emails, 1.0, sizes.backlog)
+    database_url = os.environ.get("DATABASE_URL")  # PostgreSQL: a scratch database per phase
+    f = resolutions.measure(sizes.latency_emails, 1.0, sizes.backlog, database_url=database_url)
     bare = f.bare_store_classify
     reference = "the same email's bare APPEND → FETCH, INSERT, classify (no IDLE wait)"
     stored = (
@@ -477,7 +478,11 @@ def header(started: datetime.datetime, quick: bool, loads: list[tuple[float, int
         if changed
         else ""
     )
-    database = "PostgreSQL" if "postgres" in os.environ.get("DATABASE_URL", "") else "SQLite"
+    database = (
+        "PostgreSQL at DATABASE_URL for webhooks and resolutions, SQLite for the others"
+        if "postgres" in os.environ.get("DATABASE_URL", "")
+        else "SQLite"
+    )
     redis = "the Redis at REDIS_URL" if os.environ.get("REDIS_URL") else "embedded Redis"
     peak_load = max(load for load, _ in loads)
     peak_others = max(count for _, count in loads)
@@ -490,8 +495,7 @@ def header(started: datetime.datetime, quick: bool, loads: list[tuple[float, int
     return (
         f"# Benchmark results{' (quick run)' if quick else ''}\n\n"
         f"{started:%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs ({cpu_model()}); Python "
-        f"{platform.python_version()}; commit {commit}{tree}; {database} (the classifier, "
-        f"the sidebar and the ingest loops always SQLite), {redis}; "
+        f"{platform.python_version()}; commit {commit}{tree}; {database}, {redis}; "
         f"`python -m bench{' --quick' if quick else ''}`.{shared}\n\n"
         "Every figure stands beside a reference measured in the same run. **ours/ref.** is "
         "ours divided by the reference; **better** says which direction is better for that "
