@@ -613,7 +613,8 @@ def run(opts: Options) -> dict[str, Any]:
         summary["kills"] = dict(monkey.kills)
         summary["restarts_after_exits"] = [e for phase, e in product.exits if phase == "load"]
         summary["anomalies"] = anomalies
-        (run_dir / "faults.log").write_text("\n".join(proxies.log + monkey.log) + "\n")
+        summary["fault_log"] = sorted(proxies.log + monkey.log)  # each line starts HH:MM:SS
+        (run_dir / "faults.log").write_text("\n".join(summary["fault_log"]) + "\n")
         summary["wall_seconds"] = round(time.monotonic() - began, 1)
     if not summary["anomalies"] and not opts.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
