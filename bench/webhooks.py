@@ -3,11 +3,12 @@
     .venv/bin/python bench/webhooks.py [--events 2000] [--senders 4] [--objects 300]
 
 One web process (the app served by werkzeug's threaded server in this process, on SQLite and an
-embedded Redis, or REDIS_URL / DATABASE_URL when set) receives ``--events`` signed deliveries
-(10 % of them duplicates) from ``--senders`` threads over HTTP: sustained events per second and
-the acknowledgement's p50 / p99. A worker then drains the events queue (events handled per
-second). Last, reconcile walks a fake Stripe holding ``--objects`` customers, each with a
-charge: objects per second.
+embedded Redis, or REDIS_URL / DATABASE_URL when set: a PostgreSQL URL gets a scratch database
+of its own, dropped after) receives ``--events`` signed deliveries (10 % of them duplicates)
+from ``--senders`` threads over HTTP: sustained events per second and the acknowledgement's
+p50 / p99, beside a minimal endpoint that only verifies the signature. A worker then drains
+the events queue (events handled per second). Last, reconcile walks a fake Stripe holding
+``--objects`` customers, each with a charge: objects per second, beside listing them alone.
 
 Prints figures; asserts nothing about time.
 """
@@ -15,6 +16,7 @@ Prints figures; asserts nothing about time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +27,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,8 @@ from pathlib import Path
 import requests
 import stripe
 from flask import Flask, request
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, make_url
 from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,7 +171,17 @@ def measure(events: int = 2000, senders: int = 4, objects: int = 300) -> Webhook
     if not redis_url:
         embedded = servers.start_embedded_redis(scratch / "redis")
         redis_url = f"redis://127.0.0.1:{embedded.port}/0"
-    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{scratch / 'bench.sqlite3'}"
+    admin_url = os.environ.get("DATABASE_URL")
+    scratch_database = None
+    if admin_url and "postgres" in admin_url:
+        # A database of its own, dropped after: the shared one may be in use by tests.
+        scratch_database = f"bench_webhooks_{uuid.uuid4().hex[:10]}"
+        with _admin(admin_url) as connection:
+            connection.execute(text(f'CREATE DATABASE "{scratch_database}"'))
+        url = make_url(admin_url).set(database=scratch_database)
+        database_url = url.render_as_string(hide_password=False)
+    else:
+        database_url = admin_url or f"sqlite:///{scratch / 'bench.sqlite3'}"
     try:
         upgrade(make_engine(database_url))
         settings = Settings(
@@ -189,6 +205,21 @@ def measure(events: int = 2000, senders: int = 4, objects: int = 300) -> Webhook
         stripe_server.stop()
         if embedded is not None:
             embedded.stop()
+        if admin_url and scratch_database:
+            with _admin(admin_url) as connection:
+                connection.execute(
+                    text(f'DROP DATABASE IF EXISTS "{scratch_database}" WITH (FORCE)')
+                )
+
+
+@contextlib.contextmanager
+def _admin(admin_url: str) -> Iterator[Connection]:
+    engine = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
 
 
 def reconcile_rate(rt, stripe_server, objects: int) -> tuple[int, float, float, str]:
