@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from limits import parse_many
+
 from core.domain import EscalationTarget
 from core.errors import ConfigError
 
@@ -134,6 +136,19 @@ def _secrets(environ: Mapping[str, str], key: str) -> str | None:
     return ",".join(s.strip() for s in raw.split(",") if s.strip()) or None
 
 
+def _rate_limit(environ: Mapping[str, str], key: str, default: str) -> str:
+    """RATE_LIMIT_*: requests per period as the limits library reads them ("30/minute",
+    "1000 per hour", several separated by ";"), each allowing at least one request."""
+    raw = _str(environ, key, default) or default
+    try:
+        rates = parse_many(raw)
+    except ValueError:
+        rates = []
+    if not rates or any(rate.amount < 1 for rate in rates):
+        raise ConfigError(key, f"must be a rate like 30/minute or 1000 per hour, not {raw!r}")
+    return raw
+
+
 USAGE_SOURCES = ("none", "demo", "sql", "http")
 
 
@@ -245,6 +260,15 @@ class Settings:
     sign_in_window_minutes: int = 15
     sign_in_lockout_minutes: int = 15
 
+    # Requests per client on every other route (helpdesk_app.rate_limits), counted in Redis:
+    # the sidebar's reads and writes per agent and helpdesk account, the built-in helpdesk's
+    # pages per signed-in agent, public pages and webhooks per client address.
+    rate_limit_sidebar_reads: str = "120/minute"
+    rate_limit_sidebar_writes: str = "30/minute"
+    rate_limit_pages: str = "300/minute"
+    rate_limit_public: str = "60/minute"
+    rate_limit_webhooks: str = "1200/minute"
+
     zendesk_subdomain: str | None = None
     zendesk_app_public_key: str | None = None
     zendesk_installation_id: str | None = None
@@ -345,6 +369,17 @@ class Settings:
             sign_in_address_failures=_int(environ, "SIGN_IN_ADDRESS_FAILURES", 20, minimum=1),
             sign_in_window_minutes=_int(environ, "SIGN_IN_WINDOW_MINUTES", 15, minimum=1),
             sign_in_lockout_minutes=_int(environ, "SIGN_IN_LOCKOUT_MINUTES", 15, minimum=1),
+            rate_limit_sidebar_reads=_rate_limit(
+                environ, "RATE_LIMIT_SIDEBAR_READS", cls.rate_limit_sidebar_reads
+            ),
+            rate_limit_sidebar_writes=_rate_limit(
+                environ, "RATE_LIMIT_SIDEBAR_WRITES", cls.rate_limit_sidebar_writes
+            ),
+            rate_limit_pages=_rate_limit(environ, "RATE_LIMIT_PAGES", cls.rate_limit_pages),
+            rate_limit_public=_rate_limit(environ, "RATE_LIMIT_PUBLIC", cls.rate_limit_public),
+            rate_limit_webhooks=_rate_limit(
+                environ, "RATE_LIMIT_WEBHOOKS", cls.rate_limit_webhooks
+            ),
             zendesk_subdomain=_str(environ, "ZENDESK_SUBDOMAIN"),
             zendesk_app_public_key=_pem(environ, "ZENDESK_APP_PUBLIC_KEY"),
             zendesk_installation_id=_str(environ, "ZENDESK_INSTALLATION_ID"),
