@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         health,
         helpdesk,
         observability,
+        rate_limits,
         rq_admin,
         security,
         services,
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.secret_key = settings.secret_key
     services.init_app(app, settings)
     observability.init_app(app)  # request IDs, latency and /metrics: first in, last out
+    rate_limits.init_app(app, settings)  # before any view: a refused request does nothing
     with app.app_context():
         auth.init_app(app)
     for blueprint in (auth.bp, helpdesk.bp, sidebar.bp, embedded.bp, billing_links.bp):

@@ -89,6 +89,21 @@ def _check_origin() -> None:
             raise Forbidden(f"cross-origin request from {origin}")
 
 
+def sidebar_token_claims() -> dict[str, Any] | None:
+    """This request's sidebar token's claims if we signed it and it is fresh, else None.
+
+    Signature and age only, no database read (rate limits key on it before the view runs);
+    ``sidebar_session`` checks the rest.
+    """
+    try:
+        claims = _serializer(_SIDEBAR_SALT).loads(
+            _bearer(), max_age=get_services().settings.sidebar_token_ttl
+        )
+    except (Unauthorized, BadSignature):  # SignatureExpired is a BadSignature
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
 def sidebar_session() -> SidebarSession:
     """The verified sidebar session of this request, or Unauthorized."""
     if "sidebar_session" in g:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, jsonify, make_response, render_template, request
+from werkzeug.exceptions import HTTPException, TooManyRequests
 
 from core.errors import BillingDeskError, InvalidInput, PolicyDenied
+from helpdesk_app import rate_limits
 from helpdesk_app.access_log import redacted_path
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,19 @@ def _http_error(exc: HTTPException) -> tuple[str, int]:
     return _render(exc.description or "Error.", exc.code or 500)
 
 
+def _too_many_requests(_exc: TooManyRequests) -> Response:
+    """A rate limit refused the request: when to come back, as JSON to the API's clients."""
+    wait = rate_limits.retry_after_seconds()
+    message = f"Too many requests. Please wait {wait} seconds and try again."
+    if rate_limits.is_api_request() and not request.headers.get("X-Sidebar"):
+        response = jsonify(error="rate_limited", message=message, retry_after=wait)
+    else:  # a page, or the sheet of the sidebar's own script
+        response = make_response(_render(message, 429))
+    response.status_code = 429
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
 def _unexpected(exc: Exception) -> tuple[str, int]:
     log.exception("unexpected error")
     return _render(BillingDeskError.public_message, 500)
@@ -44,5 +58,6 @@ def _unexpected(exc: Exception) -> tuple[str, int]:
 def init_app(app: Flask) -> None:
     """Register the error handlers."""
     app.register_error_handler(BillingDeskError, _billing_desk_error)
+    app.register_error_handler(TooManyRequests, _too_many_requests)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

@@ -10,6 +10,10 @@ configured secret (during a rotation Stripe signs with each). Nothing unverified
 no row, no job. The handler does no Stripe call and no handler work, so the answer comes back
 in milliseconds; ``jobs.stripe_events`` does the rest. The session cookie and CSRF token are
 never looked at here: the signature is this route's only proof.
+
+Deliveries are rate limited per client address (``RATE_LIMIT_WEBHOOKS``) before the signature is
+checked: the address is the TCP peer's, which a forger cannot choose, so a forged flood spends
+only the forger's budget, never Stripe's (``helpdesk_app.rate_limits.Surface.WEBHOOKS``).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import pytest
 import stripe
 from fake_helpdesks import fake_helpscout, fake_zendesk
 from imapclient import IMAPClient
+from redis import Redis
 from sidebar_client import PASSWORD
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -28,7 +29,7 @@ from core.db.models import Ticket
 from core.domain import Role
 from core.settings import Settings
 from core.stripe_gateway import make_stripe_client
-from helpdesk_app import create_app
+from helpdesk_app import create_app, rate_limits
 from helpdesk_app.demo import servers
 from jobs import runtime
 from jobs.inbound import enqueue_inbound
@@ -102,6 +103,20 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     embedded = servers.start_embedded_redis(tmp_path_factory.mktemp("redis"))
     yield f"redis://{servers.LOOPBACK}:{embedded.port}/0"
     embedded.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits(request: pytest.FixtureRequest) -> None:
+    """Each test's clients start with the whole of each rate limit (helpdesk_app.rate_limits):
+    every test client is 127.0.0.1, so counts left in Redis by earlier tests would refuse a
+    later one's requests. The limits themselves stay as configured."""
+    if "redis_url" not in request.fixturenames:
+        return
+    connection = Redis.from_url(request.getfixturevalue("redis_url"))
+    with connection:
+        stale = list(connection.scan_iter(match=f"*{rate_limits.KEY_PREFIX}/*", count=1000))
+        if stale:
+            connection.delete(*stale)
 
 
 @pytest.fixture(scope="session")
