@@ -30,6 +30,7 @@ from unittest import mock
 
 import stripe
 from delay_proxy import DelayProxy
+from figures import NO_RATE_LIMITS
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
@@ -378,6 +379,7 @@ def run(
             secret_key="bench-secret-key-0123456789",
             stripe_api_key=KEY,
             stripe_api_base=stripe_server.url,
+            **NO_RATE_LIMITS,
         )
         ticket_id = seed_database(settings.database_url, seeded.customer)
         seeded_in = time.perf_counter() - began

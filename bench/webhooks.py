@@ -28,6 +28,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from werkzeug.serving import make_server
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from figures import NO_RATE_LIMITS  # noqa: E402
 from stripe_webhooks import SECRET, customer, event, sign  # noqa: E402
 
 from core import mirror  # noqa: E402
@@ -74,6 +76,7 @@ class AckFigures:
     p99_ms: float
     max_ms: float
     refused: int
+    statuses: dict[int, int]  # answers by HTTP status
 
     @property
     def per_second(self) -> float:
@@ -159,6 +162,7 @@ def deliver(app: Flask, count: int, senders: int) -> AckFigures:
         _percentile(latencies, 0.99),
         max(latencies),
         sum(1 for r in results if r[1] != 200),
+        dict(Counter(r[1] for r in results)),
     )
 
 
@@ -191,6 +195,7 @@ def measure(events: int = 2000, senders: int = 4, objects: int = 300) -> Webhook
             stripe_api_base=stripe_server.url,
             secret_key="bench-secret-key-0123456789",
             stripe_webhook_secret=SECRET,
+            **NO_RATE_LIMITS,
         )
         rt = runtime.build_runtime(settings)
         rt.redis.flushdb()
@@ -272,7 +277,7 @@ def main() -> None:
             f"webhook acknowledgement, {name}: {ack.deliveries} deliveries ({ack.unique} unique) "
             f"from {args.senders} senders in {ack.seconds:.1f} s = {ack.per_second:.0f} events/s;"
             f" ack p50 {ack.p50_ms:.1f} ms, p99 {ack.p99_ms:.1f} ms, max {ack.max_ms:.1f} ms; "
-            f"non-200: {ack.refused}"
+            f"non-200: {ack.refused} (answers by status: {ack.statuses})"
         )
     handled = figures.handled_per_second
     print(f"handling: {figures.ours.unique} events by one worker: {handled:.0f}/s")
