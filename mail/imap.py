@@ -158,8 +158,22 @@ class Mailbox:
         readonly = not self.config.processed_folder
         with _wrapped(f"select {self.config.folder}"):
             info = self.client.select_folder(self.config.folder, readonly=readonly)
+        self._take_announced_mail()  # the folder's size as selected: the first poll reads it
         self.uidvalidity = int(info[b"UIDVALIDITY"])
         return self.uidvalidity
+
+    def _take_announced_mail(self) -> bool:
+        """Whether the answers to our last commands announced new mail; forget they did.
+
+        A server tells of mail that arrives while a command of ours runs (a FETCH, a SEARCH)
+        in that command's answer. imaplib keeps such untagged EXISTS and RECENT lines aside,
+        imapclient does not hand them on, and an IDLE begun afterwards would never announce
+        that mail again: it would wait for the next poll interval.
+        """
+        kept = self.client._imap.untagged_responses  # imaplib's, under imapclient
+        exists = kept.pop("EXISTS", None)
+        recent = kept.pop("RECENT", None)
+        return bool(exists or recent)
 
     def supports_idle(self) -> bool:
         """Whether the server advertises IDLE (RFC 2177)."""
@@ -265,6 +279,8 @@ class Mailbox:
         True when the server reported something worth a poll. A connection that drops during
         the IDLE raises MailboxError when the IDLE is ended.
         """
+        if self._take_announced_mail():
+            return True
         news = False
         with _wrapped("idle"):
             self.client.idle()

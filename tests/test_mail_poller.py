@@ -157,3 +157,19 @@ def test_mail_stored_while_the_queue_was_down_is_handed_on_once_it_is_back(
         stop.set()
         watching.join(10)
     assert len(set(handed_on)) == 2 and stored_count(rt) == 2
+
+
+def test_mail_announced_during_a_poll_is_news_for_the_idle_that_follows(settings, mailbox_client):
+    """An EXISTS that came with a SEARCH's answer is not left for the next poll interval."""
+    mailbox = Mailbox.connect(ImapConfig.from_settings(settings))
+    try:
+        assert mailbox.supports_idle()
+        mailbox_client.append("INBOX", mail(1))  # arrives while our next command runs
+        mailbox.uids_after(0)  # the server announces it in this SEARCH's answer
+        stop = threading.Event()
+        # Without the announcement kept, the IDLE hears nothing more and times out: False.
+        assert mailbox.wait_for_news(timeout=10, stop=stop) is True
+        # Once taken, the same announcement is not news twice.
+        assert mailbox.wait_for_news(timeout=1, stop=stop) is False
+    finally:
+        mailbox.close()
