@@ -10,8 +10,10 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/billing-desk
 WORKDIR /src
-# Only what the package is built from: pyproject.toml lists core, mail, jobs and helpdesk_app.
+# Only what the package is built from: pyproject.toml lists core, mail, jobs and helpdesk_app,
+# and installs templates/ under /opt/billing-desk/share/billing-desk/templates.
 COPY pyproject.toml README.md ./
+COPY templates templates
 COPY core core
 COPY mail mail
 COPY jobs jobs
@@ -23,12 +25,9 @@ FROM python:3.11-slim
 RUN useradd --system --uid 10001 --user-group --home-dir /home/billing-desk --create-home \
         --shell /usr/sbin/nologin billing-desk
 COPY --from=build /opt/billing-desk /opt/billing-desk
-# The email templates live beside the packages, not in them: an installed copy has none.
-COPY templates /opt/billing-desk/share/templates
 ENV PATH=/opt/billing-desk/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    EMAIL_TEMPLATES_DIR=/opt/billing-desk/share/templates
+    PYTHONDONTWRITEBYTECODE=1
 USER billing-desk
 WORKDIR /home/billing-desk
 EXPOSE 8000

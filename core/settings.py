@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from limits import parse_many
@@ -12,6 +13,16 @@ from core.domain import EscalationTarget
 from core.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_email_templates_dir() -> str:
+    """The checkout's templates/, else the copy an install put under <prefix>/share."""
+    checkout = PROJECT_ROOT / "templates"
+    if checkout.is_dir():
+        return str(checkout)
+    return str(Path(sys.prefix) / "share" / "billing-desk" / "templates")
+
+
 DEFAULT_DATABASE_URL = "sqlite:///billing-desk.sqlite3"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Sentinel URLs name the Sentinels and the master's service name (jobs.runtime.connect_redis).
@@ -298,7 +309,7 @@ class Settings:
     # Whether a hosted helpdesk's own checks of a sender (Zendesk's comment flags, Help Scout's
     # email channel) count as authentication for money moved without an agent.
     helpdesk_trust_senders: bool = True
-    email_templates_dir: str = str(PROJECT_ROOT / "templates")
+    email_templates_dir: str = field(default_factory=default_email_templates_dir)
 
     # Observability: log lines as JSON or text; who may read /metrics besides loopback (a
     # bearer token); the port workers and pollers serve /metrics on (None: not served).
@@ -401,7 +412,7 @@ class Settings:
             ),
             helpdesk=_helpdesk(environ),
             helpdesk_trust_senders=_bool(environ, "HELPDESK_TRUST_SENDERS", True),
-            email_templates_dir=_str(environ, "EMAIL_TEMPLATES_DIR", cls.email_templates_dir)
+            email_templates_dir=_str(environ, "EMAIL_TEMPLATES_DIR", default_email_templates_dir())
             or cls.email_templates_dir,
             log_format=log_format_from(environ),
             metrics_token=_metrics_token(environ),

@@ -209,3 +209,27 @@ def _triaged(rt) -> bool:
     with session_scope(rt.session_factory) as session:
         email = session.scalar(select(InboundEmail))
         return email is not None and email.ticket_id is not None and email.status == "processed"
+
+
+def test_an_installed_copy_finds_the_email_templates_it_was_installed_with(tmp_path, monkeypatch):
+    """Without a checkout around it, the templates are the ones pip put under the prefix."""
+    import tomllib
+
+    from core import settings as settings_module
+
+    project = settings_module.PROJECT_ROOT
+    data_files = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "data-files"
+    ]
+    shipped = {
+        path.name
+        for pattern in data_files["share/billing-desk/templates"]
+        for path in project.glob(pattern)
+    }
+    assert shipped == {path.name for path in (project / "templates").iterdir() if path.is_file()}
+
+    monkeypatch.setattr(settings_module, "PROJECT_ROOT", tmp_path / "site-packages")
+    monkeypatch.setattr(settings_module.sys, "prefix", str(tmp_path / "venv"))
+    assert settings_module.default_email_templates_dir() == str(
+        tmp_path / "venv" / "share" / "billing-desk" / "templates"
+    )
