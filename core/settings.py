@@ -270,6 +270,9 @@ class Settings:
     sign_in_address_failures: int = 20
     sign_in_window_minutes: int = 15
     sign_in_lockout_minutes: int = 15
+    # Reverse proxies in front of the web app whose X-Forwarded-For and -Proto we believe (0:
+    # none, the TCP peer is the client). Sign-in lockouts and rate limits count per client.
+    trusted_proxies: int = 0
 
     # Requests per client on every other route (helpdesk_app.rate_limits), counted in Redis:
     # the sidebar's reads and writes per agent and helpdesk account, the built-in helpdesk's
@@ -380,6 +383,7 @@ class Settings:
             sign_in_address_failures=_int(environ, "SIGN_IN_ADDRESS_FAILURES", 20, minimum=1),
             sign_in_window_minutes=_int(environ, "SIGN_IN_WINDOW_MINUTES", 15, minimum=1),
             sign_in_lockout_minutes=_int(environ, "SIGN_IN_LOCKOUT_MINUTES", 15, minimum=1),
+            trusted_proxies=_int(environ, "TRUSTED_PROXIES", 0),
             rate_limit_sidebar_reads=_rate_limit(
                 environ, "RATE_LIMIT_SIDEBAR_READS", cls.rate_limit_sidebar_reads
             ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.domain import Role
 from core.settings import Settings
@@ -48,4 +49,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     security.init_app(app, settings)
     rq_admin.init_app(app, settings)  # after security: its pages' CSP is set first
+    if settings.trusted_proxies:
+        # The client is who our own proxies say, and only as many hops as we have proxies:
+        # anything further left in X-Forwarded-For was written by the client.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     return app

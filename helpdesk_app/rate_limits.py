@@ -14,8 +14,8 @@ all of that surface's routes (``RATE_LIMIT_*`` settings):
 
 The client address is the TCP peer's (``request.remote_addr``), as sign-in's lockout takes
 it: no forwarding header is believed, so a client cannot pick the address it is counted under.
-Behind a reverse proxy every client would share the proxy's address, unless the deployment
-wraps the app in werkzeug's ProxyFix for that proxy alone.
+Behind reverse proxies of our own, ``TRUSTED_PROXIES`` says how many: the app then takes the
+client's address from their X-Forwarded-For hops alone (werkzeug's ProxyFix, in create_app).
 
 Redis going away must not take the site down: each process then counts in its own memory
 (Flask-Limiter's in-memory fallback, the same limits per process) and tries Redis again now

@@ -228,6 +228,31 @@ def test_public_routes_are_limited_per_address_whatever_the_headers_say(limited_
     assert client_at(app, CAFE).get("/login").status_code == 200
 
 
+PROXY = "10.0.0.5"  # our own load balancer
+
+
+def test_behind_our_proxy_each_client_counts_by_the_address_the_proxy_saw(limited_app, people):
+    """TRUSTED_PROXIES=1: the proxy's last X-Forwarded-For entry is the client; anything the
+    client wrote further left does not choose whose budget it spends."""
+    app = limited_app(rate_limit_public="3/hour", trusted_proxies=1)
+    proxy = client_at(app, PROXY)
+    for _ in range(3):
+        assert proxy.get("/login", headers={"X-Forwarded-For": OFFICE}).status_code == 200
+    assert_refused(proxy.get("/login", headers={"X-Forwarded-For": OFFICE}), json_body=False)
+    # The office cannot pass itself off as the cafe: its own header is kept, the proxy appends.
+    forged = {"X-Forwarded-For": f"{CAFE}, {OFFICE}"}
+    assert_refused(proxy.get("/login", headers=forged), json_body=False)
+    assert proxy.get("/login", headers={"X-Forwarded-For": CAFE}).status_code == 200
+
+
+def test_without_trusted_proxies_the_proxy_is_one_client(limited_app, people):
+    app = limited_app(rate_limit_public="3/hour")
+    proxy = client_at(app, PROXY)
+    for address in (OFFICE, CAFE, FORGER):
+        assert proxy.get("/login", headers={"X-Forwarded-For": address}).status_code == 200
+    assert_refused(proxy.get("/login", headers={"X-Forwarded-For": STRIPE}), json_body=False)
+
+
 def test_a_forged_webhook_flood_does_not_block_stripe(limited_app, rt, session_factory):
     app = limited_app(rate_limit_webhooks="5/hour")
     forger = client_at(app, FORGER)
