@@ -43,7 +43,9 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
@@ -76,6 +78,9 @@ BURST_START_FAILURES = 5  # in burst mode, give up after this many failed starts
 # A worker's exit status when RQ's loop ended unasked (it quits on a Redis timeout or an
 # unexpected error): replaced like a crashed worker, with a pause if it keeps happening.
 EXIT_QUIT_UNASKED = 3
+# A worker's exit status when its connection to Redis failed under it: Redis's doing, not the
+# job's, so the job is requeued without counting the death against it.
+EXIT_REDIS_LOST = 4
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -200,10 +205,13 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def requeue_job_of_dead_worker(connection: Redis, worker_name: str, *, cause: str) -> str | None:
+def requeue_job_of_dead_worker(
+    connection: Redis, worker_name: str, *, cause: str, blame_job: bool = True
+) -> str | None:
     """Deal with the job a worker that died was running: requeue it at the front of its queue,
     or, once it has killed ``MAX_REQUEUES + 1`` workers, fail it giving ``cause``; and record
-    the worker's death. Returns the job's ID, or None if the worker was idle.
+    the worker's death. Without ``blame_job`` (the worker lost Redis) the death is not counted
+    against the job. Returns the job's ID, or None if the worker was idle.
 
     Call it only for a worker known to be dead: a live worker's job would run twice.
     """
@@ -221,7 +229,7 @@ def requeue_job_of_dead_worker(connection: Redis, worker_name: str, *, cause: st
     if job.get_status() != JobStatus.STARTED:
         return None  # it was finished, failed or retried before the worker died
     queue = Queue(job.origin, connection=connection)
-    deaths = int(job.meta.get(DEATHS_META_KEY, 0)) + 1
+    deaths = int(job.meta.get(DEATHS_META_KEY, 0)) + (1 if blame_job else 0)
     job.meta[DEATHS_META_KEY] = deaths
     job.started_at = job.ended_at = None
     with connection.pipeline() as pipeline:
@@ -311,8 +319,9 @@ class Supervisor:
         self.serial = 0
         self.start_failures = 0
         self.next_start = 0.0  # monotonic time before which no worker is started (backoff)
-        # Dead workers whose job could not be requeued yet (Redis was away): name -> cause.
-        self.unrequeued: dict[str, str] = {}
+        # Dead workers whose job could not be requeued yet (Redis was away): name -> (cause,
+        # whether the death counts against the job).
+        self.unrequeued: dict[str, tuple[str, bool]] = {}
         self.next_requeue_try = 0.0
         self.scheduler = RQScheduler(list(queue_names), connection=rt.redis)
         self.prefix = f"{socket.gethostname()}.{os.getpid()}"
@@ -431,13 +440,16 @@ class Supervisor:
         else:
             how = f"exited with status {os.WEXITSTATUS(status)}"
         cause = child.kill_cause or how
+        blame = not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_REDIS_LOST)
         try:
-            job_id = requeue_job_of_dead_worker(self.rt.redis, child.name, cause=cause)
+            job_id = requeue_job_of_dead_worker(
+                self.rt.redis, child.name, cause=cause, blame_job=blame
+            )
         except RedisError as exc:
             # Tried again every second until Redis answers (_requeue_pending): RQ's own
             # abandoned-job cleanup would find the job only after its timeout and a minute.
             log.error("supervisor: could not requeue the job of worker %s yet: %s", child.name, exc)
-            self.unrequeued[child.name] = cause
+            self.unrequeued[child.name] = (cause, blame)
             job_id = None
         log.warning(
             "supervisor: worker %s (pid %d) %s after %.1f s%s",
@@ -468,9 +480,11 @@ class Supervisor:
         if not self.unrequeued or time.monotonic() < self.next_requeue_try:
             return
         self.next_requeue_try = time.monotonic() + REQUEUE_RETRY_SECONDS
-        for name, cause in list(self.unrequeued.items()):
+        for name, (cause, blame) in list(self.unrequeued.items()):
             try:
-                job_id = requeue_job_of_dead_worker(self.rt.redis, name, cause=cause)
+                job_id = requeue_job_of_dead_worker(
+                    self.rt.redis, name, cause=cause, blame_job=blame
+                )
             except RedisError:
                 return  # still away
             del self.unrequeued[name]
@@ -549,6 +563,9 @@ def _child_main(supervisor: Supervisor, name: str) -> int:
         worker.work(burst=burst, max_jobs=max_jobs, logging_level=supervisor.logging_level)
         finished = burst or (max_jobs is not None and worker.executed_jobs >= max_jobs)
         return 0 if finished or worker.stop_requested else EXIT_QUIT_UNASKED
+    except (RedisConnectionError, RedisTimeoutError):
+        log.exception("worker %s lost its connection to Redis", name)
+        return EXIT_REDIS_LOST
     except BaseException:
         log.exception("worker %s failed", name)
         return 1

@@ -42,6 +42,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 90  # the supervisor imports torch and loads the classifier before forking
 TIMEOUT = 30
+ACTIONS_POOL = ("--processes", "1", "--queue", queues.ACTIONS)  # starts without the classifier
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
@@ -371,44 +372,81 @@ def test_burst_exits_when_the_work_is_done_and_max_jobs_recycles_children(
         assert ticket.category is not None and ticket.category_confidence is not None
 
 
+@contextlib.contextmanager
+def redis_behind_a_proxy(settings: Settings) -> Iterator[tuple[ProxySet, Redis, Settings]]:
+    """The test Redis (flushed) behind the chaos fault proxy: the proxies, a client through
+    them, and settings through them."""
+    proxies = ProxySet()
+    direct = Redis.from_url(settings.redis_url or "")
+    direct.flushdb()
+    upstream = direct.connection_pool.connection_kwargs
+    db = int(upstream.get("db", 0))
+    port = proxies.add("redis", int(upstream.get("port", 6379)), str(upstream.get("host")))
+    proxied = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{port}/{db}")
+    try:
+        yield proxies, Redis(host="127.0.0.1", port=port, db=db), proxied
+    finally:
+        proxies.clear()
+        proxies.stop()
+
+
 def test_a_dead_workers_job_is_requeued_once_redis_is_back(settings, tmp_path):
     """A worker died while Redis was away (RQ's loop quits on a lost connection, so the two
     come together): the supervisor could not requeue its job then, and tries again until
     Redis answers. RQ's own cleanup would find the job only after its timeout (an hour here)
     and a minute. Found by `make chaos` (seed 424242)."""
-    proxies = ProxySet()
-    redis = Redis.from_url(settings.redis_url or "")
-    redis.flushdb()
-    upstream = redis.connection_pool.connection_kwargs
-    port = proxies.add("redis", int(upstream.get("port", 6379)), str(upstream.get("host")))
-    through = Redis(host="127.0.0.1", port=port, db=int(upstream.get("db", 0)))
-    proxied = dataclasses.replace(
-        settings, redis_url=f"redis://127.0.0.1:{port}/{upstream.get('db', 0)}"
-    )
-    worker = WorkerProcess(
-        proxied, tmp_path / "worker.log", "--processes", "1", "--queue", "actions"
-    )
-    try:
-        worker.wait_for_children(1, START_TIMEOUT)
-        job = Queue(queues.ACTIONS, connection=through).enqueue(
-            test_jobs.sleep_first_time, str(tmp_path), "job", 3600, job_timeout=3600
-        )
-        wait_until(lambda: test_jobs.pids(str(tmp_path), "job", "started"), "the job started")
-        proxies.on_loop(lambda: proxies.proxies["redis"].cut(3600))  # Redis goes away
-        (worker_pid,) = test_jobs.pids(str(tmp_path), "job", "started")
-        os.kill(worker_pid, signal.SIGKILL)
-        wait_until(lambda: "could not requeue the job" in worker.log(), "the requeue failed")
-        proxies.clear()  # Redis is back
+    with redis_behind_a_proxy(settings) as (proxies, through, proxied):
+        worker = WorkerProcess(proxied, tmp_path / "worker.log", *ACTIONS_POOL)
+        try:
+            worker.wait_for_children(1, START_TIMEOUT)
+            job = Queue(queues.ACTIONS, connection=through).enqueue(
+                test_jobs.sleep_first_time, str(tmp_path), "job", 3600, job_timeout=3600
+            )
+            wait_until(lambda: test_jobs.pids(str(tmp_path), "job", "started"), "job started")
+            proxies.on_loop(lambda: proxies.proxies["redis"].cut(3600))  # Redis goes away
+            (worker_pid,) = test_jobs.pids(str(tmp_path), "job", "started")
+            os.kill(worker_pid, signal.SIGKILL)
+            wait_until(lambda: "could not requeue the job" in worker.log(), "requeue failed")
+            proxies.clear()  # Redis is back
 
-        wait_for_job(job, JobStatus.FINISHED, worker, START_TIMEOUT)
-        assert len(test_jobs.pids(str(tmp_path), "job", "started")) == 2
-        assert len(test_jobs.pids(str(tmp_path), "job", "done")) == 1
-        job.refresh()
-        assert job.meta.get(DEATHS_META_KEY) == 1
-    finally:
-        proxies.clear()
-        worker.stop()
-        proxies.stop()
+            wait_for_job(job, JobStatus.FINISHED, worker, START_TIMEOUT)
+            assert len(test_jobs.pids(str(tmp_path), "job", "started")) == 2
+            assert len(test_jobs.pids(str(tmp_path), "job", "done")) == 1
+            job.refresh()
+            assert job.meta.get(DEATHS_META_KEY) == 1
+        finally:
+            proxies.clear()
+            worker.stop()
+
+
+def test_a_worker_that_lost_redis_is_not_a_death_the_job_is_blamed_for(settings, tmp_path):
+    """Redis went away under a worker running a job that two dead workers had run before
+    (killed from outside): the worker gives up, the job is requeued and finishes, instead of
+    failing for good as a job that kills its workers. Found by `make chaos` (seed 202: an
+    email killed twice by the monkey, then once by a Redis reset, was never triaged)."""
+    with redis_behind_a_proxy(settings) as (proxies, through, proxied):
+        worker = WorkerProcess(proxied, tmp_path / "worker.log", *ACTIONS_POOL)
+        try:
+            worker.wait_for_children(1, START_TIMEOUT)
+            job = Queue(queues.ACTIONS, connection=through).enqueue(
+                test_jobs.sleep_first_time,
+                str(tmp_path),
+                "job",
+                3,
+                meta={DEATHS_META_KEY: MAX_REQUEUES},
+            )
+            wait_until(lambda: test_jobs.pids(str(tmp_path), "job", "started"), "job started")
+            proxies.on_loop(lambda: proxies.proxies["redis"].cut(3600))  # Redis goes away
+            wait_until(lambda: "could not requeue the job" in worker.log(), "the worker gave up")
+            proxies.clear()  # Redis is back
+
+            wait_for_job(job, JobStatus.FINISHED, worker, START_TIMEOUT)
+            assert len(test_jobs.pids(str(tmp_path), "job", "started")) == 2
+            job.refresh()
+            assert job.meta.get(DEATHS_META_KEY) == MAX_REQUEUES  # not blamed
+        finally:
+            proxies.clear()
+            worker.stop()
 
 
 def test_looking_a_worker_up_never_changes_the_worker_registry(redis_url):
