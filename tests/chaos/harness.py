@@ -373,18 +373,20 @@ class FaultMonkey(threading.Thread):
             kinds = ["cut", "delay", "reset"] + (["http"] * 3 if proxy.http else [])
             kind = self.rng.choice(kinds)
             seconds = round(self.rng.uniform(0.5, 3.0), 2)
+            detail = f"for {seconds} s"
             if kind == "cut":
                 self.proxies.on_loop(lambda p=proxy, s=seconds: p.cut(s))
             elif kind == "delay":
                 per_chunk = round(self.rng.uniform(0.05, 0.6), 2)
                 self.proxies.on_loop(lambda p=proxy, s=seconds, c=per_chunk: p.delay(s, c))
-                seconds = per_chunk
+                detail += f", {per_chunk} s a chunk"
             elif kind == "reset":
-                self.proxies.on_loop(proxy.reset_all)
+                detail = f"{self.proxies.on_loop(proxy.reset_all)} connection(s)"
             else:
                 rate = round(self.rng.uniform(0.3, 0.8), 2)
                 self.proxies.on_loop(lambda p=proxy, s=seconds, r=rate: p.http_faults(s, r))
-            self.proxies.record(target, kind, f"{seconds}")
+                detail += f", {rate:.0%} of requests"
+            self.proxies.record(target, kind, detail)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -411,24 +413,21 @@ def seed_everything(
     return customers + callers
 
 
-def spread(total: int, seconds: float, stop: threading.Event) -> Iterator[int]:
-    """0..total-1, evenly over ``seconds`` (stopping early if told)."""
+def spread(total: int, seconds: float) -> Iterator[int]:
+    """0..total-1, evenly over ``seconds``."""
     gap = seconds / max(total, 1)
     for i in range(total):
-        if stop.wait(gap if i else 0.2):
-            return
+        time.sleep(gap if i else 0.2)
         yield i
 
 
-def mail_load(
-    customers: list[Customer], imap_port: int, seconds: float, tally: Tally, stop: threading.Event
-) -> None:
+def mail_load(customers: list[Customer], imap_port: int, seconds: float, tally: Tally) -> None:
     """Append each customer's email to the mailbox, spread over ``seconds``."""
     senders = [c for c in customers if c.case is not None]
     client = IMAPClient(servers.LOOPBACK, port=imap_port, ssl=False)
     client.login(MAILBOX_USER, MAILBOX_PASSWORD)
     try:
-        for i in spread(len(senders), seconds, threading.Event()):
+        for i in spread(len(senders), seconds):
             client.append("INBOX", customer_email(senders[i]))
             tally.add("emails_appended")
     finally:
@@ -461,7 +460,7 @@ def webhook_load(
             events.append(stripe_event("charge.succeeded", obj, serial))
     deliveries = [e for e in events for _ in range(rng.randint(1, 3))]
     rng.shuffle(deliveries)
-    for i in spread(len(deliveries), opts.duration * 0.8, threading.Event()):
+    for i in spread(len(deliveries), opts.duration * 0.8):
         event = deliveries[i]
         sent_ids.add(event["id"])
         tally.add("webhook_sends")
@@ -486,7 +485,7 @@ def agent_load(customers: list[Customer], web_url: str, seconds: float, tally: T
     browser = AgentBrowser(web_url, tally)
     if not browser.sign_in():
         return
-    for i in spread(len(callers), seconds, threading.Event()):
+    for i in spread(len(callers), seconds):
         browser.refund_twice_clicked(callers[i])
 
 
@@ -583,7 +582,7 @@ def run(opts: Options) -> dict[str, Any]:
         faults = FaultMonkey(proxies, rng_faults, stop)
         loads = [
             threading.Thread(
-                target=mail_load, args=(customers, imap.port, opts.duration * 0.8, tally, stop)
+                target=mail_load, args=(customers, imap.port, opts.duration * 0.8, tally)
             ),
             threading.Thread(
                 target=webhook_load,
