@@ -646,6 +646,12 @@ def run(opts: Options) -> dict[str, Any]:
         summary["restarts_after_exits"] = [e for phase, e in product.exits if phase == "load"]
         summary["anomalies"] = anomalies
         summary["fault_log"] = sorted(proxies.log + monkey.log)  # each line starts HH:MM:SS
+        if anomalies:
+            try:
+                stories = invariants.ticket_stories(factory, customers)
+            except Exception as exc:  # a diagnosis must not hide the anomalies themselves
+                stories = f"could not read the tickets: {exc!r}\n"
+            (run_dir / "tickets.txt").write_text(stories)
         (run_dir / "faults.log").write_text("\n".join(summary["fault_log"]) + "\n")
         summary["wall_seconds"] = round(time.monotonic() - began, 1)
     if not summary["anomalies"] and not opts.keep:

@@ -250,3 +250,34 @@ def check_tickets(factory: sessionmaker[Session], customers: Iterable[Customer])
                     f" {ticket.status if ticket else 'gone'}, not closed"
                 )
     return anomalies
+
+
+def ticket_stories(factory: sessionmaker[Session], customers: Iterable[Customer]) -> str:
+    """What became of each customer's ticket, for reading beside the anomalies: category,
+    status, team, why automation stopped, each step and each note."""
+    lines: list[str] = []
+    with session_scope(factory) as session:
+        for customer in customers:
+            tickets = session.scalars(
+                select(Ticket).where(Ticket.requester_email == customer.email).order_by(Ticket.id)
+            ).all()
+            lines.append(f"{customer.label} ({customer.email}, {customer.stripe_id}):")
+            if not tickets:
+                lines.append("  no ticket")
+            for ticket in tickets:
+                lines.append(
+                    f"  ticket {ticket.id}: {ticket.category} ({ticket.category_confidence}),"
+                    f" {ticket.status}, team {ticket.team}, {ticket.resolution or ''};"
+                    f" automation blocked: {ticket.automation_blocked}"
+                )
+                for action in session.scalars(
+                    select(Action).where(Action.ticket_id == ticket.id).order_by(Action.id)
+                ):
+                    lines.append(
+                        f"    step {action.id} {action.kind} {action.status}"
+                        f" {action.stripe_object_id or ''} {action.error or ''}".rstrip()
+                    )
+                for message in ticket.messages:
+                    if message.kind == "note":
+                        lines.append(f"    note: {' '.join(message.body.split())[:300]}")
+    return "\n".join(lines) + "\n"
