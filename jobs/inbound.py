@@ -62,13 +62,37 @@ from mail.parsing import ParsedEmail, read_email
 log = logging.getLogger(__name__)
 ACTOR = MAIL_AGENT
 EARLIER_REFUNDS_DAYS = 30
+# Stored mail still waiting this long after it came is looked for in the queue, at most this
+# many emails a sweep (the supervisor's, every minute).
+RESUME_AFTER = timedelta(minutes=2)
+RESUME_BATCH = 500
 
 
-def enqueue_inbound(rt: runtime.Runtime, email_id: int) -> None:
-    """Queue a stored email for processing (once: the job ID is the email's)."""
+def enqueue_inbound(rt: runtime.Runtime, email_id: int) -> bool:
+    """Queue a stored email for processing (once: the job ID is the email's); True when this
+    call queued it."""
     job_id = f"inbound-{email_id}"
     if queues.enqueue_once(rt.queue(queues.MAIL), process_inbound_email, email_id, job_id=job_id):
         log.info("email %s queued for processing as job %s", email_id, job_id)
+        return True
+    return False
+
+
+def resume_inbound(rt: runtime.Runtime) -> int:
+    """Queue again the stored emails still waiting a while after they came whose job the queue
+    lost (Redis lost its data, a job lost on its way to a worker): the poller hands each email
+    on once, and will not again. Returns how many were queued."""
+    before = utcnow() - RESUME_AFTER
+    waiting_statuses = [status for status in InboundStatus if status.waiting]
+    with session_scope(rt.session_factory) as session:
+        waiting = session.scalars(
+            select(InboundEmail.id)
+            .where(InboundEmail.status.in_(waiting_statuses), InboundEmail.received_at < before)
+            .order_by(InboundEmail.id)
+            .limit(RESUME_BATCH)
+        ).all()
+    # A job still queued, running or waiting for its retry is left alone (one job per email).
+    return sum(enqueue_inbound(rt, email_id) for email_id in waiting)
 
 
 def process_inbound_email(email_id: int) -> str:

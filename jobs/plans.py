@@ -282,6 +282,8 @@ def resume_plans(rt: runtime.Runtime) -> int:
         except NoSuchJobError:
             job = None
         if job is not None and job.get_status(refresh=True) not in _DONE_JOB_STATES:
+            # Queued, running or waiting for its retry; unless it was lost on its way to a worker.
+            queued += queues.requeue_if_lost(rt.redis, job.id)
             continue
         enqueue_step(step_queue(rt, role is not None), action_id)
         queued += 1

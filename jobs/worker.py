@@ -59,7 +59,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core import log_context, metrics
 from core.errors import BillingDeskError
-from jobs import plans, queues, runtime, schedule, stripe_events
+from jobs import inbound, plans, queues, runtime, schedule, stripe_events
 from mail import classifier
 
 log = logging.getLogger(__name__)
@@ -511,13 +511,16 @@ class Supervisor:
             log.warning("supervisor: scheduler round failed: %s", exc)
 
     def _resume_plans(self) -> None:
-        """Queue again the due steps of plans, and the Stripe events, whose job is gone (a web
-        process that died between recording and queueing, a Redis that lost its data); and,
-        where this supervisor serves the automation queue, the minute's SLA check."""
+        """Queue again the due steps of plans, the Stripe events and the stored emails whose job
+        is gone (a web process that died between recording and queueing, a Redis that lost its
+        data, a job lost on its way to a worker); and, where this supervisor serves the
+        automation queue, the minute's SLA check."""
         try:
             plans.resume_plans(self.rt)
             if queues.EVENTS in self.queue_names:
                 stripe_events.resume_events(self.rt)
+            if queues.MAIL in self.queue_names:
+                inbound.resume_inbound(self.rt)
             if queues.AUTOMATION in self.queue_names:
                 schedule.enqueue_sla_check(self.rt)
                 schedule.enqueue_drift_checks(self.rt)

@@ -173,3 +173,30 @@ def test_mail_announced_during_a_poll_is_news_for_the_idle_that_follows(settings
         assert mailbox.wait_for_news(timeout=1, stop=stop) is False
     finally:
         mailbox.close()
+
+
+def test_an_email_whose_job_was_lost_on_its_way_to_a_worker_is_processed_once(
+    mailbox_client, rt, poll_mail, run_worker
+):
+    """Stored and handed on once; its job's ID then popped by a worker that never read it.
+    The supervisor's sweep finds the email still waiting and pushes its job back, once."""
+    from jobs import queues
+    from jobs.inbound import RESUME_AFTER, resume_inbound
+
+    mailbox_client.append("INBOX", mail(1))
+    poll_mail()
+    mail_queue = rt.queue(queues.MAIL)
+    assert rt.redis.lpop(mail_queue.key) is not None
+    run_worker()
+    assert resume_inbound(rt) == 0  # just came: not looked for yet
+    with session_scope(rt.session_factory) as session:
+        for stored in session.scalars(select(InboundEmail)):
+            stored.received_at -= 2 * RESUME_AFTER
+
+    assert resume_inbound(rt) == 1
+    assert resume_inbound(rt) == 0  # back in its queue: not pushed twice
+    run_worker()
+    with session_scope(rt.session_factory) as session:
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 1
+        assert session.scalars(select(InboundEmail.status)).all() == ["processed"]
+    assert resume_inbound(rt) == 0

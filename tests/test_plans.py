@@ -25,7 +25,9 @@ from core.plans import PlanDraft, StepDraft
 from core.policy import Mode
 from helpdesk_app.cli import main
 from helpdesk_app.demo.seed import DemoCustomer, create_charge, create_customer
+from jobs import queues
 from jobs.inbound import process_inbound_email
+from jobs.plans import resume_plans
 
 pytestmark = pytest.mark.e2e
 
@@ -285,5 +287,28 @@ def test_a_step_whose_job_was_lost_is_resumed(
     assert "1 plan step(s) queued again" in capsys.readouterr().out
     main(["plans", "resume"])  # its job is queued now: not queued twice
     assert "0 plan step(s) queued again" in capsys.readouterr().out
+    run_worker()
+    assert len(refunds(stripe_client, newer)) == 1
+
+
+def test_a_step_lost_on_its_way_to_a_worker_is_resumed_once(
+    app, people, twins, rt, stripe_client, run_worker, session_factory, new_ticket
+):
+    """The job's ID was popped from its queue by a worker whose connection dropped before it
+    read the answer: "queued", in no queue, and its unique ID keeps a plain enqueue out."""
+    customer, _older, newer = twins
+    ticket_id = new_ticket(ALICE.email, subject="Charged twice")
+    ann = open_sidebar(app, "ann@example.com", ticket_id)
+    ann.verify(customer)
+    _, _, intent = ann.preview(kind="refund", charge_id=newer, reason="duplicate")
+    ann.confirm(intent)
+    actions_queue = rt.queue(queues.ACTIONS)
+    popped = rt.redis.lpop(actions_queue.key)
+    assert popped is not None and popped.decode().startswith("action-")
+    run_worker()
+    assert refunds(stripe_client, newer) == []  # no worker has it
+
+    assert resume_plans(rt) == 1
+    assert resume_plans(rt) == 0  # back in its queue: not pushed twice
     run_worker()
     assert len(refunds(stripe_client, newer)) == 1

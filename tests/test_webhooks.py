@@ -442,3 +442,25 @@ def test_an_event_whose_job_was_lost_is_queued_again_and_handled_once(
         assert session.get(StripeEvent, lost["id"]).status == "processed"
         assert session.get(StripeEvent, fresh["id"]).status == "processed"
     assert stripe_events.resume_events(rt) == 0  # nothing left unhandled
+
+
+def test_an_event_job_lost_on_its_way_to_a_worker_is_queued_again(
+    client, rt, session_factory, run_worker
+):
+    """A worker's BLPOP took the job and its connection dropped before the answer: the job
+    says "queued" but no queue holds it. The sweep pushes it back, once."""
+    lost = event("customer.created", customer("cus_Popped", "Pia"))
+    assert deliver(client, lost).status_code == 200
+    events_queue = rt.queue(queues.EVENTS)
+    assert rt.redis.lpop(events_queue.key) == stripe_events.event_job_id(lost["id"]).encode()
+    with session_scope(session_factory) as session:
+        session.get(StripeEvent, lost["id"]).received_at -= stripe_events.RESUME_AFTER * 2
+
+    assert stripe_events.resume_events(rt) == 1
+    assert stripe_events.resume_events(rt) == 0  # in its queue now: left alone
+    assert events_queue.count == 1
+    run_worker()
+
+    with session_scope(session_factory) as session:
+        assert session.get(StripeCustomer, "cus_Popped").name == "Pia"
+        assert session.get(StripeEvent, lost["id"]).status == "processed"
