@@ -64,7 +64,7 @@ ACTOR = MAIL_AGENT
 EARLIER_REFUNDS_DAYS = 30
 # Stored mail still waiting this long after it came is looked for in the queue, at most this
 # many emails a sweep (the supervisor's, every minute).
-RESUME_AFTER = timedelta(minutes=2)
+RESUME_AFTER = timedelta(minutes=1)
 RESUME_BATCH = 500
 
 
