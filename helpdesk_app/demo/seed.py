@@ -68,13 +68,14 @@ DEMO_DISPUTES = 2
 NINA = DemoCustomer("Nina Berg", "nina@example.com", "T-1344", "Berg Events", "4000000000000259")
 
 DEMO_PASSWORD = "billing-desk-demo"
-# The demo's team: one of each role the playbooks name, all with DEMO_PASSWORD.
+# The demo's team: one of each role the playbooks name and an admin, all with DEMO_PASSWORD.
 DEMO_AGENTS = [
     ("ann@demo.test", "Ann Agent", "agent"),
     ("lee@demo.test", "Lee Lead", "support_lead"),
     ("sam@demo.test", "Sam Security", "security"),
     ("avery@demo.test", "Avery Account-Manager", "account_manager"),
     ("fin@demo.test", "Fin Finance", "finance"),
+    ("ada@demo.test", "Ada Admin", "admin"),  # RQ's dashboard at /admin/rq is hers alone
 ]
 
 
