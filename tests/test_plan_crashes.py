@@ -126,3 +126,30 @@ def test_a_worker_starting_queues_the_plans_whose_job_was_lost(
     assert len(outbox) == 1
     with session_scope(rt.session_factory) as session:
         assert session.scalars(select(Plan.status)).one() == "done"
+
+
+@pytest.mark.parametrize(
+    ("holder", "taken_over"), [("job:inbound-7", True), ("job:inbound-8", False)]
+)
+def test_a_rerun_takes_over_the_triage_lock_its_dead_run_left_and_no_other(
+    rt, monkeypatch, holder, taken_over
+):
+    """Killed while triaging, a job is put back and runs again: the lock its last run held
+    is its own to take over at once, not one to wait out. Another job's lock still holds."""
+    from types import SimpleNamespace
+
+    import jobs.inbound
+    from core.errors import HelpdeskUnavailable
+
+    key = "billing-desk:triage:42"
+    rt.redis.set(key, holder, px=300_000)  # as the dead run left it: long to expire
+    monkeypatch.setattr(jobs.inbound, "TRIAGE_LOCK_SECONDS", 1)  # how long a waiter waits
+    monkeypatch.setattr(jobs.inbound, "get_current_job", lambda: SimpleNamespace(id="inbound-7"))
+    if taken_over:
+        with jobs.inbound._one_triage_at_a_time(rt, 42):
+            assert rt.redis.get(key) == b"job:inbound-7"
+        assert rt.redis.get(key) is None  # released when the triage ended
+    else:
+        with pytest.raises(HelpdeskUnavailable), jobs.inbound._one_triage_at_a_time(rt, 42):
+            pass
+        assert rt.redis.get(key) == holder.encode()
