@@ -691,6 +691,8 @@ def bound_headers(raw: bytes) -> tuple[bytes, tuple[str, ...]]:
         if len(one) > MAX_FIELD_BYTES or len(_ENCODED_WORD.findall(one)) > MAX_ENCODED_WORDS:
             one = _cut_field(one, keep_end=name.lower() == "references")
             changed.append(name)
+            if not one.strip():
+                continue  # nothing of it fits; a blank line here would end the header block
         kept.append(one)
     if not changed:
         return raw, ()
@@ -702,8 +704,11 @@ def bound_headers(raw: bytes) -> tuple[bytes, tuple[str, ...]]:
 
 def _cut_field(field: bytes, *, keep_end: bool) -> bytes:
     """One header field within bounds, cut between words (a References field keeps its end:
-    the nearest messages of the thread are named last)."""
-    name, _, value = field.partition(b":")
+    the nearest messages of the thread are named last). A line with no field name before a
+    colon (or a name longer than any field may be) is cut as words alone."""
+    name, colon, value = field.partition(b":")
+    if not colon or len(name) + 2 > MAX_FIELD_BYTES:
+        name, value = b"", field
     words = value.split()
     if keep_end:
         words.reverse()
@@ -720,7 +725,7 @@ def _cut_field(field: bytes, *, keep_end: bool) -> bytes:
         encoded += in_word
     if keep_end:
         kept.reverse()
-    return name + b": " + b" ".join(kept)
+    return (name + b": " if name else b"") + b" ".join(kept)
 
 
 def _read_message(raw: bytes) -> EmailMessage:

@@ -533,6 +533,18 @@ def test_any_bytes_are_read_or_quarantined_and_never_raise(raw):
     read_within_bounds(raw)  # quarantined mail too: the quarantine list reads it
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x00From omar" * 1_700,  # hypothesis found it: a header line with no colon, 17 KB
+        b"Subject: hi\r\n" + b"Y" * 20_000 + b"\r\nFrom: a@example.com\r\n\r\nbody",
+        b"X" * 20_000 + b": value\r\n\r\nbody",  # a "name" longer than any field may be
+    ],
+)
+def test_a_header_line_that_names_no_field_is_cut_within_bounds_too(raw):
+    read_within_bounds(raw)
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages_past_the_bounds())
 def test_messages_past_the_bounds_are_read_within_them(raw):
