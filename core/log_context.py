@@ -46,6 +46,17 @@ def add(**ids: str | int | None) -> None:
     bind(**ids)
 
 
+@contextmanager
+def cleared() -> Iterator[None]:
+    """No IDs inside the block, and none that code inside it adds are left after it (a test
+    calling a job function directly, outside the worker's ``bound`` block)."""
+    token = _context.set(MappingProxyType({}))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
 def unbind(token: object) -> None:
     """Undo a ``bind``."""
     _context.reset(token)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from sidebar_client import PASSWORD
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from core import agents
+from core import agents, log_context
 from core.db import Base, make_engine, make_session_factory, session_scope, upgrade
 from core.db.models import Ticket
 from core.domain import Role
@@ -103,6 +103,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     embedded = servers.start_embedded_redis(tmp_path_factory.mktemp("redis"))
     yield f"redis://{servers.LOOPBACK}:{embedded.port}/0"
     embedded.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_context() -> Iterator[None]:
+    """Each test starts with no log IDs bound and leaves none: a job function a test calls
+    directly adds its email or ticket ID outside the worker's per-job block."""
+    with log_context.cleared():
+        yield
 
 
 @pytest.fixture(autouse=True)
