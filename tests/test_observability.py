@@ -616,6 +616,13 @@ def test_the_dashboard_is_for_admins_only(app, admins):
     assert names <= set(queues.ALL_QUEUES)
 
 
+def test_only_an_admin_is_shown_the_way_to_the_dashboard(app, admins):
+    assert 'href="/admin/rq/">Queues</a>' in signed_in(app, "ada@example.com").get("/").get_data(
+        as_text=True
+    )
+    assert "/admin/rq" not in signed_in(app, "ann@example.com").get("/").get_data(as_text=True)
+
+
 def test_a_cross_site_post_to_the_dashboard_is_refused(app, rt, admins):
     job = rt.queue(queues.ACTIONS).enqueue(always_fails)
     admin = signed_in(app, "ada@example.com")
