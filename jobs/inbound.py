@@ -63,9 +63,9 @@ from mail.parsing import ParsedEmail, read_email
 log = logging.getLogger(__name__)
 ACTOR = MAIL_AGENT
 EARLIER_REFUNDS_DAYS = 30
-# Stored mail still waiting this long after it came is looked for in the queue, at most this
-# many emails a sweep (the supervisor's, every minute).
-RESUME_AFTER = timedelta(minutes=1)
+# Stored mail still waiting a while after it came is looked for in the queue, at most this many
+# emails a sweep (the supervisor's, every minute).
+RESUME_AFTER = queues.RESUME_AFTER
 RESUME_BATCH = 500
 
 

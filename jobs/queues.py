@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from redis import Redis
@@ -28,6 +29,9 @@ STANDARD_RETRY = Retry(max=5, interval=[10, 30, 60, 300, 900])
 # A worker that has just taken a job from its queue marks it started within milliseconds; a job
 # still "queued" and in no queue this long after a first look was lost on the way to a worker.
 LOST_RECHECK_SECONDS = 1.0
+# Recorded work (an event, a stored email) still waiting this long after it came is looked for
+# in the queue by the supervisor's minute sweep: with it, a lost job runs within two minutes.
+RESUME_AFTER = timedelta(minutes=1)
 _REQUEUE_LOCK_SECONDS = 30  # one process pushes a lost job back, not every sweep that finds it
 
 

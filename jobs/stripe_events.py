@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 
 from redis import Redis
@@ -33,7 +32,7 @@ from jobs.system_tickets import ACTOR, open_system_escalation
 log = logging.getLogger(__name__)
 
 # An event recorded this long ago and still unhandled has lost its job (the supervisor looks).
-RESUME_AFTER = timedelta(minutes=1)
+RESUME_AFTER = queues.RESUME_AFTER
 RESUME_BATCH = 1000
 # Failed attempts after which an event is a sync error (the first retries are often transient).
 SYNC_ERROR_AFTER = 3
