@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import Settings
 from core.stripe_gateway import StripeGateway, make_gateway
 from helpdesk_app.services import get_services
+from jobs.runtime import redis_client
 
 bp = Blueprint("health", __name__)
 
@@ -54,7 +55,7 @@ class Readiness:
     def redis(self) -> Redis:
         """A Redis client of its own, whose connects and reads give up within the timeout."""
         assert self.settings.redis_url is not None
-        return Redis.from_url(
+        return redis_client(  # every REDIS_URL we accept, Sentinel too
             self.settings.redis_url,
             socket_connect_timeout=self.timeout,
             socket_timeout=self.timeout,

@@ -157,11 +157,12 @@ def _storage(settings: Settings) -> tuple[str, dict[str, Any]]:
         return "memory://", {}
     # redis_client reads every REDIS_URL we accept (Sentinel too) and connects on first use,
     # so an app whose Redis is down still starts.
-    pool = redis_client(settings.redis_url).connection_pool
-    pool.connection_kwargs.update(
-        socket_connect_timeout=STORAGE_TIMEOUT_SECONDS, socket_timeout=STORAGE_TIMEOUT_SECONDS
+    client = redis_client(
+        settings.redis_url,
+        socket_connect_timeout=STORAGE_TIMEOUT_SECONDS,
+        socket_timeout=STORAGE_TIMEOUT_SECONDS,
     )
-    return "redis://", {"connection_pool": pool}
+    return "redis://", {"connection_pool": client.connection_pool}
 
 
 def init_app(app: Flask, settings: Settings) -> Limiter:

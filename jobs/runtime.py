@@ -117,9 +117,14 @@ def _host_port(host: str) -> tuple[str, int]:
     return name.strip("[]"), int(port)
 
 
-def redis_client(url: str) -> Redis:
-    """A client for REDIS_URL: a plain Redis URL (redis-py's from_url), or a Sentinel URL."""
-    options: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 30}
+def redis_client(url: str, **overrides: Any) -> Redis:
+    """A client for REDIS_URL: a plain Redis URL (redis-py's from_url), or a Sentinel URL;
+    ``overrides`` replace the connection options (a caller's own timeouts)."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 5,
+        "health_check_interval": 30,
+        **overrides,
+    }
     if url.partition("://")[0] in SENTINEL_SCHEMES:
         return SentinelUrl.parse(url).connect(**options)
     return Redis.from_url(url, **options)
